@@ -1,0 +1,41 @@
+# Orion build entry points. `make setup` installs everything a fresh machine needs.
+PROTOC ?= protoc
+PROTO_SRC := $(shell find proto -name '*.proto' -not -path 'proto/gen/*' | sort)
+TS_PROTO_OPTS := outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,useOptionals=messages,forceLong=number,env=node,outputClientImpl=false
+
+.PHONY: setup deps system-deps proto proto-check build test sample bench clean
+
+setup: system-deps deps proto build
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+deps:
+	npm ci --no-audit --no-fund
+
+proto:
+	rm -rf proto/gen && mkdir -p proto/gen
+	$(PROTOC) --plugin=protoc-gen-ts_proto=node_modules/.bin/protoc-gen-ts_proto \
+	  --ts_proto_out=proto/gen --ts_proto_opt=$(TS_PROTO_OPTS) \
+	  -I proto -I /usr/include $(PROTO_SRC)
+
+# Fails when the committed generated code is out of date with the .proto files.
+proto-check: proto
+	git diff --exit-code --stat -- proto/gen || (echo "proto/gen is out of date: run 'make proto' and commit" >&2; exit 1)
+	test -z "$$(git status --porcelain -- proto/gen)" || (echo "proto/gen has untracked generated files: run 'make proto' and commit" >&2; exit 1)
+
+build:
+	npx tsc -p tsconfig.json
+	chmod +x dist/cli/main.js
+
+test: build
+	npx vitest run
+
+sample: build
+	bash scripts/sample.sh
+
+bench: build
+	bash bench/run.sh
+
+clean:
+	rm -rf dist

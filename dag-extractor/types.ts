@@ -1,0 +1,32 @@
+/** The build graph extracted from a project, independent of the build tool. */
+
+export type ActionKind = 'compile' | 'archive' | 'link' | 'other';
+
+export interface BuildAction {
+  /** Stable identifier, unique within the graph (same project + same command line gives the same id). */
+  id: string;
+  kind: ActionKind;
+  /** Absolute working directory the command runs in. */
+  cwd: string;
+  /** The command. `other` steps that need a shell are ['/bin/sh', '-c', line]. */
+  argv: string[];
+  /** Environment variables the command needs beyond the ambient ones (usually empty). */
+  env?: Record<string, string>;
+  /** Absolute paths of files the command is known to read (sources, objects, archives; not headers). */
+  inputs: string[];
+  /** Absolute paths of files the command writes. */
+  outputs: string[];
+  /** Ids of actions that must finish first (producers of inputs, or ordering barriers). */
+  deps: string[];
+  /** False when the action's inputs cannot be known: it then runs locally, uncached. */
+  cacheable: boolean;
+  /** Short label for humans, e.g. "CC src/foo.o". */
+  label: string;
+}
+
+export interface BuildGraph {
+  /** Absolute project root: every input and output lies under it (or is a system file). */
+  root: string;
+  tool: 'make' | 'ninja' | 'compile_commands';
+  actions: BuildAction[];
+}
