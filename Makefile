@@ -1,7 +1,7 @@
 # Orion build entry points. `make setup` installs everything a fresh machine needs.
 PROTOC ?= protoc
 PROTO_SRC := $(shell find proto -name '*.proto' -not -path 'proto/gen/*' | sort)
-TS_PROTO_OPTS := outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,useOptionals=messages,forceLong=number,env=node,outputClientImpl=false
+TS_PROTO_OPTS := outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,useOptionals=messages,forceLong=number,env=node
 
 .PHONY: setup deps system-deps proto proto-check build test sample bench clean
 

@@ -29,6 +29,12 @@ export interface Directory {
   symlinks: SymlinkNode[];
 }
 
+/** A REAPI Tree message: a directory and every directory below it (children in no particular order). */
+export interface Tree {
+  root: Directory;
+  children: Directory[];
+}
+
 export interface OutputFile {
   path: string;
   digest: Digest;

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { pino, destination, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -20,7 +20,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } },
     });
   }
-  return pino({ level, name: opts.name }, pino.destination({ fd: 2, sync: false }));
+  return pino({ level, name: opts.name }, destination({ fd: 2, sync: false }));
 }
 
 /** A logger that drops everything (tests, embedded mode with --quiet). */

@@ -1,0 +1,83 @@
+/**
+ * A persistent ActionCache: one JSON file per action digest (dir/ab/<hash>-<size>.json,
+ * raw stdout/stderr in base64), replaced atomically so a crash never leaves a torn
+ * entry. A file that cannot be parsed is treated as a miss and removed.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { wrap } from '../common/errors.js';
+import type { ActionCache } from './action-cache.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { validateDigest } from './digest.js';
+import type { ActionResult, Digest } from './types.js';
+
+const FORMAT_VERSION = 1;
+
+function serialize(r: ActionResult): string {
+  const { stdoutRaw, stderrRaw, ...rest } = r;
+  return JSON.stringify({
+    version: FORMAT_VERSION,
+    result: { ...rest, stdoutRaw: stdoutRaw?.toString('base64'), stderrRaw: stderrRaw?.toString('base64') },
+  });
+}
+
+function check(cond: boolean, what: string): asserts cond {
+  if (!cond) throw new Error(`corrupt action cache entry: ${what}`);
+}
+
+function decodeRaw(v: unknown, what: string): Buffer | undefined {
+  if (v === undefined) return undefined;
+  check(typeof v === 'string', what);
+  return Buffer.from(v, 'base64');
+}
+
+function deserialize(text: string): ActionResult {
+  const o = JSON.parse(text) as { version?: unknown; result?: unknown } | null;
+  check(o?.version === FORMAT_VERSION, 'unknown format version');
+  check(typeof o.result === 'object' && o.result !== null, 'no result');
+  const { stdoutRaw, stderrRaw, ...r } = o.result as Omit<ActionResult, 'stdoutRaw' | 'stderrRaw'> & { stdoutRaw?: unknown; stderrRaw?: unknown };
+  check(Array.isArray(r.outputFiles) && Array.isArray(r.outputSymlinks) && Array.isArray(r.outputDirectories), 'output lists');
+  check(Number.isInteger(r.exitCode), 'exit code');
+  for (const f of r.outputFiles) check(typeof f.path === 'string' && typeof f.isExecutable === 'boolean' && !!validateDigest(f.digest), 'output file');
+  for (const s of r.outputSymlinks) check(typeof s.path === 'string' && typeof s.target === 'string', 'output symlink');
+  for (const d of r.outputDirectories) check(typeof d.path === 'string' && !!validateDigest(d.treeDigest), 'output directory');
+  if (r.stdoutDigest) validateDigest(r.stdoutDigest);
+  if (r.stderrDigest) validateDigest(r.stderrDigest);
+  const result: ActionResult = r;
+  const out = decodeRaw(stdoutRaw, 'stdoutRaw');
+  const err = decodeRaw(stderrRaw, 'stderrRaw');
+  if (out) result.stdoutRaw = out;
+  if (err) result.stderrRaw = err;
+  return result;
+}
+
+export function createDiskActionCache(dir: string): ActionCache {
+  const entryPath = (d: Digest) => join(dir, d.hash.slice(0, 2), `${d.hash}-${d.sizeBytes}.json`);
+
+  return {
+    async get(actionDigest) {
+      const path = entryPath(validateDigest(actionDigest));
+      let text: string;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw wrap(err, `failed to read action cache entry ${path}`);
+      }
+      try {
+        return deserialize(text);
+      } catch {
+        await rm(path, { force: true });
+        return undefined;
+      }
+    },
+    async put(actionDigest, result) {
+      const path = entryPath(validateDigest(actionDigest));
+      try {
+        await writeFileAtomic(path, serialize(result));
+      } catch (err) {
+        throw wrap(err, `failed to write action cache entry ${path}`);
+      }
+    },
+  };
+}

@@ -1,0 +1,157 @@
+/**
+ * A BlobStore on the local filesystem. Layout under `dir`:
+ *   ab/<hash>     the blob, read-only (0444), sharded by the first two hex digits
+ *   x/ab/<hash>   an executable (0555) copy, made on demand for hard-linking executables
+ *   tmp/          writes in progress; each is renamed into place once verified
+ * Every write is hashed while streaming and verified against its digest before the
+ * rename, so a reader never sees a partial or wrong blob and concurrent writers of
+ * the same blob are safe (each renames its own complete copy).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { copyFile, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { notFound, wrap } from '../common/errors.js';
+import { findMissingWith, readRange, type BlobStore } from './blob-store.js';
+import { digestKey, digestMismatch, isEmptyDigest, validateDigest } from './digest.js';
+import { createLimiter } from './concurrency.js';
+import type { Digest } from './types.js';
+
+const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
+
+async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+  for (let off = 0; off < chunk.length; ) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
+  }
+}
+
+export function createDiskBlobStore(dir: string): BlobStore {
+  const tmpDir = join(dir, 'tmp');
+  const madeDirs = new Map<string, Promise<unknown>>();
+  const statLimit = createLimiter(64);
+
+  const ensureDir = (p: string) => {
+    let made = madeDirs.get(p);
+    if (!made) {
+      made = mkdir(p, { recursive: true }).catch((err: unknown) => {
+        madeDirs.delete(p);
+        throw err;
+      });
+      madeDirs.set(p, made);
+    }
+    return made;
+  };
+  const blobPath = (d: Digest) => join(dir, d.hash.slice(0, 2), d.hash);
+  const execPath = (d: Digest) => join(dir, 'x', d.hash.slice(0, 2), d.hash);
+  const newTemp = async () => {
+    await ensureDir(tmpDir);
+    return join(tmpDir, `${process.pid}.${randomUUID()}`);
+  };
+
+  /** True when `path` holds a file of the digest's size (a truncated file counts as absent). */
+  const present = async (path: string, d: Digest): Promise<boolean> => {
+    try {
+      return (await stat(path)).size === d.sizeBytes;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false;
+      throw wrap(err, `failed to stat blob ${digestKey(d)}`);
+    }
+  };
+  const has = async (d: Digest) => isEmptyDigest(validateDigest(d)) || present(blobPath(d), d);
+
+  /** Makes a complete temp file durable with `mode`, then renames it into place as `dest`. */
+  const install = async (fh: FileHandle, tmp: string, dest: string, mode: number) => {
+    try {
+      await fh.chmod(mode);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await ensureDir(dirname(dest));
+    await rename(tmp, dest);
+  };
+
+  const putStream = async (d: Digest, src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> => {
+    validateDigest(d);
+    const hash = createHash('sha256');
+    let size = 0;
+    // An existing blob is still verified against the incoming data, just not rewritten.
+    const write = !isEmptyDigest(d) && !(await has(d));
+    const tmp = write ? await newTemp() : undefined;
+    const fh = tmp ? await open(tmp, 'wx', 0o600) : undefined;
+    try {
+      for await (const chunk of src) {
+        hash.update(chunk);
+        size += chunk.length;
+        if (fh && size <= d.sizeBytes) await writeAll(fh, chunk);
+      }
+      const actual = { hash: hash.digest('hex'), sizeBytes: size };
+      if (actual.hash !== d.hash || actual.sizeBytes !== d.sizeBytes) throw digestMismatch(d, actual);
+      if (fh && tmp) await install(fh, tmp, blobPath(d), 0o444);
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      if (tmp) await rm(tmp, { force: true });
+      throw err;
+    }
+  };
+
+  const get = async (d: Digest): Promise<Buffer> => {
+    if (isEmptyDigest(validateDigest(d))) return Buffer.alloc(0);
+    try {
+      const data = await readFile(blobPath(d));
+      if (data.length === d.sizeBytes) return data;
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw wrap(err, `failed to read blob ${digestKey(d)}`);
+    }
+    throw notFound(`blob ${digestKey(d)} not found`);
+  };
+
+  async function* read(d: Digest, offset?: number, limit?: number): AsyncGenerator<Buffer> {
+    if (isEmptyDigest(validateDigest(d))) {
+      readRange(d, 0, offset, limit);
+      return;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(blobPath(d), 'r');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw notFound(`blob ${digestKey(d)} not found`);
+      throw wrap(err, `failed to open blob ${digestKey(d)}`);
+    }
+    try {
+      const size = (await fh.stat()).size;
+      if (size !== d.sizeBytes) throw notFound(`blob ${digestKey(d)} not found (stored file has ${size} bytes)`);
+      const { start, end } = readRange(d, size, offset, limit);
+      if (end > start) yield* fh.createReadStream({ start, end: end - 1, autoClose: false });
+    } finally {
+      await fh.close();
+    }
+  }
+
+  return {
+    has,
+    findMissing: (ds) => findMissingWith(ds, (d) => statLimit(() => has(d))),
+    get,
+    getStream: (d, offset, limit) => Readable.from(read(d, offset, limit), { objectMode: false }),
+    put: (d, data) => putStream(d, [data]),
+    putStream,
+    localPath: (d) => (isEmptyDigest(validateDigest(d)) ? undefined : blobPath(d)),
+    async localExecutablePath(d) {
+      if (isEmptyDigest(validateDigest(d))) return undefined;
+      const dest = execPath(d);
+      if (await present(dest, d)) return dest;
+      if (!(await present(blobPath(d), d))) return undefined;
+      const tmp = await newTemp();
+      try {
+        await copyFile(blobPath(d), tmp);
+        await install(await open(tmp, 'r'), tmp, dest, 0o555);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        if (isErrno(err, 'ENOENT')) return undefined;
+        throw wrap(err, `failed to make executable copy of blob ${digestKey(d)}`);
+      }
+      return dest;
+    },
+  };
+}

@@ -1,0 +1,84 @@
+/**
+ * A persistent map from a file's stat (path, size, mtime, inode, ctime) to its
+ * digest, like git's index: unchanged files are not re-hashed between builds.
+ * As in git, a file modified within RACY_WINDOW_MS of being hashed is not
+ * cached, since a later change in the same timestamp tick would go unnoticed.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { resolve } from 'node:path';
+import { systemClock, type Clock } from '../common/clock.js';
+import { wrap } from '../common/errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { digestOfFile } from './digest.js';
+import type { Digest } from './types.js';
+
+export const RACY_WINDOW_MS = 2000;
+const FORMAT_VERSION = 1;
+
+/** [size, mtimeMs, ino, ctimeMs, hash] */
+type Entry = [number, number, number, number, string];
+
+export interface StatCache {
+  /** The file's digest: from the cache when its stat is unchanged, else freshly hashed. */
+  digestFileCached(path: string, stats?: Stats): Promise<Digest>;
+  /** Writes the cache atomically if anything changed since it was loaded. */
+  save(): Promise<void>;
+}
+
+export interface StatCacheDeps {
+  hashFile?: (path: string) => Promise<Digest>;
+  clock?: Clock;
+}
+
+async function load(file: string): Promise<Map<string, Entry>> {
+  try {
+    const o = JSON.parse(await readFile(file, 'utf8')) as { version?: number; entries?: Record<string, Entry> };
+    if (o.version === FORMAT_VERSION && o.entries && typeof o.entries === 'object') return new Map(Object.entries(o.entries));
+  } catch {
+    // Missing or corrupt: start empty, the next save replaces it.
+  }
+  return new Map();
+}
+
+export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCache {
+  const hashFile = deps.hashFile ?? digestOfFile;
+  const clock = deps.clock ?? systemClock;
+  let entries: Promise<Map<string, Entry>> | undefined;
+  let dirty = false;
+  const loaded = () => (entries ??= load(file));
+
+  return {
+    async digestFileCached(path, stats) {
+      const abs = resolve(path);
+      const st = stats ?? (await stat(abs));
+      const map = await loaded();
+      const e = map.get(abs);
+      if (e && e[0] === st.size && e[1] === st.mtimeMs && e[2] === st.ino && e[3] === st.ctimeMs) {
+        return { hash: e[4], sizeBytes: st.size };
+      }
+      const hashedAt = clock.now();
+      const d = await hashFile(abs);
+      const racy = Math.max(st.mtimeMs, st.ctimeMs) > hashedAt - RACY_WINDOW_MS;
+      if (!racy && d.sizeBytes === st.size) {
+        map.set(abs, [st.size, st.mtimeMs, st.ino, st.ctimeMs, d.hash]);
+        dirty = true;
+      } else if (e) {
+        map.delete(abs);
+        dirty = true;
+      }
+      return d;
+    },
+    async save() {
+      if (!dirty) return;
+      const map = await loaded();
+      dirty = false;
+      try {
+        await writeFileAtomic(file, JSON.stringify({ version: FORMAT_VERSION, entries: Object.fromEntries(map) }));
+      } catch (err) {
+        dirty = true;
+        throw wrap(err, `failed to save stat cache ${file}`);
+      }
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import { Metadata, credentials } from '@grpc/grpc-js';
+import { ClusterClient, NodeStatus, type NodeInfo } from '../../proto/gen/orion/v1/cluster.js';
+import { fromServiceError } from '../../proto/grpc-status.js';
+
+const STATUS_NAMES: Record<number, string> = {
+  [NodeStatus.NODE_STATUS_ACTIVE]: 'active',
+  [NodeStatus.NODE_STATUS_INACTIVE]: 'inactive',
+  [NodeStatus.NODE_STATUS_DISCONNECTED]: 'disconnected',
+};
+const STATUS_VALUES: Record<string, NodeStatus> = {
+  active: NodeStatus.NODE_STATUS_ACTIVE,
+  inactive: NodeStatus.NODE_STATUS_INACTIVE,
+  disconnected: NodeStatus.NODE_STATUS_DISCONNECTED,
+};
+
+export function formatNodeTable(nodes: NodeInfo[], now: number): string {
+  const rows = [['ID', 'ADDRESS', 'SLOTS', 'RUNNING', 'STATUS', 'LAST HEARTBEAT']];
+  for (const n of nodes) {
+    const ago = n.lastHeartbeat ? `${((now - n.lastHeartbeat.getTime()) / 1000).toFixed(1)}s ago` : '-';
+    rows.push([n.nodeId, n.address || '-', String(n.slots), String(n.running), STATUS_NAMES[n.status] ?? 'unknown', ago]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+export async function runStatus(o: { head: string; status?: string }): Promise<string> {
+  const client = new ClusterClient(o.head, credentials.createInsecure());
+  try {
+    const res = await new Promise<{ nodes: NodeInfo[] }>((resolve, reject) => {
+      client.listNodes({ status: o.status ? STATUS_VALUES[o.status]! : NodeStatus.NODE_STATUS_UNSPECIFIED }, new Metadata(), { deadline: Date.now() + 10_000 }, (err, r) =>
+        err ? reject(fromServiceError(err, `cannot reach the head at ${o.head}`)) : resolve(r),
+      );
+    });
+    if (res.nodes.length === 0) return o.status ? `no ${o.status} nodes\n` : 'no nodes registered\n';
+    return formatNodeTable(res.nodes, Date.now());
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,39 @@
+/** Pure parsers for command-line values; each throws a UsageError naming the flag. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** "10s", "500ms", "2m", "1h" or a bare number of seconds. */
+export function parseDuration(value: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!m) throw new UsageError(`${flag}: invalid duration ${JSON.stringify(value)} (examples: 500ms, 10s, 2m)`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
+  if (ms <= 0) throw new UsageError(`${flag}: duration must be positive, got ${JSON.stringify(value)}`);
+  return Math.round(ms);
+}
+
+export function parsePositiveInt(value: string, flag: string, max = 1_000_000): number {
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a positive integer, got ${JSON.stringify(value)}`);
+  const n = Number(value);
+  if (n < 1 || n > max) throw new UsageError(`${flag}: must be between 1 and ${max}, got ${n}`);
+  return n;
+}
+
+export function parsePort(value: string, flag: string): number {
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a port number, got ${JSON.stringify(value)}`);
+  const n = Number(value);
+  if (n > 65535) throw new UsageError(`${flag}: port must be 0..65535, got ${n}`);
+  return n;
+}
+
+/** "host:port" (IPv6 as "[::1]:port"). */
+export function parseHostPort(value: string, flag: string): string {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value.trim());
+  if (!m || Number(m[2]) > 65535 || Number(m[2]) === 0) throw new UsageError(`${flag}: expected HOST:PORT (for example 127.0.0.1:50050), got ${JSON.stringify(value)}`);
+  return value.trim();
+}

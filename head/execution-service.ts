@@ -1,0 +1,157 @@
+import type { ServerWritableStream } from '@grpc/grpc-js';
+import {
+  Action as PbAction,
+  Command as PbCommand,
+  ExecuteOperationMetadata,
+  ExecuteResponse,
+  ExecutionStage_Value,
+  type ExecuteRequest,
+  type ExecutionServer,
+  type WaitExecutionRequest,
+} from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import type { Operation } from '../proto/gen/google/longrunning/operations.js';
+import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import { digestKey } from '../cas/digest.js';
+import { collectTree } from '../cas/merkle.js';
+import type { Digest } from '../cas/types.js';
+import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, digestToPb, statusToPb } from '../proto/convert.js';
+import { serverStream } from '../proto/grpc-status.js';
+import type { InstanceCaches } from './instance-caches.js';
+import type { Execution, ExecutionRequest, Scheduler } from './scheduler.js';
+
+const METADATA_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata';
+const RESPONSE_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse';
+
+const STAGE: Record<Execution['stage'], ExecutionStage_Value> = {
+  queued: ExecutionStage_Value.QUEUED,
+  executing: ExecutionStage_Value.EXECUTING,
+  completed: ExecutionStage_Value.COMPLETED,
+};
+
+export function operationOf(e: Execution): Operation {
+  const metadata = ExecuteOperationMetadata.encode({
+    stage: STAGE[e.stage],
+    actionDigest: digestToPb(e.request.actionDigest),
+    stdoutStreamName: '',
+    stderrStreamName: '',
+    partialExecutionMetadata: undefined,
+    digestFunction: 0,
+  }).finish();
+  const op: Operation = { name: e.name, metadata: { typeUrl: METADATA_TYPE, value: Buffer.from(metadata) }, done: false };
+  if (e.stage === 'completed' && e.response) {
+    const r = e.response;
+    const response = ExecuteResponse.encode({
+      result: r.result ? actionResultToPb(r.result) : undefined,
+      cachedResult: r.cachedResult,
+      status: statusToPb(r.status.code, r.status.message, r.status.missing),
+      serverLogs: {},
+      message: r.status.code === Code.OK ? '' : r.status.message,
+    }).finish();
+    op.done = true;
+    op.response = { typeUrl: RESPONSE_TYPE, value: Buffer.from(response) };
+  }
+  return op;
+}
+
+/** Streams an execution's operations until it completes or the client goes away. */
+function streamExecution(scheduler: Scheduler, name: string, call: ServerWritableStream<unknown, Operation>): Promise<void> {
+  return new Promise((resolve) => {
+    let unsubscribe: (() => void) | undefined;
+    const finish = () => {
+      unsubscribe?.();
+      resolve();
+    };
+    call.on('cancelled', finish);
+    unsubscribe = scheduler.watch(name, (e) => {
+      if (call.cancelled) return;
+      call.write(operationOf(e));
+      if (e.stage === 'completed') finish();
+    });
+  });
+}
+
+export interface ExecutionServiceDeps {
+  cas: BlobStore;
+  caches: InstanceCaches;
+  scheduler: Scheduler;
+  log: Logger;
+}
+
+/** Loads and validates everything an Execute request names, or throws the REAPI error for it. */
+export async function loadExecution(cas: BlobStore, instanceName: string, actionDigest: Digest, knownComplete: Set<string>): Promise<ExecutionRequest> {
+  const getMessage = async (d: Digest, what: string) => {
+    try {
+      return await cas.get(d);
+    } catch (err) {
+      if (statusOf(err) === Code.NOT_FOUND) {
+        throw new OrionError(Code.FAILED_PRECONDITION, `${what} ${digestKey(d)} is not in the CAS`, { missing: [d] });
+      }
+      throw wrap(err, `reading ${what}`);
+    }
+  };
+  let action;
+  try {
+    action = actionFromPb(PbAction.decode(await getMessage(actionDigest, 'action')));
+  } catch (err) {
+    if (err instanceof OrionError) throw err;
+    throw new OrionError(Code.INVALID_ARGUMENT, `action ${digestKey(actionDigest)} is not a valid Action message: ${(err as Error).message}`);
+  }
+  let command;
+  try {
+    command = commandFromPb(PbCommand.decode(await getMessage(action.commandDigest, 'command')));
+  } catch (err) {
+    if (err instanceof OrionError) throw err;
+    throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(action.commandDigest)} is not a valid Command message: ${(err as Error).message}`);
+  }
+  if (command.arguments.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(action.commandDigest)} has no arguments`);
+  for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) validateRelativePath(p, 'output path');
+  if (command.workingDirectory) validateRelativePath(command.workingDirectory, 'working_directory');
+  await checkInputRoot(cas, action.inputRootDigest, knownComplete);
+  return { instanceName, actionDigest, action, command };
+}
+
+export function validateRelativePath(p: string, what: string): void {
+  if (p.startsWith('/') || p.split('/').some((s) => s === '..' || s === '')) {
+    throw new OrionError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(p)} must be a relative path without '..' or empty segments`);
+  }
+}
+
+/** Every directory and file of an input root must be in the CAS before it runs. */
+export async function checkInputRoot(cas: BlobStore, root: Digest, knownComplete: Set<string>): Promise<void> {
+  const key = digestKey(root);
+  if (knownComplete.has(key)) return;
+  const tree = await collectTree(root, cas);
+  const missing = await cas.findMissing(tree.fileDigests);
+  if (missing.length > 0) {
+    throw new OrionError(Code.FAILED_PRECONDITION, `input root ${key} is missing ${missing.length} blob(s) in the CAS`, { missing });
+  }
+  if (knownComplete.size > 10_000) knownComplete.clear();
+  knownComplete.add(key);
+}
+
+export function createExecutionService(deps: ExecutionServiceDeps): ExecutionServer {
+  const knownComplete = new Set<string>();
+  return {
+    execute: serverStream(async (req: ExecuteRequest, call) => {
+      const actionDigest = digestFromPb(req.actionDigest, 'action_digest');
+      const request = await loadExecution(deps.cas, req.instanceName, actionDigest, knownComplete);
+      if (!req.skipCacheLookup && !request.action.doNotCache) {
+        const cached = await deps.caches.forInstance(req.instanceName).get(actionDigest);
+        if (cached) {
+          const e = deps.scheduler.completed(request, { result: cached, cachedResult: true, status: { code: Code.OK, message: '' } });
+          call.write(operationOf(e));
+          return;
+        }
+      }
+      const e = deps.scheduler.enqueue(request);
+      deps.log.debug({ operation: e.name, actionDigest: actionDigest.hash }, 'action queued');
+      await streamExecution(deps.scheduler, e.name, call);
+    }),
+    waitExecution: serverStream(async (req: WaitExecutionRequest, call) => {
+      if (!deps.scheduler.get(req.name)) throw new OrionError(Code.NOT_FOUND, `unknown operation ${JSON.stringify(req.name)}`);
+      await streamExecution(deps.scheduler, req.name, call);
+    }),
+  };
+}

@@ -1,0 +1,154 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { ActionCacheService, CapabilitiesService, ContentAddressableStorageService, ExecutionService } from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { ByteStreamService } from '../proto/gen/google/bytestream/bytestream.js';
+import { HealthService } from '../proto/gen/grpc/health/v1/health.js';
+import { WorkerService } from '../proto/gen/orion/v1/worker.js';
+import { ClusterService } from '../proto/gen/orion/v1/cluster.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { Code, OrionError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import type { ActionCache } from '../cas/action-cache.js';
+import { createDiskBlobStore } from '../cas/disk-blob-store.js';
+import { createDiskActionCache } from '../cas/disk-action-cache.js';
+import { createCompletenessCheckingActionCache } from '../cas/complete-action-cache.js';
+import type { ActionResult } from '../cas/types.js';
+import { createActionCacheService } from './action-cache-service.js';
+import { createByteStreamService } from './bytestream-service.js';
+import { createCapabilitiesService } from './capabilities-service.js';
+import { createCasService, DEFAULT_CAS_LIMITS } from './cas-service.js';
+import { createClusterService } from './cluster-service.js';
+import { createExecutionService } from './execution-service.js';
+import { createHealthService } from './health-service.js';
+import { createInstanceCaches, type InstanceCaches } from './instance-caches.js';
+import { createNodeRegistry, type NodeRegistry } from './node-registry.js';
+import { createScheduler, type Execution, type Scheduler } from './scheduler.js';
+import { createWorkerService } from './worker-service.js';
+
+export interface HeadOptions {
+  /** host:port to listen on; port 0 picks a free port. */
+  listen: string;
+  dataDir: string;
+  heartbeatTimeoutMs: number;
+  log: Logger;
+  clock?: Clock;
+  maxAttempts?: number;
+  /** Whether REAPI clients may write the action cache directly (Bazel's cache-only mode needs it). */
+  allowActionCacheUpdates?: boolean;
+  maxMessageBytes?: number;
+}
+
+export interface Head {
+  /** The bound port. */
+  port: number;
+  address: string;
+  cas: BlobStore;
+  caches: InstanceCaches;
+  registry: NodeRegistry;
+  scheduler: Scheduler;
+  /** Stops accepting work, ends node streams, waits for in-flight RPCs briefly. */
+  stop(): Promise<void>;
+}
+
+/** Verifies a node's result before it is trusted: every referenced blob must be in the head's CAS. */
+async function acceptResult(cas: BlobStore, caches: InstanceCaches, e: Execution, result: ActionResult, nodeId: string): Promise<ActionResult> {
+  const referenced = [
+    ...result.outputFiles.map((f) => f.digest),
+    ...result.outputDirectories.map((d) => d.treeDigest),
+    ...(result.stdoutDigest ? [result.stdoutDigest] : []),
+    ...(result.stderrDigest ? [result.stderrDigest] : []),
+  ];
+  const missing = await cas.findMissing(referenced);
+  if (missing.length > 0) {
+    throw new OrionError(Code.DATA_LOSS, `node ${nodeId} reported ${missing.length} output blob(s) it never uploaded`, { missing });
+  }
+  if (result.exitCode === 0 && !e.request.action.doNotCache) {
+    await caches.forInstance(e.request.instanceName).put(e.request.actionDigest, result);
+  }
+  return result;
+}
+
+export async function startHead(opts: HeadOptions): Promise<Head> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log;
+  await mkdir(opts.dataDir, { recursive: true });
+  const cas = createDiskBlobStore(path.join(opts.dataDir, 'cas'));
+  const caches = createInstanceCaches(
+    (dir): ActionCache => createCompletenessCheckingActionCache(createDiskActionCache(dir), cas),
+    path.join(opts.dataDir, 'ac'),
+  );
+  const registry = createNodeRegistry({ clock, heartbeatTimeoutMs: opts.heartbeatTimeoutMs });
+  const heartbeatIntervalMs = Math.max(50, Math.floor(opts.heartbeatTimeoutMs / 3));
+  let scheduler: Scheduler | undefined;
+  const workers = createWorkerService({ registry, log, heartbeatIntervalMs, scheduler: () => scheduler! });
+  scheduler = createScheduler({
+    registry,
+    clock,
+    log,
+    maxAttempts: opts.maxAttempts,
+    send: (nodeId, cmd) => workers.send(nodeId, cmd),
+    acceptResult: (e, result, nodeId) => acceptResult(cas, caches, e, result, nodeId),
+  });
+  registry.on('lost', (nodeId, reason) => log.warn({ nodeId, reason }, 'node lost; its actions were requeued'));
+
+  const maxMessage = opts.maxMessageBytes ?? 16 * 1024 * 1024;
+  const server = new Server({ 'grpc.max_receive_message_length': maxMessage, 'grpc.max_send_message_length': maxMessage });
+  let serving = true;
+  server.addService(CapabilitiesService, createCapabilitiesService({ maxBatchTotalBytes: DEFAULT_CAS_LIMITS.maxBatchTotalBytes, execEnabled: true, updateEnabled: opts.allowActionCacheUpdates ?? true }));
+  server.addService(ContentAddressableStorageService, createCasService(cas));
+  server.addService(ByteStreamService, createByteStreamService(cas));
+  server.addService(ActionCacheService, createActionCacheService({ caches, cas, allowUpdates: opts.allowActionCacheUpdates ?? true }));
+  server.addService(ExecutionService, createExecutionService({ cas, caches, scheduler, log }));
+  server.addService(WorkerService, workers.service);
+  server.addService(ClusterService, createClusterService(registry));
+  server.addService(
+    HealthService,
+    createHealthService(
+      [
+        'build.bazel.remote.execution.v2.Capabilities',
+        'build.bazel.remote.execution.v2.ContentAddressableStorage',
+        'build.bazel.remote.execution.v2.ActionCache',
+        'build.bazel.remote.execution.v2.Execution',
+        'google.bytestream.ByteStream',
+        'orion.v1.Worker',
+        'orion.v1.Cluster',
+      ],
+      () => serving,
+    ),
+  );
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(opts.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(new OrionError(Code.UNAVAILABLE, `cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p)));
+  });
+  const sweepEvery = Math.max(20, Math.floor(opts.heartbeatTimeoutMs / 4));
+  const sweeper = setInterval(() => registry.sweep(), sweepEvery);
+  sweeper.unref();
+  const host = opts.listen.slice(0, opts.listen.lastIndexOf(':'));
+  log.info({ port, dataDir: opts.dataDir }, 'head listening');
+
+  return {
+    port,
+    address: `${host}:${port}`,
+    cas,
+    caches,
+    registry,
+    scheduler,
+    async stop() {
+      serving = false;
+      clearInterval(sweeper);
+      workers.closeAll();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    },
+  };
+}

@@ -1,0 +1,26 @@
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import type { ActionCache } from '../cas/action-cache.js';
+
+/**
+ * One action cache per REAPI instance name (Bazel's --remote_instance_name), so
+ * results never leak between instances. The CAS is shared: it is content-addressed.
+ */
+export interface InstanceCaches {
+  forInstance(instanceName: string): ActionCache;
+}
+
+export function createInstanceCaches(make: (subdir: string) => ActionCache, baseDir = ''): InstanceCaches {
+  const caches = new Map<string, ActionCache>();
+  return {
+    forInstance(instanceName) {
+      let c = caches.get(instanceName);
+      if (!c) {
+        const sub = instanceName === '' ? 'default' : `i-${createHash('sha256').update(instanceName).digest('hex').slice(0, 24)}`;
+        c = make(path.join(baseDir, sub));
+        caches.set(instanceName, c);
+      }
+      return c;
+    },
+  };
+}

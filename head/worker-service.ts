@@ -1,0 +1,122 @@
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import type { HeadMessage, WorkerMessage, WorkerServer } from '../proto/gen/orion/v1/worker.js';
+import { Code, OrionError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { actionResultFromPb, actionToPb, commandToPb, digestToPb, errorFromStatus, platformFromPb } from '../proto/convert.js';
+import { toServiceError, unary } from '../proto/grpc-status.js';
+import type { NodeRegistry } from './node-registry.js';
+import type { NodeCommand, Scheduler } from './scheduler.js';
+
+export interface WorkerServiceDeps {
+  registry: NodeRegistry;
+  log: Logger;
+  heartbeatIntervalMs: number;
+  /** Set after construction: the scheduler needs `send`, the service needs the scheduler. */
+  scheduler(): Scheduler;
+}
+
+export interface WorkerService {
+  service: WorkerServer;
+  /** Sends a command down a node's stream; false when the node has no open stream. */
+  send(nodeId: string, cmd: NodeCommand): boolean;
+  /** Ends every node stream (head shutdown). */
+  closeAll(): void;
+}
+
+function toHeadMessage(cmd: NodeCommand): HeadMessage {
+  if (cmd.type === 'cancel') return { cancel: { assignmentId: cmd.assignmentId } };
+  const r = cmd.execution.request;
+  return {
+    assign: {
+      assignmentId: cmd.assignmentId,
+      instanceName: r.instanceName,
+      actionDigest: digestToPb(r.actionDigest),
+      action: actionToPb(r.action),
+      command: commandToPb(r.command),
+      execRootDigest: r.execRootDigest ? digestToPb(r.execRootDigest) : undefined,
+    },
+  };
+}
+
+export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
+  const streams = new Map<string, ServerDuplexStream<WorkerMessage, HeadMessage>>();
+
+  function connect(call: ServerDuplexStream<WorkerMessage, HeadMessage>) {
+    let nodeId: string | undefined;
+    let sessionId: string | undefined;
+    let closed = false;
+    const close = (reason: string) => {
+      if (closed) return;
+      closed = true;
+      if (nodeId && sessionId) {
+        if (streams.get(nodeId) === call) streams.delete(nodeId);
+        deps.registry.detach(nodeId, sessionId, reason);
+      }
+    };
+    const fail = (err: unknown) => {
+      call.emit('error', toServiceError(err));
+      close((err as Error).message);
+    };
+    call.on('data', (msg: WorkerMessage) => {
+      try {
+        if (msg.hello) {
+          if (nodeId) throw new OrionError(Code.INVALID_ARGUMENT, 'hello sent twice on one stream');
+          deps.registry.attach(msg.hello.nodeId, msg.hello.sessionId);
+          nodeId = msg.hello.nodeId;
+          sessionId = msg.hello.sessionId;
+          streams.get(nodeId)?.end();
+          streams.set(nodeId, call);
+          deps.log.info({ nodeId }, 'node connected');
+          deps.scheduler().dispatch();
+          return;
+        }
+        if (!nodeId || !sessionId) throw new OrionError(Code.FAILED_PRECONDITION, 'the first message on a Connect stream must be hello');
+        if (msg.heartbeat) {
+          deps.registry.heartbeat(nodeId, sessionId, { load: msg.heartbeat.load });
+        } else if (msg.finished) {
+          const f = msg.finished;
+          const error = errorFromStatus(f.status, `node ${nodeId}`);
+          const outcome = error ? { ok: false as const, error } : f.result ? { ok: true as const, result: actionResultFromPb(f.result) } : { ok: false as const, error: new OrionError(Code.INTERNAL, `node ${nodeId} sent neither result nor status`) };
+          void deps.scheduler().finished(nodeId, f.assignmentId, outcome);
+        }
+      } catch (err) {
+        deps.log.warn({ nodeId, err: (err as Error).message }, 'rejecting worker stream');
+        fail(err);
+      }
+    });
+    call.on('end', () => {
+      close('node closed its stream');
+      call.end();
+    });
+    call.on('error', (err) => close(err.message));
+    call.on('cancelled', () => close('stream cancelled'));
+    call.on('close', () => close('stream closed'));
+  }
+
+  return {
+    service: {
+      register: unary(async (req) => {
+        const rec = deps.registry.register({
+          nodeId: req.nodeId,
+          address: req.address,
+          slots: req.slots,
+          platform: platformFromPb(req.platform),
+          metadata: { ...req.metadata },
+        });
+        deps.log.info({ nodeId: rec.nodeId, slots: rec.slots, address: rec.address }, 'node registered');
+        return { sessionId: rec.sessionId, heartbeatIntervalMs: deps.heartbeatIntervalMs };
+      }),
+      connect,
+    },
+    send(nodeId, cmd) {
+      const call = streams.get(nodeId);
+      if (!call || call.destroyed || call.writableEnded) return false;
+      call.write(toHeadMessage(cmd));
+      return true;
+    },
+    closeAll() {
+      for (const call of streams.values()) call.end();
+      streams.clear();
+    },
+  };
+}

@@ -1,0 +1,212 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, rm, lstat, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Clock } from '../common/clock.js';
+import { Code, OrionError, wrap } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import { digestOf, digestOfFile } from '../cas/digest.js';
+import { buildTreeFromDisk, collectTree, materializeTree, treeOf } from '../cas/merkle.js';
+import { encodeTree } from '../cas/directory.js';
+import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
+import type { ActionRunner } from '../sandbox/runner.js';
+
+export interface Assignment {
+  assignmentId: string;
+  actionDigest: Digest;
+  action: Action;
+  command: Command;
+  /** Input root to run in, when it differs from action.inputRootDigest (global source context). */
+  execRootDigest?: Digest;
+}
+
+export interface ExecutorDeps {
+  /** The node-local CAS (disk, with localPath for hard links). */
+  local: BlobStore;
+  /** The head's CAS: inputs come from it, outputs go to it. */
+  remote: BlobStore;
+  runner: ActionRunner;
+  /** Directory for per-action input roots. */
+  workDir: string;
+  nodeId: string;
+  clock: Clock;
+  log: Logger;
+}
+
+export interface Executor {
+  execute(a: Assignment, signal: AbortSignal): Promise<ActionResult>;
+}
+
+/** Platform property carrying the path the input root is mounted at (the project's own path). */
+export const MOUNT_PATH_PROPERTY = 'orion-mount-path';
+
+function mountPathOf(a: Assignment): string | undefined {
+  const props = [...(a.command.platform?.properties ?? []), ...(a.action.platform?.properties ?? [])];
+  return props.find((p) => p.name === MOUNT_PATH_PROPERTY)?.value;
+}
+
+/** Copies blobs the node does not hold yet from the head into the node-local CAS. */
+async function fetchInto(local: BlobStore, remote: BlobStore, digests: Digest[]): Promise<void> {
+  const missing = await local.findMissing(digests);
+  const queue = [...missing];
+  const workers = Array.from({ length: Math.min(16, queue.length) }, async () => {
+    for (let d = queue.shift(); d; d = queue.shift()) {
+      if (d.sizeBytes > 4 * 1024 * 1024) await local.putStream(d, remote.getStream(d));
+      else await local.put(d, await remote.get(d));
+    }
+  });
+  await Promise.all(workers);
+}
+
+/** Fetches a whole input tree (directories then files) into the local CAS. */
+async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest): Promise<void> {
+  // Directories first: collectTree walks through the local store, pulling each level.
+  const pulling: BlobStore = {
+    ...local,
+    has: (d) => local.has(d),
+    findMissing: (ds) => local.findMissing(ds),
+    async get(d) {
+      if (!(await local.has(d))) await fetchInto(local, remote, [d]);
+      return local.get(d);
+    },
+  };
+  const tree = await collectTree(root, pulling);
+  await fetchInto(local, remote, tree.fileDigests);
+}
+
+export function createExecutor(deps: ExecutorDeps): Executor {
+  let seq = 0;
+
+  async function upload(d: Digest, file: string | Buffer) {
+    if (typeof file === 'string') {
+      await deps.local.putStream(d, createReadStream(file));
+    } else {
+      await deps.local.put(d, file);
+    }
+  }
+
+  async function collectOutputs(a: Assignment, execRoot: string): Promise<Pick<ActionResult, 'outputFiles' | 'outputSymlinks' | 'outputDirectories'>> {
+    const cwdRel = a.command.workingDirectory;
+    const declared = a.command.outputPaths.length > 0 ? a.command.outputPaths : [...a.command.outputFiles, ...a.command.outputDirectories];
+    const outputFiles: OutputFile[] = [];
+    const outputSymlinks: OutputSymlink[] = [];
+    const outputDirectories: OutputDirectory[] = [];
+    const toSend: Digest[] = [];
+    for (const rel of declared) {
+      const abs = path.join(execRoot, cwdRel, rel);
+      let st;
+      try {
+        st = await lstat(abs);
+      } catch {
+        continue; // Outputs the command did not create are simply absent (REAPI semantics).
+      }
+      if (st.isSymbolicLink()) {
+        outputSymlinks.push({ path: rel, target: await readlink(abs) });
+      } else if (st.isFile()) {
+        const digest = await digestOfFile(abs);
+        await upload(digest, abs);
+        toSend.push(digest);
+        outputFiles.push({ path: rel, digest, isExecutable: (st.mode & 0o111) !== 0 });
+      } else if (st.isDirectory()) {
+        const tree = await buildTreeFromDisk(abs);
+        for (const [key, file] of tree.files) {
+          const [hash, size] = key.split('/');
+          const d = { hash: hash!, sizeBytes: Number(size) };
+          await upload(d, file);
+          toSend.push(d);
+        }
+        const treeBlob = encodeTree(treeOf(tree));
+        const treeDigest = digestOf(treeBlob);
+        await deps.local.put(treeDigest, treeBlob);
+        toSend.push(treeDigest);
+        outputDirectories.push({ path: rel, treeDigest });
+      }
+    }
+    // Send the outputs the head does not have yet.
+    const missing = await deps.remote.findMissing(toSend);
+    for (const d of missing) {
+      if (d.sizeBytes > 4 * 1024 * 1024) await deps.remote.putStream(d, deps.local.getStream(d));
+      else await deps.remote.put(d, await deps.local.get(d));
+    }
+    return { outputFiles, outputSymlinks, outputDirectories };
+  }
+
+  return {
+    async execute(a, signal) {
+      const log = deps.log.child({ assignmentId: a.assignmentId, actionDigest: a.actionDigest.hash });
+      const rootDigest = a.execRootDigest ?? a.action.inputRootDigest;
+      const dir = path.join(deps.workDir, `a${process.pid}-${++seq}`);
+      const execRoot = path.join(dir, 'root');
+      const t0 = deps.clock.now();
+      try {
+        try {
+          await fetchTree(deps.local, deps.remote, rootDigest);
+        } catch (err) {
+          throw wrap(err, 'failed to fetch the input root');
+        }
+        const t1 = deps.clock.now();
+        await mkdir(dir, { recursive: true });
+        await materializeTree(rootDigest, deps.local, execRoot, { link: true });
+        const cwd = path.join(execRoot, a.command.workingDirectory);
+        await mkdir(cwd, { recursive: true });
+        // Outputs must be fresh files: remove any input of the same name (it is a hard link
+        // into the local CAS), and create the parent directories the command expects.
+        const declared = a.command.outputPaths.length > 0 ? a.command.outputPaths : [...a.command.outputFiles, ...a.command.outputDirectories];
+        for (const rel of declared) {
+          const abs = path.join(cwd, rel);
+          await rm(abs, { recursive: true, force: true });
+          await mkdir(path.dirname(abs), { recursive: true });
+        }
+        for (const rel of a.command.outputDirectories) await mkdir(path.join(cwd, rel), { recursive: true });
+        const mountPath = mountPathOf(a);
+        // The command sees its input root at the project's own path when the client named one.
+        const root = { hostDir: execRoot, sandboxDir: mountPath ?? execRoot };
+        const sandboxCwd = path.join(root.sandboxDir, a.command.workingDirectory);
+        const env: Record<string, string> = {};
+        for (const v of a.command.environmentVariables) env[v.name] = v.value;
+        if (!env.PATH) env.PATH = '/usr/local/bin:/usr/bin:/bin';
+        const t2 = deps.clock.now();
+        log.debug({ argv: a.command.arguments }, 'running action');
+        const run = await deps.runner.run({
+          argv: a.command.arguments,
+          cwd: sandboxCwd,
+          root,
+          env,
+          timeoutMs: a.action.timeoutMs,
+          signal,
+        });
+        const t3 = deps.clock.now();
+        if (run.timedOut) {
+          throw new OrionError(Code.DEADLINE_EXCEEDED, `action timed out after ${a.action.timeoutMs} ms and was killed: ${a.command.arguments.join(' ')}`);
+        }
+        const outputs = await collectOutputs(a, execRoot);
+        const stdoutDigest = digestOf(run.stdout);
+        const stderrDigest = digestOf(run.stderr);
+        await deps.local.put(stdoutDigest, run.stdout);
+        await deps.local.put(stderrDigest, run.stderr);
+        for (const d of await deps.remote.findMissing([stdoutDigest, stderrDigest])) await deps.remote.put(d, await deps.local.get(d));
+        const t4 = deps.clock.now();
+        return {
+          ...outputs,
+          exitCode: run.exitCode,
+          stdoutDigest,
+          stderrDigest,
+          executionMetadata: {
+            worker: deps.nodeId,
+            workerStartMs: t0,
+            inputFetchStartMs: t0,
+            inputFetchCompletedMs: t1,
+            executionStartMs: t2,
+            executionCompletedMs: t3,
+            outputUploadStartMs: t3,
+            outputUploadCompletedMs: t4,
+            workerCompletedMs: t4,
+          },
+        };
+      } finally {
+        await rm(dir, { recursive: true, force: true }).catch((err) => log.warn({ err }, 'could not remove action directory'));
+      }
+    },
+  };
+}
+

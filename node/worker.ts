@@ -1,0 +1,135 @@
+import os from 'node:os';
+import type { ChannelCredentials, ClientDuplexStream } from '@grpc/grpc-js';
+import { WorkerClient, type HeadMessage, type WorkerMessage, type AssignAction } from '../proto/gen/orion/v1/worker.js';
+import { Code, OrionError, statusOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, statusToPb } from '../proto/convert.js';
+import { fromServiceError } from '../proto/grpc-status.js';
+import type { Executor } from './executor.js';
+
+export interface WorkerLoopOptions {
+  headAddress: string;
+  credentials: ChannelCredentials;
+  nodeId: string;
+  slots: number;
+  /** Where this node serves its CAS to peers ('' when it does not). */
+  address: string;
+  executor: Executor;
+  log: Logger;
+  signal: AbortSignal;
+  /** Reconnect backoff bounds. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  random?: () => number;
+}
+
+export interface WorkerLoop {
+  /** Resolves when the signal aborts and in-flight actions were cancelled. */
+  done: Promise<void>;
+  running(): number;
+}
+
+function convertAssignment(a: AssignAction) {
+  if (!a.action || !a.command) throw new OrionError(Code.INVALID_ARGUMENT, `assignment ${a.assignmentId} lacks its action or command`);
+  return {
+    assignmentId: a.assignmentId,
+    actionDigest: digestFromPb(a.actionDigest, 'action_digest'),
+    action: actionFromPb(a.action),
+    command: commandFromPb(a.command),
+    execRootDigest: a.execRootDigest ? digestFromPb(a.execRootDigest, 'exec_root_digest') : undefined,
+  };
+}
+
+export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
+  const client = new WorkerClient(opts.headAddress, opts.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  const inFlight = new Map<string, AbortController>();
+  const log = opts.log.child({ nodeId: opts.nodeId });
+  const minBackoff = opts.minBackoffMs ?? 200;
+  const maxBackoff = opts.maxBackoffMs ?? 10_000;
+  const random = opts.random ?? Math.random;
+
+  async function session(): Promise<void> {
+    const reg = await new Promise<{ sessionId: string; heartbeatIntervalMs: number }>((resolve, reject) => {
+      client.register(
+        { nodeId: opts.nodeId, address: opts.address, slots: opts.slots, platform: { properties: [{ name: 'OSFamily', value: os.platform() }, { name: 'ISA', value: os.arch() }] }, metadata: { hostname: os.hostname(), pid: String(process.pid) } },
+        (err, res) => (err ? reject(fromServiceError(err, 'Register')) : resolve(res)),
+      );
+    });
+    log.info({ head: opts.headAddress, slots: opts.slots }, 'registered with head');
+    const stream: ClientDuplexStream<WorkerMessage, HeadMessage> = client.connect();
+    const send = (m: WorkerMessage) => {
+      if (!stream.writableEnded && !stream.destroyed) stream.write(m);
+    };
+    send({ hello: { nodeId: opts.nodeId, sessionId: reg.sessionId } });
+    const beat = () => send({ heartbeat: { running: inFlight.size, load: os.loadavg()[0] ?? 0, assignmentIds: [...inFlight.keys()] } });
+    beat();
+    const timer = setInterval(beat, reg.heartbeatIntervalMs);
+
+    const runAssignment = async (a: AssignAction) => {
+      const controller = new AbortController();
+      inFlight.set(a.assignmentId, controller);
+      const alog = log.child({ assignmentId: a.assignmentId, actionDigest: a.actionDigest?.hash });
+      try {
+        const assignment = convertAssignment(a);
+        const result = await opts.executor.execute(assignment, controller.signal);
+        alog.debug({ exitCode: result.exitCode }, 'action finished');
+        send({ finished: { assignmentId: a.assignmentId, result: actionResultToPb(result), status: undefined } });
+      } catch (err) {
+        const code = statusOf(err);
+        alog.warn({ code, err: (err as Error).message }, 'action could not be executed');
+        if (!controller.signal.aborted || code !== Code.CANCELLED) {
+          send({ finished: { assignmentId: a.assignmentId, result: undefined, status: statusToPb(code === Code.OK ? Code.INTERNAL : code, (err as Error).message, err instanceof OrionError ? err.missing : undefined) } });
+        }
+      } finally {
+        inFlight.delete(a.assignmentId);
+      }
+    };
+
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        for (const c of inFlight.values()) c.abort();
+        stream.end();
+      };
+      opts.signal.addEventListener('abort', onAbort, { once: true });
+      stream.on('data', (m: HeadMessage) => {
+        if (m.assign) void runAssignment(m.assign);
+        else if (m.cancel) inFlight.get(m.cancel.assignmentId)?.abort();
+      });
+      const finish = (err?: Error) => {
+        clearInterval(timer);
+        opts.signal.removeEventListener('abort', onAbort);
+        if (err && !opts.signal.aborted) reject(err);
+        else resolve();
+      };
+      stream.on('end', () => finish(opts.signal.aborted ? undefined : new OrionError(Code.UNAVAILABLE, 'head closed the stream')));
+      stream.on('error', (err) => finish(fromServiceError(err, 'Connect')));
+    });
+  }
+
+  const done = (async () => {
+    let failures = 0;
+    while (!opts.signal.aborted) {
+      const started = Date.now();
+      try {
+        await session();
+      } catch (err) {
+        if (opts.signal.aborted) break;
+        // In-flight actions of a lost session are requeued by the head; drop them here.
+        for (const c of inFlight.values()) c.abort();
+        if (Date.now() - started > 5000) failures = 0;
+        failures++;
+        const backoff = Math.min(maxBackoff, minBackoff * 2 ** Math.min(failures, 10)) * (0.5 + random() / 2);
+        log.warn({ err: (err as Error).message, retryInMs: Math.round(backoff) }, 'lost the head; reconnecting');
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, backoff);
+          opts.signal.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true });
+        });
+      }
+    }
+    // Wait for cancelled actions to clean their directories.
+    while (inFlight.size > 0) await new Promise((r) => setTimeout(r, 20));
+    client.close();
+  })();
+
+  return { done, running: () => inFlight.size };
+}

@@ -1,0 +1,139 @@
+/** A BlobStore backed by a remote REAPI CAS (BatchRead/Update for small blobs, ByteStream for large ones). */
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { ChannelCredentials, ClientOptions } from '@grpc/grpc-js';
+import {
+  ContentAddressableStorageClient,
+  type BatchReadBlobsResponse,
+  type BatchUpdateBlobsResponse,
+  type FindMissingBlobsResponse,
+} from './gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { ByteStreamClient, type ReadResponse, type WriteRequest } from './gen/google/bytestream/bytestream.js';
+import { Code, OrionError } from '../common/errors.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import { digestKey, isEmptyDigest, verifyDigest } from '../cas/digest.js';
+import type { Digest } from '../cas/types.js';
+import { digestToPb } from './convert.js';
+import { fromServiceError } from './grpc-status.js';
+
+const BATCH_LIMIT = 2 * 1024 * 1024;
+const CHUNK = 1024 * 1024;
+
+export interface GrpcBlobStoreOptions {
+  address: string;
+  credentials: ChannelCredentials;
+  instanceName?: string;
+  channelOptions?: Partial<ClientOptions>;
+}
+
+export interface RemoteBlobStore extends BlobStore {
+  close(): void;
+}
+
+function call<Req, Res>(fn: (req: Req, cb: (err: Error | null, res: Res) => void) => unknown, req: Req, what: string): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    fn(req, (err, res) => (err ? reject(fromServiceError(err, what)) : resolve(res)));
+  });
+}
+
+export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore {
+  const options = { 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.max_send_message_length': 16 * 1024 * 1024, ...opts.channelOptions };
+  const cas = new ContentAddressableStorageClient(opts.address, opts.credentials, options);
+  const bs = new ByteStreamClient(opts.address, opts.credentials, { ...options, channelOverride: cas.getChannel() } as Partial<ClientOptions>);
+  const instanceName = opts.instanceName ?? '';
+  const prefix = instanceName ? `${instanceName}/` : '';
+
+  async function findMissing(ds: Digest[]): Promise<Digest[]> {
+    const unique = new Map<string, Digest>();
+    for (const d of ds) if (!isEmptyDigest(d)) unique.set(digestKey(d), d);
+    const all = [...unique.values()];
+    const out: Digest[] = [];
+    for (let i = 0; i < all.length; i += 10_000) {
+      const res = await call<unknown, FindMissingBlobsResponse>(cas.findMissingBlobs.bind(cas) as never, { instanceName, blobDigests: all.slice(i, i + 10_000).map(digestToPb), digestFunction: 0 }, 'FindMissingBlobs');
+      for (const d of res.missingBlobDigests) out.push({ hash: d.hash, sizeBytes: Number(d.sizeBytes) });
+    }
+    return out;
+  }
+
+  function readStream(d: Digest, offset = 0, limit = 0): Readable {
+    const stream = bs.read({ resourceName: `${prefix}blobs/${d.hash}/${d.sizeBytes}`, readOffset: offset, readLimit: limit });
+    const out = new Readable({ read() { stream.resume(); } });
+    stream.on('data', (r: ReadResponse) => {
+      if (!out.push(r.data)) stream.pause();
+    });
+    stream.on('end', () => out.push(null));
+    stream.on('error', (err) => out.destroy(fromServiceError(err, `ByteStream Read ${digestKey(d)}`)));
+    return out;
+  }
+
+  async function get(d: Digest): Promise<Buffer> {
+    if (isEmptyDigest(d)) return Buffer.alloc(0);
+    let data: Buffer;
+    if (d.sizeBytes <= BATCH_LIMIT) {
+      const res = await call<unknown, BatchReadBlobsResponse>(cas.batchReadBlobs.bind(cas) as never, { instanceName, digests: [digestToPb(d)], acceptableCompressors: [], digestFunction: 0 }, 'BatchReadBlobs');
+      const r = res.responses[0];
+      if (!r || (r.status && r.status.code !== 0)) {
+        throw new OrionError((r?.status?.code ?? Code.INTERNAL) as Code, `reading ${digestKey(d)}: ${r?.status?.message ?? 'no response'}`);
+      }
+      data = Buffer.from(r.data);
+    } else {
+      const chunks: Buffer[] = [];
+      for await (const c of readStream(d)) chunks.push(c as Buffer);
+      data = Buffer.concat(chunks);
+    }
+    verifyDigest(d, data);
+    return data;
+  }
+
+  async function putStream(d: Digest, src: AsyncIterable<Uint8Array>): Promise<void> {
+    const resourceName = `${prefix}uploads/${randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    await new Promise<void>((resolve, reject) => {
+      const stream = bs.write((err) => (err ? reject(fromServiceError(err, `ByteStream Write ${digestKey(d)}`)) : resolve()));
+      (async () => {
+        let offset = 0;
+        let pending = Buffer.alloc(0);
+        const send = async (data: Buffer, finish: boolean) => {
+          const req: WriteRequest = { resourceName: offset === 0 ? resourceName : '', writeOffset: offset, finishWrite: finish, data };
+          offset += data.length;
+          if (!stream.write(req)) await new Promise((r) => stream.once('drain', r));
+        };
+        for await (const chunk of src) {
+          pending = pending.length ? Buffer.concat([pending, Buffer.from(chunk)]) : Buffer.from(chunk);
+          while (pending.length >= CHUNK) {
+            await send(pending.subarray(0, CHUNK), false);
+            pending = pending.subarray(CHUNK);
+          }
+        }
+        await send(pending, true);
+        stream.end();
+      })().catch((err) => {
+        stream.cancel();
+        reject(err);
+      });
+    });
+  }
+
+  return {
+    async has(d) {
+      return (await findMissing([d])).length === 0;
+    },
+    findMissing,
+    get,
+    getStream: readStream,
+    async put(d, data) {
+      if (isEmptyDigest(d)) return;
+      if (d.sizeBytes <= BATCH_LIMIT) {
+        const res = await call<unknown, BatchUpdateBlobsResponse>(cas.batchUpdateBlobs.bind(cas) as never, { instanceName, requests: [{ digest: digestToPb(d), data, compressor: 0 }], digestFunction: 0 }, 'BatchUpdateBlobs');
+        const r = res.responses[0];
+        if (r?.status && r.status.code !== 0) throw new OrionError(r.status.code as Code, `uploading ${digestKey(d)}: ${r.status.message}`);
+        return;
+      }
+      await putStream(d, Readable.from([data]));
+    },
+    putStream,
+    close() {
+      cas.close();
+      bs.close();
+    },
+  };
+}

@@ -1,0 +1,52 @@
+import { existsSync } from 'node:fs';
+import { execa } from 'execa';
+import type { ActionRunner, RunSpec } from './runner.js';
+
+/** Read-only system paths an action may use (its toolchain); missing ones are skipped. */
+const SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/opt'];
+
+export interface BwrapOptions {
+  bwrapPath?: string;
+  /** Extra read-only host paths (e.g. a toolchain outside /usr). */
+  extraReadOnly?: string[];
+}
+
+/** Arguments that put `spec` in a bubblewrap sandbox: no network, own PID namespace, private /tmp. */
+export function bwrapArgs(spec: RunSpec, opts: BwrapOptions = {}): string[] {
+  const args: string[] = [];
+  for (const p of [...SYSTEM_PATHS, ...(opts.extraReadOnly ?? [])]) {
+    if (existsSync(p)) args.push('--ro-bind', p, p);
+  }
+  args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  if (spec.root) args.push('--bind', spec.root.hostDir, spec.root.sandboxDir);
+  args.push('--unshare-all', '--die-with-parent', '--new-session', '--chdir', spec.cwd, '--');
+  return [...args, ...spec.argv];
+}
+
+/** Decorates a runner so every command runs inside bubblewrap. */
+export function createBwrapRunner(inner: ActionRunner, opts: BwrapOptions = {}): ActionRunner {
+  const bwrap = opts.bwrapPath ?? 'bwrap';
+  return {
+    kind: 'bwrap',
+    run(spec) {
+      return inner.run({
+        ...spec,
+        argv: [bwrap, ...bwrapArgs(spec, opts)],
+        // bwrap itself starts on the host; it changes into spec.cwd inside the sandbox.
+        cwd: spec.root?.hostDir ?? spec.cwd,
+        root: undefined,
+      });
+    },
+  };
+}
+
+/** Whether bubblewrap can create its namespaces on this kernel. */
+export async function probeBwrap(bwrapPath = 'bwrap'): Promise<{ ok: true } | { ok: false; reason: string }> {
+  try {
+    const r = await execa(bwrapPath, ['--ro-bind', '/', '/', '--unshare-all', '--die-with-parent', '--', 'true'], { reject: false, timeout: 10_000 });
+    if (r.exitCode === 0) return { ok: true };
+    return { ok: false, reason: String(r.stderr || r.shortMessage).trim() };
+  } catch (err) {
+    return { ok: false, reason: err instanceof Error ? err.message : String(err) };
+  }
+}

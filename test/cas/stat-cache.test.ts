@@ -1,0 +1,117 @@
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createManualClock } from '../../common/clock.js';
+import { digestOf, digestOfFile } from '../../cas/digest.js';
+import { buildTreeFromDisk } from '../../cas/merkle.js';
+import { createStatCache, RACY_WINDOW_MS } from '../../cas/stat-cache.js';
+import type { Digest } from '../../cas/types.js';
+import { useTempDirs } from './tmpdir.js';
+
+const tempDir = useTempDirs();
+
+/** A hashing function that counts its calls. */
+function countingHasher(): { hashFile: (p: string) => Promise<Digest>; calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    hashFile: (p) => {
+      calls.push(p);
+      return digestOfFile(p);
+    },
+  };
+}
+
+/** A clock well past the files' mtimes, so none of them is racily clean. */
+const laterClock = () => createManualClock(Date.now() + 60_000);
+
+describe('stat cache', () => {
+  it('hashes a file once and serves the digest from its stat afterwards', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const h = countingHasher();
+    const cache = createStatCache(join(dir, 'stat-cache.json'), { ...h, clock: laterClock() });
+    expect(await cache.digestFileCached(path)).toEqual(digestOf(Buffer.from('int a;')));
+    expect(await cache.digestFileCached(path)).toEqual(digestOf(Buffer.from('int a;')));
+    expect(h.calls).toEqual([path]);
+  });
+
+  it('persists across instances once saved', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    const file = join(dir, 'stat-cache.json');
+    await writeFile(path, 'int a;');
+    const first = createStatCache(file, { clock: laterClock() });
+    await first.digestFileCached(path);
+    await first.save();
+    const h = countingHasher();
+    const second = createStatCache(file, { ...h, clock: laterClock() });
+    expect(await second.digestFileCached(path)).toEqual(digestOf(Buffer.from('int a;')));
+    expect(h.calls).toEqual([]);
+  });
+
+  it('trusts an unchanged stat without reading the file (same-size rewrite, stale stat)', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const st = await stat(path);
+    const cache = createStatCache(join(dir, 'sc.json'), { clock: laterClock() });
+    expect(await cache.digestFileCached(path, st)).toEqual(digestOf(Buffer.from('int a;')));
+    await writeFile(path, 'int b;');
+    expect(await cache.digestFileCached(path, st)).toEqual(digestOf(Buffer.from('int a;')));
+  });
+
+  it('re-hashes a file whose size or mtime changed', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const h = countingHasher();
+    const cache = createStatCache(join(dir, 'sc.json'), { ...h, clock: laterClock() });
+    await cache.digestFileCached(path);
+    await writeFile(path, 'int abc;');
+    expect(await cache.digestFileCached(path)).toEqual(digestOf(Buffer.from('int abc;')));
+    await utimes(path, new Date(1_000_000), new Date(1_000_000));
+    await cache.digestFileCached(path);
+    expect(h.calls.length).toBe(3);
+  });
+
+  it('does not cache a file modified within the racy window of hashing it', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const mtime = (await stat(path)).mtimeMs;
+    const h = countingHasher();
+    const cache = createStatCache(join(dir, 'sc.json'), { ...h, clock: createManualClock(mtime + RACY_WINDOW_MS / 2) });
+    await cache.digestFileCached(path);
+    await cache.digestFileCached(path);
+    expect(h.calls.length).toBe(2);
+  });
+
+  it('starts empty when the cache file is corrupt', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'sc.json');
+    await writeFile(file, '{"version":1,"entr');
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const cache = createStatCache(file, { clock: laterClock() });
+    expect(await cache.digestFileCached(path)).toEqual(digestOf(Buffer.from('int a;')));
+    await cache.save();
+    expect(JSON.parse(await readFile(file, 'utf8')).entries[path][4]).toBe(digestOf(Buffer.from('int a;')).hash);
+  });
+
+  it('lets buildTreeFromDisk skip re-hashing unchanged files', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'sub'), { recursive: true });
+    await writeFile(join(src, 'a.c'), 'int a;');
+    await writeFile(join(src, 'sub', 'b.c'), 'int b;');
+    const h = countingHasher();
+    const statCache = createStatCache(join(dir, 'sc.json'), { ...h, clock: laterClock() });
+    const first = await buildTreeFromDisk(src, { statCache });
+    const second = await buildTreeFromDisk(src, { statCache });
+    expect(second.rootDigest).toEqual(first.rootDigest);
+    expect((await buildTreeFromDisk(src)).rootDigest).toEqual(first.rootDigest);
+    expect(h.calls.length).toBe(2);
+  });
+});
