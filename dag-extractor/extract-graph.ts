@@ -1,0 +1,66 @@
+/**
+ * Picks the extractor for a project directory: CMakeLists.txt means CMake,
+ * a makefile means Make, a build.ninja means Ninja, and a lone
+ * compile_commands.json means a compilation database (in that order).
+ */
+import path from 'node:path';
+import { failedPrecondition } from '../common/errors.js';
+import { createCMakeExtractor } from './cmake.js';
+import { COMPILE_COMMANDS, createCompdbExtractor } from './compdb.js';
+import type { ExtractOptions, GraphExtractor } from './extractor.js';
+import { createMakeExtractor } from './make.js';
+import { NINJA_MANIFEST, createNinjaExtractor } from './ninja.js';
+import { isFile, resolveDirectory } from './project-dir.js';
+import type { BuildGraph } from './types.js';
+
+export type BuildSystem = 'cmake' | 'make' | 'ninja' | 'compile_commands';
+
+export const CMAKE_LISTS = 'CMakeLists.txt';
+export const MAKEFILE_NAMES = ['GNUmakefile', 'makefile', 'Makefile'] as const;
+
+/**
+ * The build system of `projectDir`. build.ninja and compile_commands.json are
+ * also looked for in `buildDir` when one is given. FAILED_PRECONDITION when
+ * none is found.
+ */
+export async function detectBuildSystem(projectDir: string, buildDir?: string): Promise<BuildSystem> {
+  const root = await resolveDirectory(projectDir);
+  const dirs = buildDir === undefined ? [root] : [root, path.resolve(root, buildDir)];
+  const anyFile = async (dirsToSearch: string[], names: readonly string[]) => {
+    for (const dir of dirsToSearch) for (const name of names) if (await isFile(path.join(dir, name))) return true;
+    return false;
+  };
+  if (await anyFile([root], [CMAKE_LISTS])) return 'cmake';
+  if (await anyFile([root], MAKEFILE_NAMES)) return 'make';
+  if (await anyFile(dirs, [NINJA_MANIFEST])) return 'ninja';
+  if (await anyFile(dirs, [COMPILE_COMMANDS])) return 'compile_commands';
+  const searched = dirs.join(' and ');
+  throw failedPrecondition(
+    `No build files found in ${searched}: looked for ${CMAKE_LISTS}, ${MAKEFILE_NAMES.join(', ')}, ${NINJA_MANIFEST} and ${COMPILE_COMMANDS}`,
+    { hint: 'Run orion in the top directory of a CMake, Make or Ninja project, or next to a compile_commands.json.' },
+  );
+}
+
+export type ExtractorsBySystem = Record<BuildSystem, GraphExtractor>;
+
+/** An extractor that detects the build system on each call and delegates to the matching extractor. */
+export function createAutoDetectingExtractor(extractors: Partial<ExtractorsBySystem> = {}): GraphExtractor {
+  const bySystem: ExtractorsBySystem = {
+    cmake: extractors.cmake ?? createCMakeExtractor(),
+    make: extractors.make ?? createMakeExtractor(),
+    ninja: extractors.ninja ?? createNinjaExtractor(),
+    compile_commands: extractors.compile_commands ?? createCompdbExtractor(),
+  };
+  return {
+    name: 'auto',
+    async extract(projectDir: string, options: ExtractOptions = {}): Promise<BuildGraph> {
+      const system = await detectBuildSystem(projectDir, options.buildDir);
+      return bySystem[system].extract(projectDir, options);
+    },
+  };
+}
+
+/** Extracts the build graph of `projectDir` with the extractor its build files call for. */
+export function extractGraph(projectDir: string, options: ExtractOptions = {}): Promise<BuildGraph> {
+  return createAutoDetectingExtractor().extract(projectDir, options);
+}

@@ -1,0 +1,77 @@
+/**
+ * Extracts the build graph of a GNU Make project from a dry run:
+ * `make -n -B -w [makeArgs] -j1` prints every command of a full build (-B
+ * treats every target as out of date) without running it, with the directory
+ * of every sub-make (-w); the trailing -j1 keeps sub-make output from
+ * interleaving even when makeArgs ask for parallel jobs. Each printed line
+ * is classified into compile, archive, link or 'other' actions, and edges
+ * come from the files they exchange plus barriers around the 'other' steps
+ * (see ordered-graph.ts).
+ *
+ * Make still runs some things during a dry run: lines that invoke $(MAKE)
+ * (so sub-makes can print their commands), $(shell ...) functions, and rules
+ * that remake included makefiles.
+ */
+import path from 'node:path';
+import { failedPrecondition, invalidArgument, type OrionError } from '../common/errors.js';
+import type { ActionDraft } from './action-draft.js';
+import { classifyCommandLine } from './command-line-classifier.js';
+import { createProcessCommandRunner, environmentWith, tail, type CommandRunner } from './command-runner.js';
+import type { ExtractOptions, GraphExtractor } from './extractor.js';
+import { parseMakeDryRun } from './make-dry-run-parser.js';
+import { buildOrderedActions } from './ordered-graph.js';
+import { resolveDirectory } from './project-dir.js';
+import type { BuildGraph } from './types.js';
+
+export interface MakeExtractorDeps {
+  runner?: CommandRunner;
+  /** The make program (default "make"). */
+  makeProgram?: string;
+}
+
+/** Environment variables of an enclosing make that would change how the dry run behaves. */
+const INHERITED_MAKE_VARIABLES = ['MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES', 'GNUMAKEFLAGS'];
+
+export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtractor {
+  const runner = deps.runner ?? createProcessCommandRunner();
+  const makeProgram = deps.makeProgram ?? 'make';
+  const makeNames = new Set(['make', 'gmake', path.basename(makeProgram)]);
+
+  return {
+    name: 'make',
+    async extract(projectDir: string, options: ExtractOptions = {}): Promise<BuildGraph> {
+      if (options.buildDir !== undefined) {
+        throw invalidArgument('A build directory applies to CMake and Ninja projects, not to Make projects', {
+          hint: 'Pass make variables (e.g. O=out) in makeArgs instead.',
+        });
+      }
+      const makeArgs = options.makeArgs ?? [];
+      for (const arg of makeArgs) {
+        if (arg === '' || arg.includes('\n')) throw invalidArgument(`Invalid make argument ${JSON.stringify(arg)}`);
+        if (arg === '--no-print-directory') {
+          throw invalidArgument('--no-print-directory cannot be used: Orion follows sub-makes through their "Entering directory" lines');
+        }
+      }
+      const root = await resolveDirectory(projectDir);
+      const args = ['-n', '-B', '-w', ...makeArgs, '-j1'];
+      const overrides: Record<string, string | undefined> = { LC_ALL: 'C' };
+      for (const name of INHERITED_MAKE_VARIABLES) overrides[name] = undefined;
+      const result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
+      if (result.exitCode !== 0) throw makeFailure(makeProgram, args, root, result.exitCode, result.stderr);
+
+      const drafts: ActionDraft[] = [];
+      for (const command of parseMakeDryRun(result.stdout, root, makeNames)) {
+        drafts.push(...classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split' }).drafts);
+      }
+      return { root, tool: 'make', actions: buildOrderedActions(drafts, root) };
+    },
+  };
+}
+
+function makeFailure(program: string, args: string[], cwd: string, exitCode: number, stderr: string): OrionError {
+  const errors = stderr.split('\n').filter((l) => l.includes('***'));
+  const detail = errors.length > 0 ? errors.join('\n') : tail(stderr) || '(no error output)';
+  return failedPrecondition(`${program} ${args.join(' ')} failed with exit code ${exitCode} in ${cwd}:\n${detail}`, {
+    hint: `Orion lists the build's commands with a make dry run; check that \`${program}\` works in this directory.`,
+  });
+}

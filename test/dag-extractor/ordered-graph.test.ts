@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import type { ActionDraft } from '../../dag-extractor/action-draft.js';
+import { buildOrderedActions } from '../../dag-extractor/ordered-graph.js';
+
+function draft(name: string, fields: Partial<ActionDraft>): ActionDraft {
+  return {
+    kind: 'compile',
+    verb: 'CC',
+    cwd: '/p',
+    argv: ['cc', name],
+    inputs: [],
+    optionalInputs: [],
+    outputs: [],
+    cacheable: true,
+    ...fields,
+  };
+}
+
+/** Deps as indices into the action list, for readable assertions. */
+function depIndices(drafts: ActionDraft[]): number[][] {
+  const actions = buildOrderedActions(drafts, '/p');
+  const index = new Map(actions.map((a, i) => [a.id, i]));
+  return actions.map((a) => a.deps.map((d) => index.get(d)!).sort((x, y) => x - y));
+}
+
+describe('buildOrderedActions', () => {
+  it('makes each action depend on the last earlier writer of each input', () => {
+    const deps = depIndices([
+      draft('a', { outputs: ['/p/a.o'] }),
+      draft('b', { outputs: ['/p/b.o'] }),
+      draft('ar', { kind: 'archive', inputs: ['/p/a.o', '/p/b.o'], outputs: ['/p/l.a'] }),
+      draft('ranlib', { kind: 'archive', inputs: ['/p/l.a'], outputs: ['/p/l.a'] }),
+      draft('ld', { kind: 'link', inputs: ['/p/l.a'], outputs: ['/p/app'] }),
+    ]);
+    expect(deps).toEqual([[], [], [0, 1], [2], [3]]);
+  });
+
+  it('makes a non-cacheable step a barrier: it waits for everything since the previous barrier and everything after waits for it', () => {
+    const deps = depIndices([
+      draft('a', { outputs: ['/p/a.o'] }),
+      draft('gen', { kind: 'other', cacheable: false, outputs: ['/p/gen.h'] }),
+      draft('b', { outputs: ['/p/b.o'] }),
+      draft('c', { outputs: ['/p/c.o'] }),
+      draft('mkdir', { kind: 'other', cacheable: false }),
+      draft('d', { outputs: ['/p/d.o'] }),
+    ]);
+    expect(deps).toEqual([[], [0], [1], [1], [1, 2, 3], [4]]);
+  });
+
+  it('adds optional inputs (libraries found through -L/-l) only when an earlier action writes them', () => {
+    const actions = buildOrderedActions(
+      [
+        draft('ar', { kind: 'archive', outputs: ['/p/lib/libx.a'] }),
+        draft('ld', { kind: 'link', outputs: ['/p/app'], optionalInputs: ['/p/lib/libx.so', '/p/lib/libx.a'] }),
+      ],
+      '/p',
+    );
+    expect(actions[1].inputs).toEqual(['/p/lib/libx.a']);
+    expect(actions[1].deps).toEqual([actions[0].id]);
+  });
+
+  it('orders writers of the same file and a rewrite after the readers of the old content', () => {
+    const deps = depIndices([
+      draft('w1', { outputs: ['/p/x'] }),
+      draft('r', { inputs: ['/p/x'], outputs: ['/p/y'] }),
+      draft('w2', { outputs: ['/p/x'] }),
+    ]);
+    expect(deps).toEqual([[], [0], [0, 1]]);
+  });
+
+  it('gives a repeated command a distinct id with a suffix', () => {
+    const actions = buildOrderedActions([draft('same', { kind: 'other', cacheable: false }), draft('same', { kind: 'other', cacheable: false })], '/p');
+    expect(actions[1].id).toBe(`${actions[0].id}-2`);
+    expect(actions[0].id).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
