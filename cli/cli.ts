@@ -61,7 +61,76 @@ export function buildProgram(out: { stdout: (s: string) => void; stderr: (s: str
       out.stdout(await runStatus({ head: o.head, status: o.status }));
     });
 
+  program
+    .command('build')
+    .description(
+      'build the project in the current directory (Make, CMake or compile_commands.json), reusing cached results\n\n' +
+        'examples:\n  orion build\n  orion build -j 8 -- MALLOC=libc all\n  orion build --head 10.0.0.1:50050 --explain',
+    )
+    .argument('[make-args...]', 'targets and VAR=value overrides passed to make (after --)')
+    .option('-C, --directory <dir>', 'project directory', '.')
+    .option('--head <host:port>', 'build on this cluster (env ORION_HEAD)', wrapParse(parseHostPort, '--head'))
+    .option('--cache-dir <dir>', 'local cache (env ORION_CACHE_DIR, default ~/.cache/orion)')
+    .option('-j, --jobs <n>', 'actions to run at once (default: CPU cores, or 64 with --head)', wrapParse(parsePositiveInt, '--jobs'))
+    .option('-k, --keep-going', 'keep building what does not depend on a failed action', false)
+    .option('-n, --dry-run', 'show what would run without running it', false)
+    .option('--explain', 'for each action that runs, say why it was not a cache hit', false)
+    .option('--build-dir <dir>', 'CMake build directory (default: build)')
+    .option('-q, --quiet', 'print only errors and the compilers\' output', false)
+    .option('-v, --verbose', 'print each command line', false)
+    .action(async (args: string[], o) => {
+      const { runBuildCommand, defaultCacheDir } = await import('./commands/build.js');
+      const head = o.head ?? (process.env.ORION_HEAD ? parseHostPort(process.env.ORION_HEAD, 'ORION_HEAD') : undefined);
+      const controller = new AbortController();
+      const onSignal = () => controller.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const summary = await runBuildCommand(
+          {
+            dir: o.directory,
+            args,
+            head,
+            cacheDir: path.resolve(o.cacheDir ?? defaultCacheDir(process.env)),
+            jobs: o.jobs,
+            keepGoing: o.keepGoing,
+            dryRun: o.dryRun,
+            explain: o.explain,
+            quiet: o.quiet,
+            verbose: o.verbose,
+            buildDir: o.buildDir,
+          },
+          { stdout: (s) => void out.stdout(String(s)), stderr: (s) => void out.stderr(String(s)) },
+          controller.signal,
+        );
+        if (!summary.ok) throw new BuildFailed();
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+
+  program
+    .command('graph')
+    .description('print the build graph without building\n\nexample: orion graph --format dot | dot -Tsvg > graph.svg')
+    .argument('[make-args...]', 'targets and VAR=value overrides passed to make (after --)')
+    .option('-C, --directory <dir>', 'project directory', '.')
+    .addOption(new Option('--format <format>', 'output format').choices(['json', 'dot']).default('json'))
+    .option('--build-dir <dir>', 'CMake build directory (default: build)')
+    .action(async (args: string[], o) => {
+      const { extractGraph, toJson, toDot } = await import('../dag-extractor/index.js');
+      const graph = await extractGraph(path.resolve(o.directory), { makeArgs: args, buildDir: o.buildDir });
+      out.stdout(o.format === 'dot' ? toDot(graph) : toJson(graph));
+    });
+
   return program;
+}
+
+/** A build whose actions failed: the reason was already printed. */
+export class BuildFailed extends Error {
+  constructor() {
+    super('build failed');
+  }
 }
 
 /** Runs the CLI; returns the process exit code. Never calls process.exit. */
@@ -75,6 +144,7 @@ export async function runCli(argv: string[], out = { stdout: (s: string) => void
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return err.exitCode === 0 ? 0 : 2;
     }
+    if (err instanceof BuildFailed) return 2;
     if (err instanceof UsageError) {
       out.stderr(`orion: ${err.message}\n`);
       return 2;

@@ -1,0 +1,138 @@
+/**
+ * Turns a build action into its REAPI Action: the cache key. The key covers
+ * exactly what the action reads: its command line, the tool binary's content,
+ * and the source and header files (scanned, plus whatever the compiler's own
+ * dependency output showed earlier), so an unrelated edit never misses and a
+ * relevant edit never hits.
+ */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { Action as PbAction, Command as PbCommand } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { actionToPb, commandToPb } from '../../proto/convert.js';
+import { digestOf } from '../../cas/digest.js';
+import { buildTreeFromEntries, type MerkleTree, type TreeFileEntry } from '../../cas/merkle.js';
+import type { Action, Command, Digest } from '../../cas/types.js';
+import type { BuildAction } from '../../dag-extractor/types.js';
+import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
+import { parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
+import type { DepManifest } from './dep-manifest.js';
+import type { IncludeScanner } from './include-scanner.js';
+import type { ProjectFiles } from './project-files.js';
+import type { ToolResolver } from './tool-resolver.js';
+
+/** Environment variables that reach the key (and remote actions); everything else is the machine's own. */
+export const KEYED_ENV = ['SOURCE_DATE_EPOCH', 'LANG', 'LC_ALL', 'LC_MESSAGES', 'LC_CTYPE', 'TZ'];
+
+export interface ActionKey {
+  actionDigest: Digest;
+  action: Action;
+  command: Command;
+  /** Encoded Action, Command and the key input root's directories, by digest key. */
+  blobs: Map<string, Buffer>;
+  inputRoot: MerkleTree;
+  /** Absolute paths of the files the key covers, with their digest ('-' when absent). */
+  inputs: Map<string, string>;
+  compiler?: CompilerArgs;
+  /** Relative (to cwd) path of the dependency file executors write for this compile, when they add one. */
+  depfileRel?: string;
+  /** Where the compile's dependency output will be (the command's own -MD file, or the one Orion adds). */
+  depfileAbs?: string;
+  /** The action can run on a remote node (all outputs under its working directory). */
+  remotable: boolean;
+}
+
+export interface KeyDeps {
+  files: ProjectFiles;
+  scanner: IncludeScanner;
+  manifest: DepManifest;
+  tools: ToolResolver;
+  env: Record<string, string | undefined>;
+}
+
+function relTo(from: string, to: string): string {
+  const r = path.relative(from, to);
+  return r === '' ? '.' : r;
+}
+
+export async function computeActionKey(a: BuildAction, deps: KeyDeps): Promise<ActionKey> {
+  const root = deps.files.root;
+  const inputs = new Set<string>(a.inputs);
+  let compiler: CompilerArgs | undefined;
+  if (a.kind === 'compile') {
+    compiler = parseCompilerArgs(a.argv, a.cwd);
+    const start = [...compiler.sources, ...compiler.forcedIncludes];
+    for (const f of start) inputs.add(f);
+    const scanned = await deps.scanner.scan(start, compiler.quoteDirs, compiler.searchDirs);
+    for (const f of scanned.found) inputs.add(f);
+  }
+  for (const f of deps.manifest.extraInputs(a.id)) inputs.add(f);
+  // Project files named on the command line are read too (linker scripts, version maps, ...).
+  if (a.kind !== 'compile') {
+    for (const arg of a.argv.slice(1)) {
+      if (arg.startsWith('-')) continue;
+      const abs = path.resolve(a.cwd, arg);
+      if (abs.startsWith(root + '/') && !a.outputs.includes(abs) && (await deps.files.state(abs))) inputs.add(abs);
+    }
+  }
+  for (const o of a.outputs) if (!a.inputs.includes(o)) inputs.delete(o);
+
+  const tree: TreeFileEntry[] = [];
+  const external: string[] = [];
+  const covered = new Map<string, string>();
+  const sorted = [...inputs].sort();
+  const states = await Promise.all(sorted.map((f) => deps.files.state(f)));
+  sorted.forEach((f, i) => {
+    const s = states[i];
+    covered.set(f, s ? s.digest.hash : '-');
+    const rel = path.relative(root, f);
+    if (s && !rel.startsWith('..') && !path.isAbsolute(rel)) tree.push({ path: rel, digest: s.digest, isExecutable: s.isExecutable });
+    else external.push(`${f}\u0000${s ? `${s.digest.hash}/${s.digest.sizeBytes}` : '-'}`);
+  });
+  const inputRoot = buildTreeFromEntries(tree);
+
+  const tool = await deps.tools.resolve(a.argv[0]!, a.cwd, a.env?.PATH ?? deps.env.PATH);
+  const cwdRel = path.relative(root, a.cwd);
+  const outputsRel = a.outputs.map((o) => path.relative(a.cwd, o)).sort();
+  const remotable = !cwdRel.startsWith('..') && outputsRel.every((o) => !o.startsWith('..') && !path.isAbsolute(o));
+  let depfileRel: string | undefined;
+  let depfileAbs: string | undefined;
+  if (compiler) {
+    if (compiler.hasDepFlags) depfileAbs = compiler.depFile;
+    else {
+      depfileRel = `.orion-deps/${a.id}.d`;
+      depfileAbs = path.join(a.cwd, depfileRel);
+    }
+  }
+  const properties = [
+    { name: MOUNT_PATH_PROPERTY, value: root },
+    { name: 'orion-tool', value: tool ? `${tool.path}@${tool.digest.hash}` : `${a.argv[0]}@missing` },
+  ];
+  if (external.length > 0) properties.push({ name: 'orion-external-inputs', value: createHash('sha256').update(external.sort().join('\n')).digest('hex') });
+  if (depfileRel) properties.push({ name: DEPFILE_PROPERTY, value: depfileRel });
+  properties.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+
+  const env = KEYED_ENV.flatMap((name) => {
+    const value = a.env?.[name] ?? deps.env[name];
+    return value === undefined ? [] : [{ name, value }];
+  });
+  const command: Command = {
+    arguments: [...a.argv],
+    environmentVariables: env.sort((x, y) => (x.name < y.name ? -1 : 1)),
+    outputPaths: remotable ? outputsRel : [],
+    outputFiles: [],
+    outputDirectories: [],
+    workingDirectory: cwdRel,
+    platform: { properties },
+  };
+  // Outputs outside the working directory cannot be named in REAPI; keep them in the key anyway.
+  if (!remotable) command.arguments = [...a.argv, `\u0000orion-outputs:${a.outputs.map((o) => relTo(root, o)).sort().join(':')}`];
+  const commandBlob = Buffer.from(PbCommand.encode(commandToPb(command)).finish());
+  const commandDigest = digestOf(commandBlob);
+  const action: Action = { commandDigest, inputRootDigest: inputRoot.rootDigest, doNotCache: false };
+  const actionBlob = Buffer.from(PbAction.encode(actionToPb(action)).finish());
+  const actionDigest = digestOf(actionBlob);
+  const blobs = new Map<string, Buffer>(inputRoot.directories);
+  blobs.set(`${commandDigest.hash}/${commandDigest.sizeBytes}`, commandBlob);
+  blobs.set(`${actionDigest.hash}/${actionDigest.sizeBytes}`, actionBlob);
+  return { actionDigest, action, command, blobs, inputRoot, inputs: covered, compiler, depfileRel, depfileAbs, remotable };
+}

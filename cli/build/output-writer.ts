@@ -1,0 +1,51 @@
+/** Writes cached or remote outputs into the project tree, exactly where the build would. */
+import { chmod, lstat, mkdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Code, OrionError } from '../../common/errors.js';
+import type { BlobStore } from '../../cas/blob-store.js';
+import type { ActionResult } from '../../cas/types.js';
+import type { ProjectFiles } from './project-files.js';
+
+/** Resolves an output path against the action's directory, refusing anything outside the project. */
+export function outputPath(root: string, cwd: string, rel: string): string {
+  const abs = path.resolve(cwd, rel);
+  if (abs !== root && !abs.startsWith(root + '/')) {
+    throw new OrionError(Code.PERMISSION_DENIED, `refusing to write output ${JSON.stringify(rel)}: it resolves outside the project (${abs})`);
+  }
+  return abs;
+}
+
+/**
+ * Makes the tree hold `result`'s outputs. Files already holding the right
+ * content are left alone (a no-op build writes nothing); others are written to
+ * a temporary name and renamed into place.
+ */
+export async function writeOutputs(result: ActionResult, cwd: string, files: ProjectFiles, cas: BlobStore, skip: Set<string> = new Set()): Promise<number> {
+  let written = 0;
+  for (const f of result.outputFiles) {
+    if (skip.has(f.path)) continue;
+    const abs = outputPath(files.root, cwd, f.path);
+    const current = await files.state(abs);
+    if (current && current.digest.hash === f.digest.hash && current.isExecutable === f.isExecutable) continue;
+    await mkdir(path.dirname(abs), { recursive: true });
+    const tmp = `${abs}.orion-tmp-${process.pid}`;
+    await pipeline(cas.getStream(f.digest), createWriteStream(tmp, { mode: f.isExecutable ? 0o755 : 0o644 }));
+    await chmod(tmp, f.isExecutable ? 0o755 : 0o644);
+    await rename(tmp, abs);
+    files.record(abs, { digest: f.digest, isExecutable: f.isExecutable });
+    written++;
+  }
+  for (const s of result.outputSymlinks) {
+    const abs = outputPath(files.root, cwd, s.path);
+    const existing = await lstat(abs).then((st) => (st.isSymbolicLink() ? readlink(abs) : null), () => undefined);
+    if (existing === s.target) continue;
+    await rm(abs, { force: true, recursive: true });
+    await mkdir(path.dirname(abs), { recursive: true });
+    await symlink(s.target, abs);
+    files.forget(abs);
+    written++;
+  }
+  return written;
+}

@@ -1,0 +1,38 @@
+/** The head's action cache, consulted after the local one. */
+import type { ChannelCredentials } from '@grpc/grpc-js';
+import { ActionCacheClient, type ActionResult as PbActionResult } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { Code, statusOf } from '../../common/errors.js';
+import type { BlobStore } from '../../cas/blob-store.js';
+import type { Digest } from '../../cas/types.js';
+import { actionResultFromPb, digestToPb } from '../../proto/convert.js';
+import { fromServiceError } from '../../proto/grpc-status.js';
+import type { RemoteActionCache } from './build-runner.js';
+
+export function createRemoteActionCache(deps: { address: string; credentials: ChannelCredentials; remote: BlobStore; local: BlobStore; instanceName?: string }): RemoteActionCache {
+  const client = new ActionCacheClient(deps.address, deps.credentials);
+  const fetch = async (d: Digest | undefined) => {
+    if (!d || (await deps.local.has(d))) return;
+    await deps.local.putStream(d, deps.remote.getStream(d));
+  };
+  return {
+    async get(key) {
+      try {
+        const r = await new Promise<PbActionResult>((resolve, reject) =>
+          client.getActionResult(
+            { instanceName: deps.instanceName ?? '', actionDigest: digestToPb(key.actionDigest), inlineStdout: false, inlineStderr: false, inlineOutputFiles: [], digestFunction: 0 },
+            (err, res) => (err ? reject(fromServiceError(err, 'GetActionResult')) : resolve(res)),
+          ),
+        );
+        return actionResultFromPb(r);
+      } catch (err) {
+        if (statusOf(err) === Code.NOT_FOUND) return undefined;
+        throw err;
+      }
+    },
+    async fetch(result) {
+      for (const f of result.outputFiles) await fetch(f.digest);
+      await fetch(result.stdoutDigest);
+      await fetch(result.stderrDigest);
+    },
+  };
+}

@@ -1,0 +1,158 @@
+/**
+ * Runs actions on a cluster: the project tree goes to the head's CAS once
+ * (only blobs it lacks), each action executes in that global source context on
+ * a node, and its outputs come back into the tree.
+ */
+import { createReadStream } from 'node:fs';
+import { Metadata, type ChannelCredentials } from '@grpc/grpc-js';
+import { ExecuteResponse, ExecutionClient } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import type { Operation } from '../../proto/gen/google/longrunning/operations.js';
+import { Code, OrionError } from '../../common/errors.js';
+import { EXEC_ROOT_HEADER } from '../../common/platform-properties.js';
+import type { BlobStore } from '../../cas/blob-store.js';
+import { digestKey } from '../../cas/digest.js';
+import type { Digest } from '../../cas/types.js';
+import { actionResultFromPb, digestToPb, errorFromStatus } from '../../proto/convert.js';
+import { fromServiceError } from '../../proto/grpc-status.js';
+import type { RemoteBlobStore } from '../../proto/grpc-blob-store.js';
+import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
+import { writeOutputs } from './output-writer.js';
+import type { ProjectFiles } from './project-files.js';
+
+export interface RemoteExecutorDeps {
+  address: string;
+  credentials: ChannelCredentials;
+  remote: RemoteBlobStore;
+  local: BlobStore;
+  files: ProjectFiles;
+  instanceName?: string;
+}
+
+export interface RemoteExecutor extends BuildExecutor {
+  /** Bytes uploaded to the head so far. */
+  uploadedBytes(): number;
+  close(): void;
+}
+
+export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
+  const client = new ExecutionClient(deps.address, deps.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  const present = new Set<string>();
+  let uploaded = 0;
+
+  /** Uploads whatever of `blobs` the head lacks. `source` gives the bytes or file of each. */
+  async function ensure(digests: Digest[], source: (d: Digest) => Buffer | string | undefined) {
+    const unknown = digests.filter((d) => !present.has(digestKey(d)));
+    if (unknown.length === 0) return;
+    const missing = await deps.remote.findMissing(unknown);
+    const missingKeys = new Set(missing.map(digestKey));
+    for (const d of unknown) if (!missingKeys.has(digestKey(d))) present.add(digestKey(d));
+    const queue = [...missing];
+    await Promise.all(
+      Array.from({ length: Math.min(8, queue.length) }, async () => {
+        for (let d = queue.shift(); d; d = queue.shift()) {
+          const src = source(d);
+          if (src === undefined) throw new OrionError(Code.INTERNAL, `no local source for blob ${digestKey(d)}`);
+          if (typeof src === 'string') await deps.remote.putStream(d, createReadStream(src));
+          else await deps.remote.put(d, src);
+          uploaded += d.sizeBytes;
+          present.add(digestKey(d));
+        }
+      }),
+    );
+  }
+
+  async function uploadTree(): Promise<Digest> {
+    const tree = await deps.files.tree();
+    const fileSources = new Map<string, string>();
+    const fileDigests: Digest[] = [];
+    const { files } = await deps.files.list();
+    await Promise.all(
+      files.map(async (rel) => {
+        const abs = `${deps.files.root}/${rel}`;
+        const s = await deps.files.state(abs);
+        if (s) {
+          fileSources.set(digestKey(s.digest), abs);
+          fileDigests.push(s.digest);
+        }
+      }),
+    );
+    const dirDigests = [...tree.directories.keys()].map((k) => {
+      const [hash, size] = k.split('/');
+      return { hash: hash!, sizeBytes: Number(size) };
+    });
+    await ensure(fileDigests, (d) => fileSources.get(digestKey(d)));
+    await ensure(dirDigests, (d) => tree.directories.get(digestKey(d)));
+    return tree.rootDigest;
+  }
+
+  function execute(actionDigest: Digest, execRoot: Digest, signal: AbortSignal): Promise<ExecuteResponse> {
+    return new Promise((resolve, reject) => {
+      const md = new Metadata();
+      md.set(EXEC_ROOT_HEADER, digestKey(execRoot));
+      const stream = client.execute({ instanceName: deps.instanceName ?? '', skipCacheLookup: false, actionDigest: digestToPb(actionDigest), digestFunction: 0, inlineStdout: false, inlineStderr: false, inlineOutputFiles: [] }, md);
+      let response: ExecuteResponse | undefined;
+      const onAbort = () => stream.cancel();
+      signal.addEventListener('abort', onAbort, { once: true });
+      stream.on('data', (op: Operation) => {
+        if (op.done && op.response) response = ExecuteResponse.decode(op.response.value);
+      });
+      stream.on('error', (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(fromServiceError(err, 'Execute'));
+      });
+      stream.on('end', () => {
+        signal.removeEventListener('abort', onAbort);
+        if (response) resolve(response);
+        else reject(new OrionError(Code.UNAVAILABLE, 'Execute stream ended without a result'));
+      });
+    });
+  }
+
+  async function fetchToLocal(d: Digest) {
+    if (await deps.local.has(d)) return;
+    await deps.local.putStream(d, deps.remote.getStream(d));
+  }
+
+  return {
+    async run(a, key, signal): Promise<ExecOutcome> {
+      if (!key) throw new OrionError(Code.INTERNAL, `action ${a.label} has no key`);
+      const execRoot = await uploadTree();
+      await ensure(
+        [...key.blobs.keys()].map((k) => {
+          const [hash, size] = k.split('/');
+          return { hash: hash!, sizeBytes: Number(size) };
+        }),
+        (d) => key.blobs.get(digestKey(d)),
+      );
+      const response = await execute(key.actionDigest, execRoot, signal);
+      const err = errorFromStatus(response.status, `remote execution of ${a.label}`);
+      if (err) throw err;
+      if (!response.result) throw new OrionError(Code.INTERNAL, `remote execution of ${a.label} returned no result`);
+      const result = actionResultFromPb(response.result);
+      const fetchStd = async (d: Digest | undefined, raw: Buffer | undefined) => (raw ? raw : d ? await deps.remote.get(d) : Buffer.alloc(0));
+      const stdout = await fetchStd(result.stdoutDigest, result.stdoutRaw);
+      const stderr = await fetchStd(result.stderrDigest, result.stderrRaw);
+      let depfile: string | undefined;
+      if (result.exitCode === 0) {
+        for (const f of result.outputFiles) await fetchToLocal(f.digest);
+        if (result.stdoutDigest) await deps.local.put(result.stdoutDigest, stdout);
+        if (result.stderrDigest) await deps.local.put(result.stderrDigest, stderr);
+        const skip = new Set<string>();
+        if (key.depfileRel) {
+          skip.add(key.depfileRel);
+          const dep = result.outputFiles.find((f) => f.path === key.depfileRel);
+          if (dep) depfile = (await deps.local.get(dep.digest)).toString('utf8');
+          result.outputFiles = result.outputFiles.filter((f) => f.path !== key.depfileRel);
+        }
+        await writeOutputs(result, a.cwd, deps.files, deps.local, skip);
+        if (!key.depfileRel && key.depfileAbs) {
+          const s = await deps.files.state(key.depfileAbs);
+          if (s) depfile = (await deps.local.get(s.digest)).toString('utf8');
+        }
+      }
+      return { result, stdout, stderr, depfile, where: result.executionMetadata?.worker || 'remote' };
+    },
+    uploadedBytes: () => uploaded,
+    close: () => client.close(),
+  };
+}

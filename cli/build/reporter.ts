@@ -1,0 +1,63 @@
+/** How a build tells the user what happens. The plain reporter prints stable lines with no control characters. */
+import path from 'node:path';
+import type { BuildAction } from '../../dag-extractor/types.js';
+import type { ActionOutcome, BuildSummary } from './build-runner.js';
+
+export interface Reporter {
+  start(total: number): void;
+  started(a: BuildAction): void;
+  finished(a: BuildAction, outcome: ActionOutcome, done: number): void;
+  actionStdout(data: Buffer): void;
+  actionStderr(data: Buffer): void;
+  explain(a: BuildAction, why: string): void;
+  error(message: string): void;
+  summary(s: BuildSummary, wallMs: number): void;
+}
+
+export interface Sink {
+  stdout(s: string | Buffer): void;
+  stderr(s: string | Buffer): void;
+}
+
+const TAG: Record<ActionOutcome, string> = {
+  cached: 'cached',
+  'remote-cached': 'cached (remote)',
+  executed: '',
+  failed: 'FAILED',
+  skipped: 'skipped',
+  'dry-run': 'would run',
+};
+
+export function createPlainReporter(sink: Sink, opts: { quiet: boolean; verbose: boolean; root: string }): Reporter {
+  let total = 0;
+  return {
+    start(n) {
+      total = n;
+    },
+    started(a) {
+      if (opts.verbose) sink.stdout(`${path.relative(opts.root, a.cwd) || '.'}$ ${a.argv.join(' ')}\n`);
+    },
+    finished(a, outcome, done) {
+      if (opts.quiet && outcome !== 'failed') return;
+      const tag = TAG[outcome];
+      sink.stdout(`[${done}/${total}] ${a.label}${tag ? ` (${tag})` : ''}\n`);
+    },
+    actionStdout: (d) => sink.stdout(d),
+    actionStderr: (d) => sink.stderr(d),
+    explain(a, why) {
+      sink.stdout(`explain: ${a.label}: ${why}\n`);
+    },
+    error(message) {
+      sink.stderr(`orion: ${message}\n`);
+    },
+    summary(s, wallMs) {
+      const c = s.counts;
+      const where = Object.entries(s.where)
+        .map(([w, n]) => `${n} on ${w}`)
+        .join(', ');
+      const line = `orion: ${s.ok ? 'build finished' : 'build FAILED'} in ${(wallMs / 1000).toFixed(2)}s: ${s.total} actions, ${c.executed} run${where ? ` (${where})` : ''}, ${c.cached + c['remote-cached']} cached${c['remote-cached'] ? ` (${c['remote-cached']} from the cluster)` : ''}${c.failed ? `, ${c.failed} failed` : ''}${c.skipped ? `, ${c.skipped} not run` : ''}${c['dry-run'] ? `, ${c['dry-run']} would run` : ''}\n`;
+      if (!opts.quiet || !s.ok) sink.stderr(line);
+      for (const f of s.failures) if (!opts.quiet || true) sink.stderr(`orion: failed: ${f.message}\n`);
+    },
+  };
+}

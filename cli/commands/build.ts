@@ -1,0 +1,103 @@
+import { createHash } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { credentials } from '@grpc/grpc-js';
+import { Code, OrionError } from '../../common/errors.js';
+import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
+import { createDiskActionCache } from '../../cas/disk-action-cache.js';
+import { createCompletenessCheckingActionCache } from '../../cas/complete-action-cache.js';
+import { createStatCache } from '../../cas/stat-cache.js';
+import { extractGraph } from '../../dag-extractor/index.js';
+import { createProcessRunner } from '../../sandbox/runner.js';
+import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
+import { runBuild, type BuildSummary } from '../build/build-runner.js';
+import { loadDepManifest } from '../build/dep-manifest.js';
+import { loadOrExtractGraph } from '../build/graph-cache.js';
+import { createIncludeScanner } from '../build/include-scanner.js';
+import { createInPlaceExecutor } from '../build/in-place-executor.js';
+import { loadKeyHistory } from '../build/key-history.js';
+import { createProjectFiles } from '../build/project-files.js';
+import { createRemoteActionCache } from '../build/remote-action-cache.js';
+import { createRemoteExecutor } from '../build/remote-executor.js';
+import { createPlainReporter, type Sink } from '../build/reporter.js';
+import { createToolResolver } from '../build/tool-resolver.js';
+
+export interface BuildCommandOptions {
+  dir: string;
+  args: string[];
+  head?: string;
+  cacheDir: string;
+  jobs?: number;
+  keepGoing: boolean;
+  dryRun: boolean;
+  explain: boolean;
+  quiet: boolean;
+  verbose: boolean;
+  buildDir?: string;
+}
+
+export function defaultCacheDir(env: Record<string, string | undefined>): string {
+  return env.ORION_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'orion');
+}
+
+/** Runs `orion build`; resolves to the build summary (the caller sets the exit code). */
+export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal: AbortSignal): Promise<BuildSummary> {
+  const started = Date.now();
+  const root = path.resolve(o.dir);
+  const env = process.env as Record<string, string>;
+  const projectKey = createHash('sha256').update(root).digest('hex').slice(0, 16);
+  const statCache = createStatCache(path.join(o.cacheDir, 'stat', `${projectKey}.json`));
+  const files = createProjectFiles(root, statCache);
+  const { graph } = await loadOrExtractGraph({
+    files,
+    cacheDir: o.cacheDir,
+    args: o.args,
+    buildDir: o.buildDir,
+    env,
+    extract: () => extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal }),
+  });
+  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'));
+  const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac')), localCas);
+  const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
+  const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.json`));
+  const reporter = createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
+  const runner = createProcessRunner();
+  const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
+  const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env };
+
+  let remote: ReturnType<typeof createGrpcBlobStore> | undefined;
+  let remoteExecutor: ReturnType<typeof createRemoteExecutor> | undefined;
+  try {
+    if (o.head) {
+      const creds = credentials.createInsecure();
+      remote = createGrpcBlobStore({ address: o.head, credentials: creds });
+      remoteExecutor = createRemoteExecutor({ address: o.head, credentials: creds, remote, local: localCas, files });
+    }
+    const summary = await runBuild(
+      {
+        graph,
+        keyDeps,
+        localCas,
+        localAc,
+        remoteCache: o.head && remote ? createRemoteActionCache({ address: o.head, credentials: credentials.createInsecure(), remote, local: localCas }) : undefined,
+        executor: remoteExecutor ?? localExecutor,
+        localExecutor,
+        reporter,
+        history,
+        signal,
+      },
+      { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain },
+    );
+    reporter.summary(summary, Date.now() - started);
+    return summary;
+  } catch (err) {
+    if (err instanceof OrionError && err.code === Code.UNAVAILABLE && o.head) {
+      throw new OrionError(Code.UNAVAILABLE, `cannot reach the head at ${o.head}: ${err.message}`, { hint: 'check that `orion head` runs there, or build without --head' });
+    }
+    throw err;
+  } finally {
+    await Promise.all([statCache.save(), manifest.save(), history.save()]);
+    remoteExecutor?.close();
+    remote?.close();
+  }
+}

@@ -1,0 +1,14 @@
+/** Platform properties Orion puts in the Commands it builds (and nodes act on). */
+
+/** The absolute path the input root is mounted at while the action runs (the project's own path). */
+export const MOUNT_PATH_PROPERTY = 'orion-mount-path';
+
+/**
+ * For compiles without dependency flags: the node adds `-MD -MF <value>` (relative
+ * to the working directory) and returns the file as an extra output, so the
+ * client learns every header the compiler read.
+ */
+export const DEPFILE_PROPERTY = 'orion-depfile';
+
+/** Metadata header carrying the global source context (hash/size) an Execute should run in. */
+export const EXEC_ROOT_HEADER = 'x-orion-exec-root';
