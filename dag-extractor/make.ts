@@ -13,6 +13,7 @@
  * that remake included makefiles.
  */
 import path from 'node:path';
+import fg from 'fast-glob';
 import { failedPrecondition, invalidArgument, type OrionError } from '../common/errors.js';
 import type { ActionDraft } from './action-draft.js';
 import { classifyCommandLine } from './command-line-classifier.js';
@@ -53,7 +54,7 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
         }
       }
       const root = await resolveDirectory(projectDir);
-      const args = ['-n', '-B', '-w', ...makeArgs, '-j1'];
+      const args = ['-n', '-B', '-w', ...makeArgs, '-j1', ...(await assumeOldArgs(root, makeProgram, makeArgs))];
       const overrides: Record<string, string | undefined> = { LC_ALL: 'C' };
       for (const name of INHERITED_MAKE_VARIABLES) overrides[name] = undefined;
       const result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
@@ -66,6 +67,28 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
       return { root, tool: 'make', actions: buildOrderedActions(drafts, root) };
     },
   };
+}
+
+/**
+ * With -B, make remakes every included makefile before the dry run, and runs
+ * those rules for real (Redis regenerates Makefile.dep with `cc -MM *.c`), and
+ * treats generated stamp files as stale (Redis's .make-prerequisites then
+ * triggers a distclean). Such files that already exist are marked old (-o), as
+ * a plain make would find them up to date. -o is not passed down to sub-makes,
+ * so it also goes into the MAKE variable recursive makes are started with.
+ */
+async function assumeOldArgs(root: string, makeProgram: string, makeArgs: string[]): Promise<string[]> {
+  const found = await fg(['**/Makefile.*', '**/*.mk', '**/*.dep', '**/.make-*'], { cwd: root, dot: true, onlyFiles: true, ignore: ['**/.git/**'], followSymbolicLinks: false });
+  const names = new Set<string>();
+  for (const f of found) {
+    names.add(f);
+    names.add(path.basename(f));
+  }
+  if (names.size === 0) return [];
+  const old = [...names].sort().flatMap((n) => ['-o', n]);
+  const userSetsMake = makeArgs.some((a) => a.startsWith('MAKE='));
+  const quote = (s: string) => (/^[A-Za-z0-9_./+-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`);
+  return userSetsMake ? old : [...old, `MAKE=${[makeProgram, ...old].map(quote).join(' ')}`];
 }
 
 function makeFailure(program: string, args: string[], cwd: string, exitCode: number, stderr: string): OrionError {

@@ -4,6 +4,7 @@
  * keyed, looked up in the local then the remote action cache, and executed only
  * on a miss; failures stop the build the way make does (or not, with -k).
  */
+import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
@@ -15,6 +16,9 @@ import { parseDepFile } from './compiler-args.js';
 import type { BuildExecutor } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
 import type { Reporter } from './reporter.js';
+import { KEYED_ENV } from './action-key.js';
+import { diffSnapshots, stepKey, type StepCache, type StepEffect } from './step-cache.js';
+import { applyStepEffect } from './output-writer.js';
 
 export interface RemoteActionCache {
   get(key: ActionKey): Promise<ActionResult | undefined>;
@@ -40,6 +44,8 @@ export interface BuildRunnerDeps {
   /** Runs steps that must run here: uncacheable ones, and those a cluster cannot express. */
   localExecutor: BuildExecutor;
   reporter: Reporter;
+  /** Effects of steps with unknown inputs, keyed by the tree they started from. */
+  stepCache: StepCache;
   /** Previous keys' inputs by action id, for --explain. */
   history?: KeyHistory;
   signal: AbortSignal;
@@ -175,6 +181,40 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     return 'executed';
   }
 
+  /** A step whose reads are unknown: keyed by the whole tree it starts from. */
+  async function runStep(a: BuildAction): Promise<ActionOutcome> {
+    const files = deps.keyDeps.files;
+    const snap = await files.snapshot();
+    const before = new Map(snap.entries);
+    const env = KEYED_ENV.map((n) => `${n}=${a.env?.[n] ?? deps.keyDeps.env[n] ?? ''}`);
+    const key = stepKey(a.cwd, a.argv, env, snap);
+    const hit = await deps.stepCache.get(key);
+    if (hit && (await deps.localCas.findMissing([...hit.written.map((w) => w.digest), ...(hit.stdout ? [hit.stdout] : []), ...(hit.stderr ? [hit.stderr] : [])])).length === 0) {
+      const touched = await applyStepEffect(hit, files, deps.localCas);
+      deps.keyDeps.scanner.invalidate(touched);
+      await replay({ outputFiles: [], outputSymlinks: [], outputDirectories: [], exitCode: 0, stdoutDigest: hit.stdout, stderrDigest: hit.stderr });
+      return 'cached';
+    }
+    if (opts.dryRun) return 'dry-run';
+    const started = Date.now();
+    const out = await deps.localExecutor.run(a, undefined, deps.signal);
+    summary.durations.set(a.id, Date.now() - started);
+    files.forgetAll();
+    if (out.stdout.length > 0) reporter.actionStdout(out.stdout);
+    if (out.stderr.length > 0) reporter.actionStderr(out.stderr);
+    summary.where.local = (summary.where.local ?? 0) + 1;
+    const after = await files.snapshot();
+    const change = diffSnapshots(before, after.entries);
+    deps.keyDeps.scanner.invalidate([...change.written.map((w) => w.path), ...change.deleted].map((p) => path.join(graph.root, p)));
+    if (out.result.exitCode !== 0) throw new OrionError(Code.ABORTED, `${a.label} failed with exit code ${out.result.exitCode}`, { hint: 'exit' });
+    for (const w of change.written) await deps.localCas.putStream(w.digest, createReadStream(path.join(graph.root, w.path)));
+    const effect: StepEffect = { ...change, stdout: out.result.stdoutDigest, stderr: out.result.stderrDigest };
+    await deps.localCas.put(out.result.stdoutDigest!, out.stdout);
+    await deps.localCas.put(out.result.stderrDigest!, out.stderr);
+    await deps.stepCache.put(key, effect);
+    return 'executed';
+  }
+
   function explain(a: BuildAction, key: ActionKey) {
     if (!opts.explain || !deps.history) return;
     const prev = deps.history.previous(a.id);
@@ -194,17 +234,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     let outcome: ActionOutcome;
     try {
       if (!a.cacheable) {
-        if (opts.dryRun) outcome = 'dry-run';
-        else {
-          const out = await deps.localExecutor.run(a, undefined, deps.signal);
-          for (const o of a.outputs) deps.keyDeps.files.forget(o);
-          deps.keyDeps.scanner.invalidate(a.outputs);
-          if (out.stdout.length > 0) reporter.actionStdout(out.stdout);
-          if (out.stderr.length > 0) reporter.actionStderr(out.stderr);
-          summary.where.local = (summary.where.local ?? 0) + 1;
-          if (out.result.exitCode !== 0) throw new OrionError(Code.ABORTED, `${a.label} failed with exit code ${out.result.exitCode}`, { hint: 'exit' });
-          outcome = 'executed';
-        }
+        outcome = await runStep(a);
       } else {
         outcome = await runCacheable(a);
       }

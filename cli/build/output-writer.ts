@@ -7,6 +7,7 @@ import { Code, OrionError } from '../../common/errors.js';
 import type { BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { ProjectFiles } from './project-files.js';
+import type { StepEffect } from './step-cache.js';
 
 /** Resolves an output path against the action's directory, refusing anything outside the project. */
 export function outputPath(root: string, cwd: string, rel: string): string {
@@ -48,4 +49,29 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
     written++;
   }
   return written;
+}
+
+/** Replays a step's recorded effect on the tree; returns the absolute paths it touched. */
+export async function applyStepEffect(effect: StepEffect, files: ProjectFiles, cas: BlobStore): Promise<string[]> {
+  const touched: string[] = [];
+  for (const rel of effect.deleted) {
+    const abs = outputPath(files.root, files.root, rel);
+    await rm(abs, { recursive: true, force: true });
+    files.forget(abs);
+    touched.push(abs);
+  }
+  for (const rel of effect.dirs) {
+    const abs = outputPath(files.root, files.root, rel);
+    await mkdir(abs, { recursive: true });
+    files.forget(abs);
+  }
+  const result: ActionResult = {
+    outputFiles: effect.written.map((w) => ({ path: w.path, digest: w.digest, isExecutable: w.isExecutable })),
+    outputSymlinks: effect.symlinks,
+    outputDirectories: [],
+    exitCode: 0,
+  };
+  await writeOutputs(result, files.root, files, cas);
+  for (const w of [...effect.written, ...effect.symlinks]) touched.push(path.join(files.root, w.path));
+  return touched;
 }

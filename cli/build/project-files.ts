@@ -1,9 +1,11 @@
 /**
  * The build's view of the project tree: file digests (through the persistent
- * stat cache, so an unchanged file is never re-hashed), updated as actions
- * write outputs, and the whole tree as a Merkle root for remote execution.
+ * stat cache, so an unchanged file is never re-hashed), kept up to date as
+ * actions write outputs, and snapshots of the whole tree: the input of steps
+ * whose reads are unknown, and the global source context of remote actions.
  */
 import { lstat, readdir, readlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { StatCache } from '../../cas/stat-cache.js';
 import { buildTreeFromEntries, type MerkleTree, type TreeFileEntry, type TreeSymlinkEntry } from '../../cas/merkle.js';
@@ -14,27 +16,53 @@ export interface FileState {
   isExecutable: boolean;
 }
 
+/** What a path holds: a file, a symlink or a directory. */
+export type Entry = { kind: 'file'; state: FileState } | { kind: 'symlink'; target: string } | { kind: 'dir' };
+
+export interface Snapshot {
+  entries: ReadonlyMap<string, Entry>;
+  /** A digest of every path and what it holds. */
+  hash: string;
+}
+
 export interface ProjectFiles {
   readonly root: string;
   /** The file's content digest, or undefined when it does not exist (or is not a regular file). */
   state(abs: string): Promise<FileState | undefined>;
   /** An action wrote `abs` with known content. */
   record(abs: string, state: FileState): void;
-  /** An action changed `abs` in ways Orion did not see (a local step): look again next time. */
+  /** `abs` may have changed in ways Orion did not see: look again next time. */
   forget(abs: string): void;
-  /** Every file and symlink under the root (minus ignored directories), relative paths. */
-  list(): Promise<{ files: string[]; symlinks: TreeSymlinkEntry[] }>;
+  /** Anything in the tree may have changed (a step with unknown effects ran). */
+  forgetAll(): void;
+  /** Every file and symlink under the root (minus ignored directories), relative paths, as at the first call. */
+  list(): Promise<{ files: string[]; symlinks: TreeSymlinkEntry[]; dirs: string[] }>;
+  /** The whole tree as it stands now. */
+  snapshot(): Promise<Snapshot>;
   /** The whole project as a Merkle tree, as it stands now (global source context). */
   tree(): Promise<MerkleTree>;
 }
 
 /** Directories never part of a build's inputs. */
-const IGNORED = new Set(['.git', '.hg', '.svn', '.orion']);
+const IGNORED = new Set(['.git', '.hg', '.svn', '.orion', '.orion-deps']);
+
+export function snapshotHash(entries: ReadonlyMap<string, Entry>): string {
+  const h = createHash('sha256');
+  for (const p of [...entries.keys()].sort()) {
+    const e = entries.get(p)!;
+    if (e.kind === 'file') h.update(`${p}\u0000${e.state.digest.hash}\u0000${e.state.isExecutable ? 'x' : '-'}\n`);
+    else if (e.kind === 'symlink') h.update(`${p}\u0000->${e.target}\n`);
+    else h.update(`${p}\u0000/\n`);
+  }
+  return h.digest('hex');
+}
 
 export function createProjectFiles(root: string, statCache: StatCache): ProjectFiles {
   const states = new Map<string, Promise<FileState | undefined>>();
-  let listing: Promise<{ files: string[]; symlinks: TreeSymlinkEntry[] }> | undefined;
-  const extraFiles = new Set<string>();
+  let firstListing: Promise<{ files: string[]; symlinks: TreeSymlinkEntry[]; dirs: string[] }> | undefined;
+  /** The live tree, once a snapshot was taken; undefined when it must be walked again. */
+  let live: Map<string, Entry> | undefined;
+  const dirty = new Set<string>();
 
   async function compute(abs: string): Promise<FileState | undefined> {
     try {
@@ -46,16 +74,19 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
     }
   }
 
-  async function walk(): Promise<{ files: string[]; symlinks: TreeSymlinkEntry[] }> {
+  async function walk(): Promise<{ files: string[]; symlinks: TreeSymlinkEntry[]; dirs: string[] }> {
     const files: string[] = [];
     const symlinks: TreeSymlinkEntry[] = [];
+    const dirs: string[] = [];
     async function visit(dir: string, rel: string): Promise<void> {
       const entries = await readdir(dir, { withFileTypes: true });
       await Promise.all(
         entries.map(async (e) => {
           const childRel = rel ? `${rel}/${e.name}` : e.name;
           if (e.isDirectory()) {
-            if (!IGNORED.has(e.name)) await visit(path.join(dir, e.name), childRel);
+            if (IGNORED.has(e.name)) return;
+            dirs.push(childRel);
+            await visit(path.join(dir, e.name), childRel);
           } else if (e.isFile()) files.push(childRel);
           else if (e.isSymbolicLink()) symlinks.push({ path: childRel, target: await readlink(path.join(dir, e.name)) });
         }),
@@ -63,10 +94,30 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
     }
     await visit(root, '');
     files.sort();
-    return { files, symlinks };
+    return { files, symlinks, dirs };
   }
 
-  return {
+  async function refresh(rel: string, into: Map<string, Entry>) {
+    const abs = path.join(root, rel);
+    const st = await lstat(abs).catch(() => undefined);
+    if (st?.isSymbolicLink()) into.set(rel, { kind: 'symlink', target: await readlink(abs) });
+    else if (st?.isDirectory()) into.set(rel, { kind: 'dir' });
+    else if (st?.isFile()) {
+      const state = { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0 };
+      states.set(abs, Promise.resolve(state));
+      into.set(rel, { kind: 'file', state });
+    } else {
+      into.delete(rel);
+      states.delete(abs);
+    }
+  }
+
+  const relOf = (abs: string) => {
+    const rel = path.relative(root, abs);
+    return rel.startsWith('..') || path.isAbsolute(rel) ? undefined : rel;
+  };
+
+  const files: ProjectFiles = {
     root,
     state(abs) {
       let p = states.get(abs);
@@ -78,35 +129,54 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
     },
     record(abs, state) {
       states.set(abs, Promise.resolve(state));
-      const rel = path.relative(root, abs);
-      if (!rel.startsWith('..')) {
-        extraFiles.add(rel);
+      const rel = relOf(abs);
+      if (rel !== undefined && live) {
+        live.set(rel, { kind: 'file', state });
+        dirty.delete(rel);
+        // Its parent directories exist now too.
+        for (let d = path.dirname(rel); d !== '.' && !live.has(d); d = path.dirname(d)) live.set(d, { kind: 'dir' });
       }
     },
     forget(abs) {
       states.delete(abs);
-      const rel = path.relative(root, abs);
-      if (!rel.startsWith('..')) {
-        extraFiles.add(rel);
-        listing = undefined;
-      }
+      const rel = relOf(abs);
+      if (rel !== undefined) dirty.add(rel);
+    },
+    forgetAll() {
+      states.clear();
+      live = undefined;
+      dirty.clear();
     },
     list() {
-      return (listing ??= walk());
+      return (firstListing ??= walk());
+    },
+    async snapshot() {
+      if (!live) {
+        const listing = await walk();
+        firstListing ??= Promise.resolve(listing);
+        const next = new Map<string, Entry>();
+        for (const s of listing.symlinks) next.set(s.path, { kind: 'symlink', target: s.target });
+        for (const d of listing.dirs) next.set(d, { kind: 'dir' });
+        await Promise.all(listing.files.map((rel) => refresh(rel, next)));
+        live = next;
+        dirty.clear();
+      } else if (dirty.size > 0) {
+        const current = live;
+        await Promise.all([...dirty].map((rel) => refresh(rel, current)));
+        dirty.clear();
+      }
+      return { entries: live, hash: snapshotHash(live) };
     },
     async tree() {
-      const { files, symlinks } = await this.list();
-      const all = new Set([...files, ...extraFiles]);
+      const snap = await files.snapshot();
       const entries: TreeFileEntry[] = [];
-      const symlinkPaths = new Set(symlinks.map((s) => s.path));
-      await Promise.all(
-        [...all].map(async (rel) => {
-          if (symlinkPaths.has(rel)) return;
-          const s = await this.state(path.join(root, rel));
-          if (s) entries.push({ path: rel, digest: s.digest, isExecutable: s.isExecutable });
-        }),
-      );
+      const symlinks: TreeSymlinkEntry[] = [];
+      for (const [p, e] of snap.entries) {
+        if (e.kind === 'file') entries.push({ path: p, digest: e.state.digest, isExecutable: e.state.isExecutable });
+        else if (e.kind === 'symlink') symlinks.push({ path: p, target: e.target });
+      }
       return buildTreeFromEntries(entries, symlinks);
     },
   };
+  return files;
 }

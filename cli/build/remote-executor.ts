@@ -62,20 +62,15 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
   }
 
   async function uploadTree(): Promise<Digest> {
+    const snap = await deps.files.snapshot();
     const tree = await deps.files.tree();
     const fileSources = new Map<string, string>();
     const fileDigests: Digest[] = [];
-    const { files } = await deps.files.list();
-    await Promise.all(
-      files.map(async (rel) => {
-        const abs = `${deps.files.root}/${rel}`;
-        const s = await deps.files.state(abs);
-        if (s) {
-          fileSources.set(digestKey(s.digest), abs);
-          fileDigests.push(s.digest);
-        }
-      }),
-    );
+    for (const [rel, e] of snap.entries) {
+      if (e.kind !== 'file') continue;
+      fileSources.set(digestKey(e.state.digest), `${deps.files.root}/${rel}`);
+      fileDigests.push(e.state.digest);
+    }
     const dirDigests = [...tree.directories.keys()].map((k) => {
       const [hash, size] = k.split('/');
       return { hash: hash!, sizeBytes: Number(size) };

@@ -21,6 +21,7 @@ import { createRemoteActionCache } from '../build/remote-action-cache.js';
 import { createRemoteExecutor } from '../build/remote-executor.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
 import { createToolResolver } from '../build/tool-resolver.js';
+import { createDiskStepCache } from '../build/step-cache.js';
 
 export interface BuildCommandOptions {
   dir: string;
@@ -82,6 +83,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         remoteCache: o.head && remote ? createRemoteActionCache({ address: o.head, credentials: credentials.createInsecure(), remote, local: localCas }) : undefined,
         executor: remoteExecutor ?? localExecutor,
         localExecutor,
+        stepCache: createDiskStepCache(path.join(o.cacheDir, 'steps')),
         reporter,
         history,
         signal,
