@@ -3,7 +3,7 @@ PROTOC ?= protoc
 PROTO_SRC := $(shell find proto -name '*.proto' -not -path 'proto/gen/*' | sort)
 TS_PROTO_OPTS := outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,useOptionals=messages,forceLong=number,env=node
 
-.PHONY: setup deps system-deps proto proto-check build test sample bench clean
+.PHONY: setup deps system-deps proto proto-check build test check sample bench clean
 
 setup: system-deps deps proto build
 
@@ -29,6 +29,10 @@ build:
 	chmod +x dist/cli/main.js
 
 test: build
+	npx vitest run
+
+# The whole suite on a fresh machine: system packages, npm deps, generated code up to date, tests.
+check: system-deps deps proto-check build
 	npx vitest run
 
 sample: build

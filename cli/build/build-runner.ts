@@ -18,7 +18,7 @@ import { writeOutputs } from './output-writer.js';
 import type { Reporter } from './reporter.js';
 import { KEYED_ENV } from './action-key.js';
 import { diffSnapshots, stepKey, type StepCache, type StepEffect } from './step-cache.js';
-import { applyStepEffect } from './output-writer.js';
+import { applyStepEffect, freshenOutputs } from './output-writer.js';
 
 export interface RemoteActionCache {
   get(key: ActionKey): Promise<ActionResult | undefined>;
@@ -138,6 +138,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const local = await deps.localAc.get(key.actionDigest);
     if (local) {
       await writeOutputs(local, a.cwd, deps.keyDeps.files, deps.localCas);
+      await freshenOutputs(a.outputs, key.inputs.keys(), deps.keyDeps.files);
       deps.keyDeps.scanner.invalidate(a.outputs);
       await replay(local);
       deps.history?.record(a.id, key, a.argv);
@@ -150,6 +151,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (remote) {
       await deps.remoteCache!.fetch(remote);
       await writeOutputs(remote, a.cwd, deps.keyDeps.files, deps.localCas);
+      await freshenOutputs(a.outputs, key.inputs.keys(), deps.keyDeps.files);
       deps.keyDeps.scanner.invalidate(a.outputs);
       await deps.localAc.put(key.actionDigest, remote);
       await replay(remote);

@@ -1,5 +1,5 @@
 /** Writes cached or remote outputs into the project tree, exactly where the build would. */
-import { chmod, lstat, mkdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readlink, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -35,7 +35,7 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
     await pipeline(cas.getStream(f.digest), createWriteStream(tmp, { mode: f.isExecutable ? 0o755 : 0o644 }));
     await chmod(tmp, f.isExecutable ? 0o755 : 0o644);
     await rename(tmp, abs);
-    files.record(abs, { digest: f.digest, isExecutable: f.isExecutable });
+    files.record(abs, { digest: f.digest, isExecutable: f.isExecutable, mtimeMs: Date.now() });
     written++;
   }
   for (const s of result.outputSymlinks) {
@@ -74,4 +74,25 @@ export async function applyStepEffect(effect: StepEffect, files: ProjectFiles, c
   await writeOutputs(result, files.root, files, cas);
   for (const w of [...effect.written, ...effect.symlinks]) touched.push(path.join(files.root, w.path));
   return touched;
+}
+
+/**
+ * Make decides by timestamps: an output left untouched because it already held
+ * the cached content must still look newer than the inputs it was built from,
+ * or a later plain `make` would rebuild it.
+ */
+export async function freshenOutputs(outputs: string[], inputs: Iterable<string>, files: ProjectFiles): Promise<void> {
+  let newest = 0;
+  for (const i of inputs) {
+    const s = await files.state(i);
+    if (s?.mtimeMs !== undefined && s.mtimeMs > newest) newest = s.mtimeMs;
+  }
+  if (newest === 0) return;
+  for (const o of outputs) {
+    const s = await files.state(o);
+    if (s?.mtimeMs === undefined || s.mtimeMs >= newest) continue;
+    const now = new Date();
+    await utimes(o, now, now);
+    files.record(o, { ...s, mtimeMs: now.getTime() });
+  }
 }

@@ -14,6 +14,8 @@ import type { Digest } from '../../cas/types.js';
 export interface FileState {
   digest: Digest;
   isExecutable: boolean;
+  /** Modification time when known (make compares these). */
+  mtimeMs?: number;
 }
 
 /** What a path holds: a file, a symlink or a directory. */
@@ -68,7 +70,7 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
     try {
       const st = await lstat(abs);
       if (!st.isFile()) return undefined;
-      return { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0 };
+      return { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0, mtimeMs: st.mtimeMs };
     } catch {
       return undefined;
     }
@@ -103,7 +105,7 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
     if (st?.isSymbolicLink()) into.set(rel, { kind: 'symlink', target: await readlink(abs) });
     else if (st?.isDirectory()) into.set(rel, { kind: 'dir' });
     else if (st?.isFile()) {
-      const state = { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0 };
+      const state = { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0, mtimeMs: st.mtimeMs };
       states.set(abs, Promise.resolve(state));
       into.set(rel, { kind: 'file', state });
     } else {

@@ -4,7 +4,7 @@ import { ActionCacheClient, type ActionResult as PbActionResult } from '../../pr
 import { Code, statusOf } from '../../common/errors.js';
 import type { BlobStore } from '../../cas/blob-store.js';
 import type { Digest } from '../../cas/types.js';
-import { actionResultFromPb, digestToPb } from '../../proto/convert.js';
+import { actionResultFromPb, actionResultToPb, digestToPb } from '../../proto/convert.js';
 import { fromServiceError } from '../../proto/grpc-status.js';
 import type { RemoteActionCache } from './build-runner.js';
 
@@ -28,6 +28,14 @@ export function createRemoteActionCache(deps: { address: string; credentials: Ch
         if (statusOf(err) === Code.NOT_FOUND) return undefined;
         throw err;
       }
+    },
+    async put(key, result) {
+      await new Promise<void>((resolve, reject) =>
+        client.updateActionResult(
+          { instanceName: deps.instanceName ?? '', actionDigest: digestToPb(key.actionDigest), actionResult: actionResultToPb(result), digestFunction: 0 },
+          (err) => (err ? reject(fromServiceError(err, 'UpdateActionResult')) : resolve()),
+        ),
+      );
     },
     async fetch(result) {
       for (const f of result.outputFiles) await fetch(f.digest);

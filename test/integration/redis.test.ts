@@ -1,0 +1,81 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ORION, REPO, tempDir } from '../helpers/daemons.js';
+
+// Redis 7.0.15 from Debian's source package: orion build must match make byte for byte.
+const BINARIES = ['redis-server', 'redis-cli', 'redis-benchmark'];
+const ENV = { ...process.env, SOURCE_DATE_EPOCH: '1700000000', LC_ALL: 'C' };
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe('Redis 7.0.15 built by orion build', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let src: string;
+  const reference = new Map<string, Buffer>();
+  const timings: Record<string, number> = {};
+
+  beforeAll(async () => {
+    tmp = await tempDir('redis');
+    const fetched = execFileSync('bash', [path.join(REPO, 'scripts/fetch-redis.sh'), path.join(REPO, 'bench/work/redis-src')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').at(-1)!;
+    src = path.join(tmp.dir, 'redis');
+    cpSync(fetched, src, { recursive: true });
+    let t = Date.now();
+    execFileSync('make', ['-j2', 'MALLOC=libc'], { cwd: src, env: ENV, stdio: 'ignore' });
+    timings.make = Date.now() - t;
+    for (const b of BINARIES) reference.set(b, readFileSync(path.join(src, 'src', b)));
+    execFileSync('make', ['distclean'], { cwd: src, env: ENV, stdio: 'ignore' });
+    t = Date.now();
+    execFileSync(process.execPath, [ORION, 'build', '-q', '--cache-dir', path.join(tmp.dir, 'cache'), '--', 'MALLOC=libc'], { cwd: src, env: ENV, stdio: 'ignore' });
+    timings.orionCold = Date.now() - t;
+  }, 900_000);
+
+  afterAll(async () => {
+    console.log(`redis timings (ms): ${JSON.stringify(timings)}`);
+    await tmp?.cleanup();
+  });
+
+  it('produces redis-server, redis-cli and redis-benchmark byte-identical to make in the same directory', () => {
+    for (const b of BINARIES) {
+      const built = readFileSync(path.join(src, 'src', b));
+      expect(built.equals(reference.get(b)!), `${b} differs from make's`).toBe(true);
+    }
+  });
+
+  it('builds a server that answers PING', async () => {
+    const port = await freePort();
+    const server = spawn(path.join(src, 'src/redis-server'), ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    try {
+      let reply = '';
+      for (let i = 0; i < 100 && reply !== 'PONG'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        try {
+          reply = execFileSync(path.join(src, 'src/redis-cli'), ['-p', String(port), 'ping'], { encoding: 'utf8' }).trim();
+        } catch {
+          reply = '';
+        }
+      }
+      expect(reply).toBe('PONG');
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+
+  it('rebuilds nothing on a second run and make then finds everything up to date', () => {
+    const out = execFileSync(process.execPath, [ORION, 'build', '--cache-dir', path.join(tmp.dir, 'cache'), '--', 'MALLOC=libc'], { cwd: src, env: ENV, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const compiledAgain = out.split('\n').filter((l) => /\] (CC|CXX|LD|AR) /.test(l) && !l.includes('(cached)'));
+    expect(compiledAgain).toEqual([]);
+    // make -q exits 0 only when nothing is out of date for it either.
+    const q = execFileSync('make', ['-q', '-C', 'src', 'redis-server', 'redis-cli', 'redis-benchmark', 'MALLOC=libc'], { cwd: src, env: ENV, stdio: 'ignore' });
+    expect(q).toBeDefined();
+  });
+});
