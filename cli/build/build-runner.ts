@@ -24,6 +24,8 @@ export interface RemoteActionCache {
   get(key: ActionKey): Promise<ActionResult | undefined>;
   /** Copies a remote result's blobs into the local CAS. */
   fetch(result: ActionResult): Promise<void>;
+  /** Stores a result whose blobs the head already holds. */
+  put?(key: ActionKey, result: ActionResult): Promise<void>;
 }
 
 export interface BuildRunnerOptions {
@@ -132,9 +134,25 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
   };
 
-  async function runCacheable(a: BuildAction): Promise<ActionOutcome> {
+  /**
+   * Learns the files a remote result's dependency output shows the compile
+   * read but `key` does not cover; true when there were any. The head caches a
+   * result under the key the node ran, which misses headers the scanner cannot
+   * see (computed includes): such a result says nothing about their contents.
+   */
+  async function learnUnkeyedReads(a: BuildAction, key: ActionKey, result: ActionResult): Promise<boolean> {
+    const rel = key.depfileRel ?? (key.depfileAbs ? path.relative(a.cwd, key.depfileAbs) : undefined);
+    const dep = rel === undefined ? undefined : result.outputFiles.find((f) => f.path === rel);
+    if (!dep) return false;
+    await deps.remoteCache!.fetch({ outputFiles: [dep], outputSymlinks: [], outputDirectories: [], exitCode: 0 });
+    const read = parseDepFile((await deps.localCas.get(dep.digest)).toString('utf8'), a.cwd);
+    const unkeyed = read.filter((f) => !a.outputs.includes(f) && !key.inputs.has(f));
+    return unkeyed.length > 0 && deps.keyDeps.manifest.add(a.id, unkeyed);
+  }
+
+  async function runCacheable(a: BuildAction, again = false): Promise<ActionOutcome> {
     const key = await computeActionKey(a, deps.keyDeps);
-    explain(a, key);
+    if (!again) explain(a, key);
     const local = await deps.localAc.get(key.actionDigest);
     if (local) {
       await writeOutputs(local, a.cwd, deps.keyDeps.files, deps.localCas);
@@ -146,6 +164,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
     if (opts.dryRun) return 'dry-run';
     const remoteRaw = await deps.remoteCache?.get(key);
+    // Look again under the key that covers what the result shows was read (each round learns files, so this ends).
+    if (remoteRaw && (await learnUnkeyedReads(a, key, remoteRaw))) return runCacheable(a, true);
     // A node's result carries the dependency file Orion asked for; it is not a build output.
     const remote = remoteRaw && key.depfileRel ? { ...remoteRaw, outputFiles: remoteRaw.outputFiles.filter((f) => f.path !== key.depfileRel) } : remoteRaw;
     if (remote) {
@@ -179,6 +199,11 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       }
     }
     await deps.localAc.put(finalKey.actionDigest, out.result);
+    if (finalKey !== key && out.where !== 'local' && deps.remoteCache?.put) {
+      // The head cached the result under the key the node ran; builds that check its dependency
+      // output then look under the complete key. Best effort: a head may refuse client writes.
+      await deps.remoteCache.put(finalKey, out.result).catch(() => undefined);
+    }
     deps.history?.record(a.id, finalKey, a.argv);
     return 'executed';
   }

@@ -25,7 +25,8 @@ export function createRemoteActionCache(deps: { address: string; credentials: Ch
         );
         return actionResultFromPb(r);
       } catch (err) {
-        if (statusOf(err) === Code.NOT_FOUND) return undefined;
+        // A miss; an unreachable head is not fatal here: execution retries until it is back.
+        if (statusOf(err) === Code.NOT_FOUND || statusOf(err) === Code.UNAVAILABLE) return undefined;
         throw err;
       }
     },

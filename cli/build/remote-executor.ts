@@ -7,7 +7,9 @@ import { createReadStream } from 'node:fs';
 import { Metadata, type ChannelCredentials } from '@grpc/grpc-js';
 import { ExecuteResponse, ExecutionClient } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Operation } from '../../proto/gen/google/longrunning/operations.js';
-import { Code, OrionError } from '../../common/errors.js';
+import { Code, OrionError, statusOf, wrap } from '../../common/errors.js';
+import type { BuildAction } from '../../dag-extractor/types.js';
+import type { ActionKey } from './action-key.js';
 import { EXEC_ROOT_HEADER } from '../../common/platform-properties.js';
 import type { BlobStore } from '../../cas/blob-store.js';
 import { digestKey } from '../../cas/digest.js';
@@ -20,6 +22,10 @@ import { writeOutputs } from './output-writer.js';
 import type { ProjectFiles } from './project-files.js';
 
 export interface RemoteExecutorDeps {
+  /** How long to keep retrying when the head is unreachable (it may be restarting). */
+  retryBudgetMs?: number;
+  random?: () => number;
+  sleep?: (ms: number) => Promise<void>;
   address: string;
   credentials: ChannelCredentials;
   remote: RemoteBlobStore;
@@ -108,9 +114,40 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     await deps.local.putStream(d, deps.remote.getStream(d));
   }
 
+  const budget = deps.retryBudgetMs ?? 120_000;
+  const random = deps.random ?? Math.random;
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+
+  /** Retries transient failures (head restarting, network blips) with jittered exponential backoff. */
+  async function withRetries<T>(what: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + budget;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const code = statusOf(err);
+        const transient = code === Code.UNAVAILABLE || code === Code.ABORTED || code === Code.RESOURCE_EXHAUSTED;
+        if (!transient || signal.aborted || Date.now() > deadline) throw err;
+        // The head may have restarted: what it held is durable, but check again.
+        present.clear();
+        const delay = Math.min(10_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + random() / 2);
+        await sleep(delay);
+        if (Date.now() > deadline) throw wrap(err, `${what}: gave up after ${attempt} attempts`);
+      }
+    }
+  }
+
   return {
     async run(a, key, signal): Promise<ExecOutcome> {
       if (!key) throw new OrionError(Code.INTERNAL, `action ${a.label} has no key`);
+      return withRetries(`remote execution of ${a.label}`, signal, () => runOnce(a, key, signal));
+    },
+    uploadedBytes: () => uploaded,
+    close: () => client.close(),
+  };
+
+  async function runOnce(a: BuildAction, key: ActionKey, signal: AbortSignal): Promise<ExecOutcome> {
+    {
       const execRoot = await uploadTree();
       await ensure(
         [...key.blobs.keys()].map((k) => {
@@ -146,8 +183,6 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
         }
       }
       return { result, stdout, stderr, depfile, where: result.executionMetadata?.worker || 'remote' };
-    },
-    uploadedBytes: () => uploaded,
-    close: () => client.close(),
-  };
+    }
+  }
 }
