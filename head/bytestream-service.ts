@@ -1,4 +1,4 @@
-import type { ServerReadableStream, sendUnaryData } from '@grpc/grpc-js';
+import type { ServerReadableStream, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
 import type { ByteStreamServer, WriteRequest, WriteResponse } from '../proto/gen/google/bytestream/bytestream.js';
 import { Code, OrionError } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -53,6 +53,19 @@ async function* writeChunks(call: ServerReadableStream<WriteRequest, WriteRespon
   if (!finished) throw new OrionError(Code.INVALID_ARGUMENT, 'write stream ended without finish_write');
 }
 
+/** Waits until `call` can take more data, or the client went away (it then never drains). */
+function drainOrGone(call: ServerWritableStream<unknown, unknown>): Promise<void> {
+  if (call.cancelled || call.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const events = ['drain', 'cancelled', 'close', 'error'] as const;
+    const done = () => {
+      for (const e of events) call.off(e, done);
+      resolve();
+    };
+    for (const e of events) call.on(e, done);
+  });
+}
+
 export function createByteStreamService(cas: BlobStore): ByteStreamServer {
   return {
     read: serverStream(async (req, call) => {
@@ -61,15 +74,17 @@ export function createByteStreamService(cas: BlobStore): ByteStreamServer {
       if (req.readOffset > digest.sizeBytes) throw new OrionError(Code.OUT_OF_RANGE, `read_offset ${req.readOffset} is past the end of ${digest.hash}/${digest.sizeBytes}`);
       if (!(await cas.has(digest))) throw new OrionError(Code.NOT_FOUND, `blob ${digest.hash}/${digest.sizeBytes} is not in the CAS`);
       let pending: Buffer = Buffer.alloc(0);
+      // Leaving the loop early (client gone) closes the blob's file through the iterator.
       for await (const chunk of cas.getStream(digest, req.readOffset, req.readLimit)) {
         pending = pending.length === 0 ? (chunk as Buffer) : Buffer.concat([pending, chunk as Buffer]);
         while (pending.length >= CHUNK) {
+          if (call.cancelled) return;
           const ok = call.write({ data: Buffer.from(pending.subarray(0, CHUNK)) });
           pending = pending.subarray(CHUNK);
-          if (!ok) await new Promise((r) => call.once('drain', r));
-          if (call.cancelled) return;
+          if (!ok) await drainOrGone(call);
         }
       }
+      if (call.cancelled) return;
       if (pending.length > 0 || digest.sizeBytes === 0) call.write({ data: Buffer.from(pending) });
     }),
     write(call: ServerReadableStream<WriteRequest, WriteResponse>, callback: sendUnaryData<WriteResponse>) {

@@ -18,6 +18,8 @@ import { collectTree } from '../cas/merkle.js';
 import type { Digest } from '../cas/types.js';
 import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, digestToPb, statusToPb } from '../proto/convert.js';
 import { serverStream } from '../proto/grpc-status.js';
+import { EXEC_ROOT_HEADER } from '../common/platform-properties.js';
+import { parseDigest } from '../cas/digest.js';
 import type { InstanceCaches } from './instance-caches.js';
 import type { Execution, ExecutionRequest, Scheduler } from './scheduler.js';
 
@@ -137,6 +139,14 @@ export function createExecutionService(deps: ExecutionServiceDeps): ExecutionSer
     execute: serverStream(async (req: ExecuteRequest, call) => {
       const actionDigest = digestFromPb(req.actionDigest, 'action_digest');
       const request = await loadExecution(deps.cas, req.instanceName, actionDigest, knownComplete);
+      // Orion clients run compiles in the whole project tree (global source context).
+      const execRoot = call.metadata.get(EXEC_ROOT_HEADER)[0];
+      if (execRoot !== undefined) {
+        const m = /^([^/]+)\/(\d+)$/.exec(String(execRoot));
+        if (!m) throw new OrionError(Code.INVALID_ARGUMENT, `${EXEC_ROOT_HEADER} must be HASH/SIZE, got ${JSON.stringify(String(execRoot).slice(0, 200))}`);
+        request.execRootDigest = parseDigest(m[1]!, Number(m[2]));
+        await checkInputRoot(deps.cas, request.execRootDigest, knownComplete);
+      }
       if (!req.skipCacheLookup && !request.action.doNotCache) {
         const cached = await deps.caches.forInstance(req.instanceName).get(actionDigest);
         if (cached) {

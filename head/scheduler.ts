@@ -138,24 +138,34 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     notify(e);
   }
 
-  function pickNode(): NodeRecord | undefined {
+  /**
+   * The least-loaded node with a free slot, preferring nodes this execution has not
+   * been tried on yet (a node that lost or botched it should not get the retry when
+   * another can take it). Nodes in `skip` could not take an assignment just now.
+   */
+  function pickNode(e: Execution, skip: Set<string>): NodeRecord | undefined {
+    const tried = new Set(e.attempts.map((a) => a.nodeId));
     let best: NodeRecord | undefined;
-    let bestLoad = Infinity;
+    let bestScore = Infinity;
     for (const n of deps.registry.withFreeSlots()) {
-      const load = n.running.size / n.slots;
-      if (load < bestLoad) {
+      if (skip.has(n.nodeId)) continue;
+      // Load is below 1 for a node with a free slot, so an untried node always wins.
+      const score = (tried.has(n.nodeId) ? 1 : 0) + n.running.size / n.slots;
+      if (score < bestScore) {
         best = n;
-        bestLoad = load;
+        bestScore = score;
       }
     }
     return best;
   }
 
   function dispatch() {
+    const unreachable = new Set<string>();
     while (queue.length > 0) {
-      const node = pickNode();
+      const e = queue[0]!;
+      const node = pickNode(e, unreachable);
       if (!node) return;
-      const e = queue.shift()!;
+      queue.shift();
       const assignmentId = `${e.name}/${e.attempts.length + 1}`;
       const attempt: Attempt = { assignmentId, nodeId: node.nodeId, startedAt: deps.clock.now() };
       e.attempts.push(attempt);
@@ -163,12 +173,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       assignments.set(assignmentId, { execution: e, nodeId: node.nodeId });
       e.stage = 'executing';
       if (!deps.send(node.nodeId, { type: 'assign', assignmentId, execution: e })) {
+        // That node's stream is gone; keep the work at the front and try the other nodes.
         node.running.delete(assignmentId);
         assignments.delete(assignmentId);
         e.attempts.pop();
         e.stage = 'queued';
         queue.unshift(e);
-        return;
+        unreachable.add(node.nodeId);
+        continue;
       }
       notify(e);
     }
@@ -187,6 +199,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         attempt.endedAt = deps.clock.now();
         attempt.outcome = `node lost (${reason})`;
       }
+      // A node that only missed heartbeats may still be running it: stop the duplicate.
+      deps.send(nodeId, { type: 'cancel', assignmentId: id });
       requeueOrFail(a.execution, `node ${nodeId} lost: ${reason}`);
     }
     dispatch();

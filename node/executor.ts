@@ -1,15 +1,16 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, rm, lstat, readlink } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rename, rm, lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../common/clock.js';
-import { Code, OrionError, wrap } from '../common/errors.js';
+import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../cas/blob-store.js';
-import { digestOf, digestOfFile } from '../cas/digest.js';
+import { digestKey, digestOf, digestOfFile } from '../cas/digest.js';
 import { buildTreeFromDisk, collectTree, materializeTree, treeOf } from '../cas/merkle.js';
 import { encodeTree } from '../cas/directory.js';
 import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
 import type { ActionRunner } from '../sandbox/runner.js';
+import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../common/platform-properties.js';
 
 export interface Assignment {
   assignmentId: string;
@@ -37,36 +38,56 @@ export interface Executor {
   execute(a: Assignment, signal: AbortSignal): Promise<ActionResult>;
 }
 
-/** Platform property carrying the path the input root is mounted at (the project's own path). */
-export const MOUNT_PATH_PROPERTY = 'orion-mount-path';
-
-function mountPathOf(a: Assignment): string | undefined {
+function propertyOf(a: Assignment, name: string): string | undefined {
   const props = [...(a.command.platform?.properties ?? []), ...(a.action.platform?.properties ?? [])];
-  return props.find((p) => p.name === MOUNT_PATH_PROPERTY)?.value;
+  return props.find((p) => p.name === name)?.value;
 }
 
-/** Copies blobs the node does not hold yet from the head into the node-local CAS. */
+/** The declared outputs, plus the dependency file Orion asked for. */
+function declaredOutputs(a: Assignment): string[] {
+  const declared = a.command.outputPaths.length > 0 ? a.command.outputPaths : [...a.command.outputFiles, ...a.command.outputDirectories];
+  const dep = propertyOf(a, DEPFILE_PROPERTY);
+  return dep ? [...declared, dep] : declared;
+}
+
+/**
+ * Copies blobs the node does not hold yet from the head into the node-local CAS.
+ * Blobs the head does not have either fail with FAILED_PRECONDITION listing them all
+ * (REAPI's answer for missing inputs). Every copy has stopped when this settles.
+ */
 async function fetchInto(local: BlobStore, remote: BlobStore, digests: Digest[]): Promise<void> {
   const missing = await local.findMissing(digests);
   const queue = [...missing];
+  const absent: Digest[] = [];
+  let failure: { err: unknown } | undefined;
   const workers = Array.from({ length: Math.min(16, queue.length) }, async () => {
-    for (let d = queue.shift(); d; d = queue.shift()) {
-      if (d.sizeBytes > 4 * 1024 * 1024) await local.putStream(d, remote.getStream(d));
-      else await local.put(d, await remote.get(d));
+    for (let d = queue.shift(); d && !failure; d = queue.shift()) {
+      try {
+        if (d.sizeBytes > 4 * 1024 * 1024) await local.putStream(d, remote.getStream(d));
+        else await local.put(d, await remote.get(d));
+      } catch (err) {
+        if (statusOf(err) === Code.NOT_FOUND) absent.push(d);
+        else failure ??= { err };
+      }
     }
   });
   await Promise.all(workers);
+  if (failure) throw failure.err;
+  if (absent.length > 0) {
+    throw new OrionError(Code.FAILED_PRECONDITION, `${absent.length} input blob(s) are not in the head's CAS: ${absent.map(digestKey).join(', ')}`, { missing: absent });
+  }
 }
 
 /** Fetches a whole input tree (directories then files) into the local CAS. */
 async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest): Promise<void> {
-  // Directories first: collectTree walks through the local store, pulling each level.
+  // Directories first: collectTree walks through the local store, pulling each level
+  // (an absent directory stays NOT_FOUND so collectTree reports every missing one).
   const pulling: BlobStore = {
     ...local,
     has: (d) => local.has(d),
     findMissing: (ds) => local.findMissing(ds),
     async get(d) {
-      if (!(await local.has(d))) await fetchInto(local, remote, [d]);
+      if (!(await local.has(d))) await local.put(d, await remote.get(d));
       return local.get(d);
     },
   };
@@ -87,7 +108,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
 
   async function collectOutputs(a: Assignment, execRoot: string): Promise<Pick<ActionResult, 'outputFiles' | 'outputSymlinks' | 'outputDirectories'>> {
     const cwdRel = a.command.workingDirectory;
-    const declared = a.command.outputPaths.length > 0 ? a.command.outputPaths : [...a.command.outputFiles, ...a.command.outputDirectories];
+    const declared = declaredOutputs(a);
     const outputFiles: OutputFile[] = [];
     const outputSymlinks: OutputSymlink[] = [];
     const outputDirectories: OutputDirectory[] = [];
@@ -149,16 +170,26 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         await materializeTree(rootDigest, deps.local, execRoot, { link: true });
         const cwd = path.join(execRoot, a.command.workingDirectory);
         await mkdir(cwd, { recursive: true });
-        // Outputs must be fresh files: remove any input of the same name (it is a hard link
-        // into the local CAS), and create the parent directories the command expects.
-        const declared = a.command.outputPaths.length > 0 ? a.command.outputPaths : [...a.command.outputFiles, ...a.command.outputDirectories];
-        for (const rel of declared) {
+        // An input that is also an output (ranlib, ar r on an existing archive) is a hard
+        // link into the local CAS: give the command its own writable copy instead, so the
+        // cached blob can never change. Create the parent directories the command expects.
+        for (const rel of declaredOutputs(a)) {
           const abs = path.join(cwd, rel);
-          await rm(abs, { recursive: true, force: true });
+          const st = await lstat(abs).catch(() => undefined);
+          if (st?.isFile()) {
+            const tmp = `${abs}.orion-copy`;
+            await copyFile(abs, tmp);
+            await chmod(tmp, st.mode & 0o111 ? 0o755 : 0o644);
+            await rename(tmp, abs);
+          } else if (st) {
+            await rm(abs, { recursive: true, force: true });
+          }
           await mkdir(path.dirname(abs), { recursive: true });
         }
         for (const rel of a.command.outputDirectories) await mkdir(path.join(cwd, rel), { recursive: true });
-        const mountPath = mountPathOf(a);
+        const mountPath = propertyOf(a, MOUNT_PATH_PROPERTY);
+        const depfile = propertyOf(a, DEPFILE_PROPERTY);
+        const argv = depfile ? [...a.command.arguments, '-MD', '-MF', depfile] : a.command.arguments;
         // The command sees its input root at the project's own path when the client named one.
         const root = { hostDir: execRoot, sandboxDir: mountPath ?? execRoot };
         const sandboxCwd = path.join(root.sandboxDir, a.command.workingDirectory);
@@ -168,7 +199,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         const t2 = deps.clock.now();
         log.debug({ argv: a.command.arguments }, 'running action');
         const run = await deps.runner.run({
-          argv: a.command.arguments,
+          argv,
           cwd: sandboxCwd,
           root,
           env,

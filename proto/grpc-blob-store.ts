@@ -88,22 +88,41 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
   async function putStream(d: Digest, src: AsyncIterable<Uint8Array>): Promise<void> {
     const resourceName = `${prefix}uploads/${randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
     await new Promise<void>((resolve, reject) => {
-      const stream = bs.write((err) => (err ? reject(fromServiceError(err, `ByteStream Write ${digestKey(d)}`)) : resolve()));
+      // The head may answer before the last byte (it already has the blob, or refused it):
+      // then stop sending and close `src`, instead of waiting for a drain that never comes.
+      let answered = false;
+      let wake: (() => void) | undefined;
+      const stream = bs.write((err) => {
+        answered = true;
+        wake?.();
+        if (err) reject(fromServiceError(err, `ByteStream Write ${digestKey(d)}`));
+        else resolve();
+      });
       (async () => {
         let offset = 0;
         let pending = Buffer.alloc(0);
         const send = async (data: Buffer, finish: boolean) => {
           const req: WriteRequest = { resourceName: offset === 0 ? resourceName : '', writeOffset: offset, finishWrite: finish, data };
           offset += data.length;
-          if (!stream.write(req)) await new Promise((r) => stream.once('drain', r));
+          if (stream.write(req) || answered) return;
+          await new Promise<void>((r) => {
+            wake = () => {
+              stream.off('drain', wake!);
+              wake = undefined;
+              r();
+            };
+            stream.on('drain', wake);
+          });
         };
         for await (const chunk of src) {
+          if (answered) return;
           pending = pending.length ? Buffer.concat([pending, Buffer.from(chunk)]) : Buffer.from(chunk);
-          while (pending.length >= CHUNK) {
+          while (pending.length >= CHUNK && !answered) {
             await send(pending.subarray(0, CHUNK), false);
             pending = pending.subarray(CHUNK);
           }
         }
+        if (answered) return;
         await send(pending, true);
         stream.end();
       })().catch((err) => {

@@ -1,0 +1,247 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Code, OrionError } from '../../common/errors.js';
+import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
+import { createProcessRunner, type ActionRunner, type RunSpec } from '../../sandbox/runner.js';
+import { isRunning, waitUntilGone } from '../helpers/processes.js';
+
+const ENV = { PATH: '/usr/bin:/bin' };
+
+let tmp: string;
+beforeEach(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'orion-runner-'));
+});
+afterEach(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function failure(p: Promise<unknown>): Promise<OrionError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(OrionError);
+  return err as OrionError;
+}
+
+/** Waits until `file` holds `n` complete lines of pids. */
+async function readPids(file: string, n: number): Promise<number[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const lines = (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    if (lines.length >= n) return lines.map(Number);
+    if (Date.now() > deadline) throw new Error(`only ${lines.length} of ${n} pids appeared in ${file}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Host pids of processes whose command line contains `marker` (works across pid namespaces). */
+function pidsWithArg(marker: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(marker) && isRunning(Number(entry))) out.push(Number(entry));
+    } catch {
+      // The process went away while we looked.
+    }
+  }
+  return out;
+}
+
+describe('process runner', () => {
+  const runner = createProcessRunner();
+  const run = (argv: string[], extra: Partial<RunSpec> = {}) => runner.run({ argv, cwd: tmp, env: ENV, ...extra });
+
+  it('reports the exit code of the command', async () => {
+    expect((await run(['sh', '-c', 'exit 0'])).exitCode).toBe(0);
+    const r = await run(['sh', '-c', 'exit 7']);
+    expect(r.exitCode).toBe(7);
+    expect(r.timedOut).toBe(false);
+  });
+
+  it('reports death by signal as 128 + the signal number', async () => {
+    expect((await run(['sh', '-c', 'kill -TERM $$'])).exitCode).toBe(143);
+    expect((await run(['sh', '-c', 'kill -KILL $$'])).exitCode).toBe(137);
+  });
+
+  it('captures stdout and stderr separately and byte for byte', async () => {
+    const r = await run(['sh', '-c', "printf 'out\\000\\377\\n'; printf 'err line\\n' >&2; printf 'no newline'"]);
+    expect(r.stdout).toEqual(Buffer.from([...Buffer.from('out'), 0, 0xff, 0x0a, ...Buffer.from('no newline')]));
+    expect(r.stderr.toString()).toBe('err line\n');
+  });
+
+  it('gives the command exactly the environment of the spec, nothing inherited', async () => {
+    process.env.ORION_RUNNER_LEAK = 'should not be seen';
+    try {
+      const r = await run(['sh', '-c', 'env | grep -v "^PWD=\\|^SHLVL=\\|^_=" | sort'], { env: { ...ENV, ONLY: 'me' } });
+      expect(r.stdout.toString()).toBe('ONLY=me\nPATH=/usr/bin:/bin\n');
+    } finally {
+      delete process.env.ORION_RUNNER_LEAK;
+    }
+  });
+
+  it('runs in the host directory that a sandbox path maps to', async () => {
+    await mkdir(path.join(tmp, 'root/sub'), { recursive: true });
+    const r = await run(['pwd'], { cwd: '/project/sub', root: { hostDir: path.join(tmp, 'root'), sandboxDir: '/project' } });
+    expect(r.stdout.toString()).toBe(`${path.join(tmp, 'root/sub')}\n`);
+  });
+
+  it('fails with FAILED_PRECONDITION when the program does not exist', async () => {
+    const err = await failure(run(['/no/such/compiler', '-c', 'x.c']));
+    expect(err.code).toBe(Code.FAILED_PRECONDITION);
+    expect(err.message).toMatch(/^cannot run "\/no\/such\/compiler": /);
+  });
+
+  it('rejects an empty command line with INVALID_ARGUMENT', async () => {
+    const err = await failure(run([]));
+    expect(err.code).toBe(Code.INVALID_ARGUMENT);
+    expect(err.message).toBe('empty command line');
+  });
+
+  it('does not start a command whose signal already aborted', async () => {
+    const c = new AbortController();
+    c.abort();
+    const marker = path.join(tmp, 'started');
+    const err = await failure(run(['touch', marker], { signal: c.signal }));
+    expect(err.code).toBe(Code.CANCELLED);
+    expect(err.message).toBe('action cancelled before it started');
+    await expect(readFile(marker)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('kills the whole process group when the signal aborts, and reports CANCELLED', async () => {
+    const pidFile = path.join(tmp, 'pids');
+    const c = new AbortController();
+    const running = run(['sh', '-c', 'echo $$ >> pids; sleep 100 & echo $! >> pids; (sleep 100; true) & echo $! >> pids; wait'], { signal: c.signal });
+    const pids = await readPids(pidFile, 3);
+    expect(pids.every(isRunning)).toBe(true);
+    const t0 = Date.now();
+    c.abort();
+    const err = await failure(running);
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(err.code).toBe(Code.CANCELLED);
+    expect(err.message).toBe('action cancelled');
+    expect(await waitUntilGone(pids)).toEqual([]);
+  });
+
+  it('kills the process group when the command runs past its timeout', async () => {
+    const r = await run(['sh', '-c', 'echo $$ > pids; sleep 100 & echo $! >> pids; wait'], { timeoutMs: 300 });
+    expect(r.timedOut).toBe(true);
+    expect(r.exitCode).toBe(137);
+    const pids = await readPids(path.join(tmp, 'pids'), 2);
+    expect(await waitUntilGone(pids)).toEqual([]);
+  });
+
+  it('leaves no background process of a command behind after it exits', async () => {
+    const r = await run(['sh', '-c', 'sleep 100 >/dev/null 2>&1 & echo $!']);
+    expect(r.exitCode).toBe(0);
+    const pid = Number(r.stdout.toString().trim());
+    expect(await waitUntilGone([pid])).toEqual([]);
+  });
+});
+
+describe('bubblewrap runner', () => {
+  let server: net.Server;
+  let port: number;
+  let accepted = 0;
+
+  beforeAll(async () => {
+    // bubblewrap is part of Orion's setup (scripts/install-system-deps.sh): its absence is a failure, not a skip.
+    const probe = await probeBwrap();
+    if (!probe.ok) throw new Error(`bubblewrap cannot sandbox on this machine: ${probe.reason}`);
+    server = net.createServer((s) => {
+      accepted++;
+      s.end('hello\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as net.AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise((r) => server?.close(r));
+  });
+
+  const bwrap: ActionRunner = createBwrapRunner(createProcessRunner());
+  const sandboxDir = '/orion-sandbox/project';
+  const inSandbox = async (script: string, extra: Partial<RunSpec> = {}, shell = 'sh') => {
+    const hostDir = path.join(tmp, 'root');
+    await mkdir(path.join(hostDir, 'src'), { recursive: true });
+    return bwrap.run({ argv: [shell, '-c', script], cwd: `${sandboxDir}/src`, root: { hostDir, sandboxDir }, env: ENV, ...extra });
+  };
+
+  it('is the runner kind "bwrap"', () => {
+    expect(bwrap.kind).toBe('bwrap');
+  });
+
+  it('shows the command its input root at the sandbox path', async () => {
+    await mkdir(path.join(tmp, 'root/src'), { recursive: true });
+    await writeFile(path.join(tmp, 'root/src/input.c'), 'int x;\n');
+    const r = await inSandbox('pwd; cat input.c; echo made > out.o');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe(`${sandboxDir}/src\nint x;\n`);
+    // Outputs land in the host directory.
+    expect(await readFile(path.join(tmp, 'root/src/out.o'), 'utf8')).toBe('made\n');
+  });
+
+  it('cannot reach the network: only a loopback interface of its own, and the host server is unreachable', async () => {
+    const host = await createProcessRunner().run({
+      argv: ['bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port} && head -n1 <&3`],
+      cwd: tmp,
+      env: ENV,
+    });
+    expect(host.stdout.toString()).toBe('hello\n');
+    const before = accepted;
+    const r = await inSandbox(`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; exec 3<>/dev/tcp/127.0.0.1/${port} && echo connected`, {}, 'bash');
+    expect(r.stdout.toString()).toBe('lo\n');
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr.toString()).toContain('Connection refused');
+    expect(accepted).toBe(before);
+  });
+
+  it('has a private /tmp', async () => {
+    const marker = path.join(os.tmpdir(), `orion-host-marker-${process.pid}`);
+    await writeFile(marker, 'host');
+    try {
+      const r = await inSandbox(`ls -A /tmp; test ! -e ${marker} && echo private; echo sandbox > /tmp/from-sandbox`);
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.toString()).toBe('private\n');
+      await expect(readFile(path.join(os.tmpdir(), 'from-sandbox'))).rejects.toThrow(/ENOENT/);
+    } finally {
+      await rm(marker, { force: true });
+    }
+  });
+
+  it('cannot see or signal host processes (own PID namespace)', async () => {
+    const r = await inSandbox(`kill -0 ${process.pid} 2>/dev/null && echo visible || echo hidden`);
+    expect(r.stdout.toString()).toBe('hidden\n');
+  });
+
+  it('sees the system toolchain read-only', async () => {
+    const r = await inSandbox('test -x /usr/bin/env && touch /usr/orion-write-test 2>/dev/null && echo writable || echo read-only');
+    expect(r.stdout.toString()).toBe('read-only\n');
+  });
+
+  it('kills every process in the sandbox when the signal aborts', async () => {
+    const marker = `${1000 + (process.pid % 1000)}.4242`;
+    const c = new AbortController();
+    const running = inSandbox(`sleep ${marker} & sleep ${marker} & wait`, { signal: c.signal });
+    const deadline = Date.now() + 5_000;
+    while (pidsWithArg(marker).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const pids = pidsWithArg(marker);
+    expect(pids).toHaveLength(2);
+    c.abort();
+    const err = await failure(running);
+    expect(err.code).toBe(Code.CANCELLED);
+    expect(await waitUntilGone(pids)).toEqual([]);
+  });
+
+  it('kills every process in the sandbox when the command times out', async () => {
+    const marker = `${1000 + (process.pid % 1000)}.4343`;
+    const r = await inSandbox(`sleep ${marker} & sleep ${marker} & wait`, { timeoutMs: 500 });
+    expect(r.timedOut).toBe(true);
+    expect(await waitUntilGone(pidsWithArg(marker))).toEqual([]);
+  });
+});
