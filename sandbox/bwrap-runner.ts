@@ -19,7 +19,9 @@ export function bwrapArgs(spec: RunSpec, opts: BwrapOptions = {}): string[] {
   }
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   if (spec.root) args.push('--bind', spec.root.hostDir, spec.root.sandboxDir);
-  args.push('--unshare-all', '--die-with-parent', '--new-session', '--chdir', spec.cwd, '--');
+  // An unprivileged uid inside the sandbox: inputs are read-only hard links into the
+  // node's CAS, and root would ignore their 0444 mode.
+  args.push('--unshare-all', '--uid', '65534', '--gid', '65534', '--die-with-parent', '--new-session', '--chdir', spec.cwd, '--');
   return [...args, ...spec.argv];
 }
 

@@ -186,6 +186,16 @@ describe('bubblewrap runner', () => {
     expect(await readFile(path.join(tmp, 'root/src/out.o'), 'utf8')).toBe('made\n');
   });
 
+  it('runs the command unprivileged, so a read-only input (a hard link into the CAS) cannot be written even when the node is root', async () => {
+    await mkdir(path.join(tmp, 'root/src'), { recursive: true });
+    const input = path.join(tmp, 'root/src/cached.h');
+    await writeFile(input, 'original\n', { mode: 0o444 });
+    const r = await inSandbox('echo tampered >> cached.h; echo rc=$?; id -u');
+    expect(r.stdout.toString()).toContain('rc=2');
+    expect(r.stdout.toString().trim().split('\n').at(-1)).toBe('65534');
+    expect(await readFile(input, 'utf8')).toBe('original\n');
+  });
+
   it('cannot reach the network: only a loopback interface of its own, and the host server is unreachable', async () => {
     const host = await createProcessRunner().run({
       argv: ['bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port} && head -n1 <&3`],
