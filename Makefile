@@ -9,6 +9,7 @@ setup: system-deps deps proto build
 
 system-deps:
 	bash scripts/install-system-deps.sh
+	bash scripts/install-bazel.sh
 
 deps:
 	npm ci --no-audit --no-fund

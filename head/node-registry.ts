@@ -23,6 +23,8 @@ export interface NodeRecord extends NodeRegistration {
   load: number;
   /** Whether a Connect stream is attached right now. */
   connected: boolean;
+  /** Why the head stopped trusting this node (it returned data that failed verification). */
+  quarantined?: string;
 }
 
 export interface NodeRegistryOptions {
@@ -48,6 +50,8 @@ export interface NodeRegistry {
   list(status?: NodeStatus): NodeRecord[];
   /** Active nodes with at least one free slot. */
   withFreeSlots(): NodeRecord[];
+  /** Stops sending work to a node whose results failed verification; its running work is requeued. Lasts for the head's lifetime, across re-registrations. */
+  quarantine(nodeId: string, reason: string): void;
   /** Checks heartbeat deadlines; call periodically (the head does, every timeout/4). */
   sweep(): void;
   on<K extends keyof NodeRegistryEvents>(event: K, fn: NodeRegistryEvents[K]): void;
@@ -55,6 +59,7 @@ export interface NodeRegistry {
 
 export function createNodeRegistry(opts: NodeRegistryOptions): NodeRegistry {
   const nodes = new Map<string, NodeRecord>();
+  const quarantined = new Map<string, string>();
   const listeners: { [K in keyof NodeRegistryEvents]: NodeRegistryEvents[K][] } = { lost: [], available: [] };
   const emitLost = (id: string, reason: string) => listeners.lost.forEach((fn) => fn(id, reason));
   const emitAvailable = (id: string) => listeners.available.forEach((fn) => fn(id));
@@ -99,6 +104,7 @@ export function createNodeRegistry(opts: NodeRegistryOptions): NodeRegistry {
         running: new Set(),
         load: 0,
         connected: false,
+        quarantined: quarantined.get(reg.nodeId),
       };
       nodes.set(reg.nodeId, rec);
       return rec;
@@ -121,7 +127,7 @@ export function createNodeRegistry(opts: NodeRegistryOptions): NodeRegistry {
       const n = session(nodeId, sessionId);
       n.lastHeartbeat = opts.clock.now();
       n.load = hb.load;
-      if (n.status !== 'active' && n.connected) {
+      if (n.status !== 'active' && n.connected && !n.quarantined) {
         n.status = 'active';
         emitAvailable(nodeId);
       }
@@ -132,7 +138,14 @@ export function createNodeRegistry(opts: NodeRegistryOptions): NodeRegistry {
       return status ? all.filter((n) => n.status === status) : all;
     },
     withFreeSlots() {
-      return [...nodes.values()].filter((n) => n.status === 'active' && n.connected && n.running.size < n.slots);
+      return [...nodes.values()].filter((n) => n.status === 'active' && n.connected && !n.quarantined && n.running.size < n.slots);
+    },
+    quarantine(nodeId, reason) {
+      quarantined.set(nodeId, reason);
+      const n = nodes.get(nodeId);
+      if (!n) return;
+      n.quarantined = reason;
+      if (n.status === 'active') markInactive(n, `quarantined: ${reason}`);
     },
     sweep() {
       const now = opts.clock.now();

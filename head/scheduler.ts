@@ -14,6 +14,10 @@ export interface ExecutionRequest {
   command: Command;
   /** Orion's global source context: run in this input root, key the result by actionDigest. */
   execRootDigest?: Digest;
+  /** The client's build id (metadata x-orion-build-id), carried to the node for its logs. */
+  buildId?: string;
+  /** REAPI ExecutionPolicy.priority: lower runs sooner (Orion clients send minus the critical path). */
+  priority?: number;
 }
 
 export interface ExecutionStatus {
@@ -44,6 +48,9 @@ export interface Execution {
   queuedAt: number;
   attempts: Attempt[];
   response?: ExecutionResponse;
+  /** A retry waits until then (jittered exponential backoff). */
+  notBefore?: number;
+  seq: number;
 }
 
 /** What the head sends down a node's Connect stream, in domain terms. */
@@ -65,6 +72,13 @@ export interface SchedulerDeps {
    */
   acceptResult(execution: Execution, result: ActionResult, nodeId: string): Promise<ActionResult>;
   maxAttempts?: number;
+  /** Delay before the second retry; doubles per attempt, jittered to 50-100%. The first retry is immediate; 0 disables backoff. */
+  retryBackoffMs?: number;
+  random?: () => number;
+  /** Speculative copies: start one when an action runs this many times its expected duration... */
+  stragglerFactor?: number;
+  /** ...and at least this long (ms). */
+  stragglerMinMs?: number;
 }
 
 export interface Scheduler {
@@ -81,36 +95,75 @@ export interface Scheduler {
   runningCount(): number;
   /** Tries to place queued work on free slots. */
   dispatch(): void;
+  /** Starts speculative copies of stragglers when slots are free (the head calls it periodically). */
+  checkStragglers(): void;
+  /** Expected duration (ms) of an action with this command, from earlier runs. */
+  expectedDuration(commandHash: string): number | undefined;
 }
 
 const COMPLETED_RETENTION = 10_000;
+const RECENT_ROOTS = 16;
 
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const maxAttempts = deps.maxAttempts ?? 3;
+  const backoffMs = deps.retryBackoffMs ?? 0;
+  const random = deps.random ?? Math.random;
+  const stragglerFactor = deps.stragglerFactor ?? 3;
+  const stragglerMinMs = deps.stragglerMinMs ?? 2000;
   const executions = new Map<string, Execution>();
   const inFlightByKey = new Map<string, Execution>();
   const watchers = new Map<string, Set<(e: Execution) => void>>();
+  /** Queued executions, kept sorted by (priority, retries first, arrival). */
   const queue: Execution[] = [];
-  /** assignmentId -> execution */
   const assignments = new Map<string, { execution: Execution; nodeId: string }>();
   const completedOrder: string[] = [];
+  /** Input roots each node ran recently: it holds their blobs, so it fetches least. */
+  const recentRoots = new Map<string, string[]>();
+  /** Exponentially weighted mean duration by command digest. */
+  const durations = new Map<string, number>();
+  let seq = 0;
+  let wakeup: { at: number; cancel(): void } | undefined;
 
   const keyOf = (r: ExecutionRequest) =>
     `${r.instanceName}\u0000${r.actionDigest.hash}/${r.actionDigest.sizeBytes}\u0000${r.execRootDigest?.hash ?? ''}`;
+  const rootOf = (e: Execution) => (e.request.execRootDigest ?? e.request.action.inputRootDigest).hash;
+  const runningCopies = (e: Execution) => [...assignments.entries()].filter(([, a]) => a.execution === e).map(([id, a]) => ({ id, nodeId: a.nodeId }));
+
+  function before(a: Execution, b: Execution): boolean {
+    const pa = a.request.priority ?? 0;
+    const pb = b.request.priority ?? 0;
+    if (pa !== pb) return pa < pb;
+    return a.seq < b.seq;
+  }
+
+  function enqueueSorted(e: Execution) {
+    let i = queue.length;
+    while (i > 0 && before(e, queue[i - 1]!)) i--;
+    queue.splice(i, 0, e);
+  }
 
   function notify(e: Execution) {
     for (const fn of [...(watchers.get(e.name) ?? [])]) fn(e);
     if (e.stage === 'completed') watchers.delete(e.name);
   }
 
-  function remember(e: Execution) {
-    executions.set(e.name, e);
-  }
-
   function complete(e: Execution, response: ExecutionResponse) {
     e.stage = 'completed';
     e.response = response;
     inFlightByKey.delete(keyOf(e.request));
+    const qi = queue.indexOf(e);
+    if (qi >= 0) queue.splice(qi, 1);
+    // The first result wins: cancel any other copy still running.
+    for (const copy of runningCopies(e)) {
+      assignments.delete(copy.id);
+      deps.registry.get(copy.nodeId)?.running.delete(copy.id);
+      const attempt = e.attempts.find((x) => x.assignmentId === copy.id);
+      if (attempt && !attempt.outcome) {
+        attempt.endedAt = deps.clock.now();
+        attempt.outcome = 'cancelled: another copy finished first';
+      }
+      deps.send(copy.nodeId, { type: 'cancel', assignmentId: copy.id });
+    }
     completedOrder.push(e.name);
     while (completedOrder.length > COMPLETED_RETENTION) executions.delete(completedOrder.shift()!);
     notify(e);
@@ -121,6 +174,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   function requeueOrFail(e: Execution, reason: string) {
+    if (e.stage === 'completed') return;
+    // Another copy (speculative, or the original) is still running: let it finish.
+    if (runningCopies(e).length > 0) return;
     if (e.attempts.length >= maxAttempts) {
       const argv0 = e.request.command.arguments.slice(0, 3).join(' ');
       complete(e, {
@@ -132,25 +188,32 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       });
       return;
     }
-    deps.log.warn({ execution: e.name, reason }, 'requeueing action');
+    // The first retry goes out at once (a lost node is not the action's fault); an action
+    // failing again backs off exponentially, jittered, so a crash-looping one cannot spin.
+    const delay = backoffMs > 0 && e.attempts.length >= 2 ? backoffMs * 2 ** (e.attempts.length - 2) * (0.5 + random() / 2) : 0;
+    deps.log.warn({ execution: e.name, reason, retryInMs: Math.round(delay) }, 'requeueing action');
     e.stage = 'queued';
-    queue.unshift(e);
+    e.notBefore = delay > 0 ? deps.clock.now() + delay : undefined;
+    enqueueSorted(e);
     notify(e);
   }
 
   /**
-   * The least-loaded node with a free slot, preferring nodes this execution has not
-   * been tried on yet (a node that lost or botched it should not get the retry when
-   * another can take it). Nodes in `skip` could not take an assignment just now.
+   * The node for `e`: never one it already runs on; preferring nodes this execution has
+   * not been tried on (a node that lost or botched it should not get the retry when
+   * another can take it), then a node that ran the same input root recently (it holds
+   * the blobs), then the least loaded. Nodes in `skip` could not take work just now.
    */
   function pickNode(e: Execution, skip: Set<string>): NodeRecord | undefined {
     const tried = new Set(e.attempts.map((a) => a.nodeId));
+    const busy = new Set(runningCopies(e).map((c) => c.nodeId));
+    const root = rootOf(e);
     let best: NodeRecord | undefined;
     let bestScore = Infinity;
     for (const n of deps.registry.withFreeSlots()) {
-      if (skip.has(n.nodeId)) continue;
-      // Load is below 1 for a node with a free slot, so an untried node always wins.
-      const score = (tried.has(n.nodeId) ? 1 : 0) + n.running.size / n.slots;
+      if (skip.has(n.nodeId) || busy.has(n.nodeId)) continue;
+      const warm = recentRoots.get(n.nodeId)?.includes(root) ? 0 : 0.5;
+      const score = (tried.has(n.nodeId) ? 2 : 0) + warm + n.running.size / n.slots;
       if (score < bestScore) {
         best = n;
         bestScore = score;
@@ -159,37 +222,68 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return best;
   }
 
+  function assign(e: Execution, node: NodeRecord): boolean {
+    const assignmentId = `${e.name}/${e.attempts.length + 1}`;
+    const attempt: Attempt = { assignmentId, nodeId: node.nodeId, startedAt: deps.clock.now() };
+    e.attempts.push(attempt);
+    node.running.add(assignmentId);
+    assignments.set(assignmentId, { execution: e, nodeId: node.nodeId });
+    const wasStage = e.stage;
+    e.stage = 'executing';
+    if (!deps.send(node.nodeId, { type: 'assign', assignmentId, execution: e })) {
+      node.running.delete(assignmentId);
+      assignments.delete(assignmentId);
+      e.attempts.pop();
+      e.stage = wasStage;
+      return false;
+    }
+    const roots = recentRoots.get(node.nodeId) ?? [];
+    const root = rootOf(e);
+    recentRoots.set(node.nodeId, [root, ...roots.filter((r) => r !== root)].slice(0, RECENT_ROOTS));
+    if (wasStage !== 'executing') notify(e);
+    return true;
+  }
+
+  function scheduleWakeup(at: number) {
+    if (wakeup && wakeup.at <= at) return;
+    wakeup?.cancel();
+    const timer = deps.clock.setTimeout(() => {
+      wakeup = undefined;
+      dispatch();
+    }, Math.max(0, at - deps.clock.now()));
+    wakeup = { at, cancel: timer.cancel };
+  }
+
   function dispatch() {
     const unreachable = new Set<string>();
-    while (queue.length > 0) {
-      const e = queue[0]!;
+    const now = deps.clock.now();
+    let earliestWait = Infinity;
+    for (let i = 0; i < queue.length; ) {
+      const e = queue[i]!;
+      if (e.notBefore !== undefined && e.notBefore > now) {
+        earliestWait = Math.min(earliestWait, e.notBefore);
+        i++;
+        continue;
+      }
       const node = pickNode(e, unreachable);
-      if (!node) return;
-      queue.shift();
-      const assignmentId = `${e.name}/${e.attempts.length + 1}`;
-      const attempt: Attempt = { assignmentId, nodeId: node.nodeId, startedAt: deps.clock.now() };
-      e.attempts.push(attempt);
-      node.running.add(assignmentId);
-      assignments.set(assignmentId, { execution: e, nodeId: node.nodeId });
-      e.stage = 'executing';
-      if (!deps.send(node.nodeId, { type: 'assign', assignmentId, execution: e })) {
-        // That node's stream is gone; keep the work at the front and try the other nodes.
-        node.running.delete(assignmentId);
-        assignments.delete(assignmentId);
-        e.attempts.pop();
-        e.stage = 'queued';
-        queue.unshift(e);
+      if (!node) break;
+      queue.splice(i, 1);
+      if (!assign(e, node)) {
+        // That node's stream is gone; keep the work in place and try the other nodes.
+        queue.splice(i, 0, e);
         unreachable.add(node.nodeId);
         continue;
       }
-      notify(e);
+      e.notBefore = undefined;
     }
+    if (earliestWait < Infinity) scheduleWakeup(earliestWait);
   }
 
   deps.registry.on('lost', (nodeId, reason) => {
     const node = deps.registry.get(nodeId);
     const lostIds = node ? [...node.running] : [];
     if (node) node.running.clear();
+    recentRoots.delete(nodeId);
     for (const id of lostIds) {
       const a = assignments.get(id);
       if (!a) continue;
@@ -207,21 +301,27 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   });
   deps.registry.on('available', () => dispatch());
 
+  function recordDuration(e: Execution, ms: number) {
+    const k = e.request.action.commandDigest.hash;
+    const prev = durations.get(k);
+    durations.set(k, prev === undefined ? ms : prev * 0.7 + ms * 0.3);
+  }
+
   return {
     enqueue(req) {
       const key = keyOf(req);
       const existing = inFlightByKey.get(key);
       if (existing) return existing;
-      const e: Execution = { name: randomUUID(), request: req, stage: 'queued', queuedAt: deps.clock.now(), attempts: [] };
-      remember(e);
+      const e: Execution = { name: randomUUID(), request: req, stage: 'queued', queuedAt: deps.clock.now(), attempts: [], seq: seq++ };
+      executions.set(e.name, e);
       inFlightByKey.set(key, e);
-      queue.push(e);
+      enqueueSorted(e);
       dispatch();
       return e;
     },
     completed(req, response) {
-      const e: Execution = { name: randomUUID(), request: req, stage: 'queued', queuedAt: deps.clock.now(), attempts: [] };
-      remember(e);
+      const e: Execution = { name: randomUUID(), request: req, stage: 'queued', queuedAt: deps.clock.now(), attempts: [], seq: seq++ };
+      executions.set(e.name, e);
       complete(e, response);
       return e;
     },
@@ -247,22 +347,31 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const e = a.execution;
       const attempt = e.attempts.find((x) => x.assignmentId === assignmentId)!;
       attempt.endedAt = deps.clock.now();
+      if (e.stage === 'completed') {
+        attempt.outcome ??= 'finished after another copy';
+        dispatch();
+        return;
+      }
       if (!outcome.ok) {
         attempt.outcome = `${codeName(outcome.error.code)}: ${outcome.error.message}`;
         // Missing inputs and timeouts are deterministic: report them instead of retrying.
         const retry = outcome.error.code === Code.UNAVAILABLE || outcome.error.code === Code.INTERNAL || outcome.error.code === Code.UNKNOWN;
         if (retry) requeueOrFail(e, attempt.outcome);
-        else complete(e, { cachedResult: false, status: { code: outcome.error.code, message: outcome.error.message, missing: outcome.error.missing } });
+        else if (runningCopies(e).length === 0) {
+          complete(e, { cachedResult: false, status: { code: outcome.error.code, message: outcome.error.message, missing: outcome.error.missing } });
+        }
         dispatch();
         return;
       }
       try {
         const accepted = await deps.acceptResult(e, outcome.result, nodeId);
         attempt.outcome = `exit ${accepted.exitCode}`;
-        complete(e, { result: accepted, cachedResult: false, status: { code: Code.OK, message: '' } });
+        recordDuration(e, attempt.endedAt - attempt.startedAt);
+        if ((e.stage as Stage) !== 'completed') complete(e, { result: accepted, cachedResult: false, status: { code: Code.OK, message: '' } });
       } catch (err) {
         const error = err instanceof OrionError ? err : new OrionError(Code.INTERNAL, String(err));
         attempt.outcome = `result rejected: ${error.message}`;
+        if (error.code === Code.DATA_LOSS) deps.registry.quarantine(nodeId, error.message);
         requeueOrFail(e, attempt.outcome);
       }
       dispatch();
@@ -270,5 +379,26 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     queueLength: () => queue.length,
     runningCount: () => assignments.size,
     dispatch,
+    checkStragglers() {
+      const now = deps.clock.now();
+      const seen = new Set<Execution>();
+      for (const { execution: e } of assignments.values()) {
+        if (seen.has(e) || e.stage !== 'executing') continue;
+        seen.add(e);
+        const copies = runningCopies(e);
+        if (copies.length !== 1) continue;
+        const expected = durations.get(e.request.action.commandDigest.hash);
+        if (expected === undefined) continue;
+        const attempt = e.attempts.find((x) => x.assignmentId === copies[0]!.id)!;
+        const elapsed = now - attempt.startedAt;
+        if (elapsed < stragglerMinMs || elapsed < stragglerFactor * expected) continue;
+        if (queue.some((q) => q.notBefore === undefined || q.notBefore <= now)) return; // queued work comes first
+        const node = pickNode(e, new Set());
+        if (!node) return;
+        deps.log.info({ execution: e.name, elapsedMs: elapsed, expectedMs: Math.round(expected), nodeId: node.nodeId }, 'straggler: starting a speculative copy');
+        assign(e, node);
+      }
+    },
+    expectedDuration: (commandHash) => durations.get(commandHash),
   };
 }

@@ -245,25 +245,31 @@ describe('worker protocol and execution through an in-process head', () => {
       expect(node.assigns).toHaveLength(1);
     });
 
-    it('re-runs an action whose node reports outputs it never uploaded, and gives up after three attempts with UNAVAILABLE', async () => {
-      const node = await fakeNode('liar');
+    it('quarantines each node that reports outputs it never uploaded, re-runs the action elsewhere, and gives up after three attempts with UNAVAILABLE', async () => {
+      const liars = [await fakeNode('liar1'), await fakeNode('liar2'), await fakeNode('liar3')];
       const { actionDigest } = await makeAction(cas, { argv: ['cc', '-c', 'main.c', '-DLIAR'], outputs: ['main.o'], inputRoot });
       const pending = execute(head.address, actionDigest);
       const ghost = digestOf(Buffer.from('never uploaded'));
+      const order: string[] = [];
       for (let i = 1; i <= 3; i++) {
+        const node = await waitFor('an assignment on a node not tried yet', () => liars.find((l) => !order.includes(l.nodeId) && l.assigns.length > 0));
         const a = await node.nextAssign();
         expect(a.assignmentId.endsWith(`/${i}`)).toBe(true);
+        order.push(node.nodeId);
         finishOk(node, a, { exitCode: 0, outputFiles: [{ path: 'main.o', digest: ghost, isExecutable: false }] });
       }
       const out = await pending;
       expect(out.response!.status!.code).toBe(Code.UNAVAILABLE);
-      const attempt = (i: number) => `attempt ${i} on liar: result rejected: node liar reported 1 output blob(s) it never uploaded`;
+      const attempt = (i: number) => `attempt ${i} on ${order[i - 1]}: result rejected: node ${order[i - 1]} reported 1 output blob(s) it never uploaded`;
       expect(out.response!.status!.message).toBe(`action ${actionDigest.hash}/${actionDigest.sizeBytes} (cc -c main.c ...) failed 3 times, giving up: ${[1, 2, 3].map(attempt).join('; ')}`);
-      // Nothing was cached.
+      for (const id of order) expect(head.registry.get(id)!.quarantined).toContain('never uploaded');
+      // Nothing was cached, and quarantined nodes get no more work: an honest node runs it.
+      const honest = await fakeNode('honest');
       const again = execute(head.address, actionDigest);
-      const a4 = await node.nextAssign();
-      finishOk(node, a4, { exitCode: 0 });
+      const a4 = await honest.nextAssign();
+      finishOk(honest, a4, { exitCode: 0 });
       expect((await again).response!.cachedResult).toBe(false);
+      for (const l of liars) l.close();
     });
 
     it('passes a deterministic node failure (missing input) to the client as FAILED_PRECONDITION with the missing digests', async () => {
