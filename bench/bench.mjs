@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ORION = path.join(REPO, 'dist/cli/main.js');
+const ORION = path.join(REPO, 'dist/orion.mjs');
 const env0 = process.env;
 
 // ---------- configuration ----------

@@ -30,7 +30,7 @@ cd "$REPO"
 WORK=$REPO/bench/work
 mkdir -p "$WORK"
 
-[ -f dist/cli/main.js ] || { echo "bench: dist/ is missing: run 'make build' (or 'make bench')" >&2; exit 1; }
+[ -f dist/orion.mjs ] || { echo "bench: dist/ is missing: run 'make build' (or 'make bench')" >&2; exit 1; }
 
 # Every process the benchmark starts is listed in $PIDS (each a process-group leader) and killed
 # here on any exit; sccache's server is stopped through its port.

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ORION = path.join(REPO, 'dist/cli/main.js');
+const ORION = path.join(REPO, 'dist/orion.mjs');
 const { credentials } = await import(path.join(REPO, 'node_modules/@grpc/grpc-js/build/src/index.js'));
 const re = await import(path.join(REPO, 'dist/proto/gen/build/bazel/remote/execution/v2/remote_execution.js'));
 const { ClusterClient, NodeStatus } = await import(path.join(REPO, 'dist/proto/gen/orion/v1/cluster.js'));

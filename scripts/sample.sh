@@ -9,8 +9,8 @@ trap 'rm -rf "$work" "$cache"' EXIT
 cp -r "$here/fixtures/make-project/." "$work/"
 cd "$work"
 echo "== orion build (cold cache) in $work"
-node "$here/dist/cli/main.js" build --cache-dir "$cache"
+node "$here/dist/orion.mjs" build --cache-dir "$cache"
 echo "== orion build again (everything cached)"
-node "$here/dist/cli/main.js" build --cache-dir "$cache"
+node "$here/dist/orion.mjs" build --cache-dir "$cache"
 echo "== ./hello"
 ./hello

@@ -7,7 +7,8 @@ import { credentials } from '@grpc/grpc-js';
 import { ClusterClient, NodeStatus, type NodeInfo } from '../../proto/gen/orion/v1/cluster.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const ORION = path.join(REPO, 'dist/cli/main.js');
+/** The CLI as users run it: the bundle `make build` writes. */
+export const ORION = path.join(REPO, 'dist/orion.mjs');
 
 export interface Daemon {
   proc: ChildProcess;
