@@ -1,0 +1,159 @@
+/**
+ * `orion build` end to end on fixtures/make-project (recursive make, a
+ * generated header, a static library), embedded and on a head with two nodes;
+ * plus Make-only scenarios: computed includes, make variables, ORION_CACHE_DIR.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { expect, it } from 'vitest';
+import { CACHEABLE_KINDS, baseEnv, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
+import { defineFixtureSuite, edit, expectOk, type SuiteContext } from './fixture-suite.js';
+
+async function output(dir: string, argv: string[]): Promise<string> {
+  const r = await run(argv, { cwd: dir });
+  expect(r.code, `${argv.join(' ')}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+async function checkPrograms(dir: string, variant: 'original' | 'header-edited'): Promise<void> {
+  const version = variant === 'original' ? '1.4.2' : '1.5.0';
+  expect(await output(dir, ['./hello'])).toBe(`HELLO FROM THE ORION MAKE FIXTURE (version ${version})\nwords: 6\n`);
+  expect(await output(dir, ['./calc'])).toBe('sum=50\nadd=42\n');
+  expect(await output(dir, ['./tools/wordstat'])).toBe('line 1: 4 words\nline 2: 2 words\nline 3: 3 words\ntotal: 9 words\n');
+}
+
+const SLOW = 120_000;
+
+defineFixtureSuite(
+  {
+    fixture: 'make-project',
+    // The Makefiles compile with -g already.
+    plainBuild: async (dir, env) => void (await sh('make', dir, env)),
+    clean: async (dir) => void (await sh('make clean', dir)),
+    products: ['hello', 'calc', 'tools/wordstat', 'lib/libutil.a', 'src/hello.o', 'src/calc.o', 'lib/add.o', 'tools/wordstat.o'],
+    checkPrograms,
+    // `cc`, `ar` and `ranlib` are found through PATH. On the cluster every
+    // compile and link runs on a node, whose PATH is its own.
+    wrappersSeeFirstBuild: (mode) => mode === 'embedded',
+    // gen/version.h (generated from VERSION) is included by src/hello.c only.
+    headerEdit: { apply: (dir) => writeFile(path.join(dir, 'VERSION'), '1.5.0\n'), rebuilt: ['CC src/hello.o', 'LD hello'] },
+    explainEdit: {
+      header: 'include/util.h',
+      apply: (dir) => edit(path.join(dir, 'include/util.h'), (t) => t.replace('#include <stddef.h>', '#include <stddef.h>\n\nint util_unused_declaration(void);')),
+      rebuilt: ['CC src/hello.o', 'CC src/calc.o', 'CC lib/add.o', 'CC lib/strutil.o', 'CC lib/fmt.o', 'CC tools/wordstat.o'],
+    },
+    // Only `LD calc` depends on src/calc.o.
+    broken: { file: 'src/calc.c', label: 'CC src/calc.o', built: ['hello', 'tools/wordstat', 'lib/libutil.a', 'src/hello.o'], missing: ['src/calc.o', 'calc'], notRun: 1 },
+    graphKinds: ['compile', 'archive', 'link', 'other'],
+  },
+  (ctx: SuiteContext) => {
+    it('rebuilds after editing a header reached only through a computed #include, also with a cold cache', async () => {
+      const dirA = path.join(ctx.fresh('computed-include'), 'proj');
+      await writeComputedIncludeProject(dirA, 1);
+      const cacheA = path.join(path.dirname(dirA), 'cache');
+      expectOk(await ctx.build(dirA, { cacheDir: cacheA }));
+      expect(await output(dirA, ['./prog'])).toBe('conf 1\n');
+
+      await writeFile(path.join(dirA, 'conf.h'), '#define CONF_VALUE 2\n');
+      const b = await ctx.build(dirA, { cacheDir: cacheA });
+      expectOk(b);
+      const graph = await graphOf(dirA);
+      expect(toolRuns(b, graph)).toEqual(['CC main.o', 'LD prog']);
+      expect(await output(dirA, ['./prog'])).toBe('conf 2\n');
+      const again = await ctx.build(dirA, { cacheDir: cacheA });
+      expectOk(again);
+      expect(toolRuns(again, graph)).toEqual([]);
+      expect(await output(dirA, ['./prog'])).toBe('conf 2\n');
+
+      // A second copy at another path, with a cold cache.
+      const dirB = path.join(ctx.fresh('computed-include-copy'), 'proj');
+      await writeComputedIncludeProject(dirB, 2);
+      const cacheB = path.join(path.dirname(dirB), 'cache');
+      expectOk(await ctx.build(dirB, { cacheDir: cacheB }));
+      expect(await output(dirB, ['./prog'])).toBe('conf 2\n');
+      await writeFile(path.join(dirB, 'conf.h'), '#define CONF_VALUE 3\n');
+      const bB = await ctx.build(dirB, { cacheDir: cacheB });
+      expectOk(bB);
+      expect(toolRuns(bB, graph)).toEqual(['CC main.o', 'LD prog']);
+      expect(await output(dirB, ['./prog'])).toBe('conf 3\n');
+
+      // The first copy again, header edited, with a cold cache: nothing learnt
+      // earlier (locally or on the head) may hand back an object built from an
+      // older conf.h.
+      await writeFile(path.join(dirA, 'conf.h'), '#define CONF_VALUE 4\n');
+      const cold = await ctx.build(dirA, { cacheDir: path.join(path.dirname(dirA), 'cold-cache') });
+      expectOk(cold);
+      expect(await output(dirA, ['./prog'])).toBe('conf 4\n');
+
+      if (ctx.mode !== 'cluster') return;
+      // Unchanged sources and yet another cold cache: the head's results are reused again.
+      const cold2 = await ctx.build(dirA, { cacheDir: path.join(path.dirname(dirA), 'cold-cache-2') });
+      expectOk(cold2);
+      expect(toolRuns(cold2, graph)).toEqual([]);
+      expect(await output(dirA, ['./prog'])).toBe('conf 4\n');
+    }, SLOW);
+
+    it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
+      const dir = ctx.incremental();
+      const graph = ctx.ref();
+      const tools = graph.actions.filter((a) => CACHEABLE_KINDS.has(a.kind));
+      const graphO0 = await graphOf(dir, ['CFLAGS=-O0']);
+      const compiles = graphO0.actions.filter((a) => a.kind === 'compile');
+      expect(compiles.length).toBe(graph.actions.filter((a) => a.kind === 'compile').length);
+      for (const a of compiles) {
+        expect(a.argv, a.label).toContain('-O0');
+        expect(a.argv, a.label).not.toContain('-O2');
+      }
+
+      const b = await ctx.build(dir, { args: ['--verbose', '--', 'CFLAGS=-O0'] });
+      expectOk(b);
+      const compileLines = b.stdout.split('\n').filter((l) => /^\S*\$ cc .* -c /.test(l));
+      expect(compileLines.length).toBe(compiles.length);
+      for (const l of compileLines) {
+        expect(l).toMatch(/ -O0( |$)/);
+        expect(l).not.toMatch(/ -O2( |$)/);
+      }
+      // Every object changes, so every archive and link reruns too.
+      expect(toolRuns(b, graph)).toEqual(tools.map((a) => a.label).sort());
+      await checkPrograms(dir, 'header-edited');
+
+      // Back to the Makefile's own flags: all of it is still cached.
+      const back = await ctx.build(dir);
+      expectOk(back);
+      expect(toolRuns(back, graph)).toEqual([]);
+      await checkPrograms(dir, 'header-edited');
+    }, SLOW);
+
+    it('uses ORION_CACHE_DIR when --cache-dir is absent', async () => {
+      const dir = await ctx.copy('cache-env');
+      const cacheDir = path.join(path.dirname(dir), 'env-cache');
+      const xdg = path.join(path.dirname(dir), 'xdg');
+      await mkdir(xdg);
+      const env = baseEnv({ ORION_CACHE_DIR: cacheDir, XDG_CACHE_HOME: xdg });
+      const head = ctx.mode === 'cluster' ? ctx.cluster().address : undefined;
+      expectOk(await orionBuild(dir, { head, env }));
+      const files = await listFiles(cacheDir);
+      expect(files.some((f) => f.startsWith('ac/')), 'action cache entries').toBe(true);
+      expect(files.some((f) => f.startsWith('cas/')), 'CAS blobs').toBe(true);
+      expect(await listFiles(xdg)).toEqual([]);
+
+      const graph = ctx.ref();
+      const second = await orionBuild(dir, { head, env });
+      expectOk(second);
+      expect(toolRuns(second, graph)).toEqual([]);
+      expect(second.summary.cached).toBeGreaterThanOrEqual(graph.actions.filter((a) => CACHEABLE_KINDS.has(a.kind)).length);
+      expect(second.summary.fromCluster).toBe(0);
+    }, SLOW);
+  },
+);
+
+/** A tiny Make project whose only header is reached through `#include HDR`, which no include scanner can follow. */
+async function writeComputedIncludeProject(dir: string, value: number): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, 'Makefile'), 'prog: main.o\n\t$(CC) -o prog main.o\n\nmain.o: main.c\n\t$(CC) -O2 -c main.c -o main.o\n');
+  await writeFile(
+    path.join(dir, 'main.c'),
+    '#include <stdio.h>\n#define HDR "conf.h"\n#include HDR\n\nint main(void) {\n  printf("conf %d\\n", CONF_VALUE);\n  return 0;\n}\n',
+  );
+  await writeFile(path.join(dir, 'conf.h'), `#define CONF_VALUE ${value}\n`);
+}
