@@ -4,19 +4,25 @@ import type { BlobStore } from '../cas/blob-store.js';
 import { actionResultFromPb, actionResultToPb, digestFromPb } from '../proto/convert.js';
 import { unary } from '../proto/grpc-status.js';
 import type { InstanceCaches } from './instance-caches.js';
+import type { BuildTracker } from './build-tracker.js';
+import { requestInfo } from './request-info.js';
 
 export interface ActionCacheServiceOptions {
   caches: InstanceCaches;
   cas: BlobStore;
   /** Whether clients may write the action cache (REAPI's update_enabled). */
   allowUpdates: boolean;
+  /** Records cache hits of clients that named their build (metadata x-orion-build-id). */
+  builds?: BuildTracker;
 }
 
 export function createActionCacheService(opts: ActionCacheServiceOptions): ActionCacheServer {
   return {
-    getActionResult: unary(async (req) => {
+    getActionResult: unary(async (req, call) => {
       const digest = digestFromPb(req.actionDigest, 'action_digest');
       const result = await opts.caches.forInstance(req.instanceName).get(digest);
+      const info = opts.builds && requestInfo(call.metadata);
+      if (info) opts.builds!.lookup(info, digest, result !== undefined);
       if (!result) throw new OrionError(Code.NOT_FOUND, `no cached result for action ${digest.hash}/${digest.sizeBytes}`);
       const pb = actionResultToPb(result);
       if (req.inlineStdout && result.stdoutDigest && result.stdoutDigest.sizeBytes <= 1024 * 1024 && !result.stdoutRaw) {

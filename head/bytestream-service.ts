@@ -30,12 +30,14 @@ export function parseResourceName(name: string, kind: 'read' | 'write'): { insta
   throw new OrionError(Code.INVALID_ARGUMENT, `malformed resource name ${JSON.stringify(name.slice(0, 300))}: expected ${shape}`);
 }
 
-async function* writeChunks(call: ServerReadableStream<WriteRequest, WriteResponse>, first: WriteRequest, onFinish: () => void) {
+async function* writeChunks(call: ServerReadableStream<WriteRequest, WriteResponse>, first: WriteRequest, onFinish: () => void, declaredSize = Number.MAX_SAFE_INTEGER) {
   let offset = 0;
   let finished = false;
   const check = (req: WriteRequest) => {
     if (finished) throw new OrionError(Code.INVALID_ARGUMENT, 'data sent after finish_write');
     if (req.writeOffset !== offset) throw new OrionError(Code.INVALID_ARGUMENT, `write_offset ${req.writeOffset} does not continue at ${offset}`);
+    // Refused as soon as the stream passes the size it declared, not after storing it.
+    if (offset + req.data.length > declaredSize) throw new OrionError(Code.INVALID_ARGUMENT, `write of ${offset + req.data.length} bytes is longer than the ${declaredSize} bytes its resource name declares`);
     offset += req.data.length;
     if (req.finishWrite) {
       finished = true;
@@ -66,7 +68,12 @@ function drainOrGone(call: ServerWritableStream<unknown, unknown>): Promise<void
   });
 }
 
-export function createByteStreamService(cas: BlobStore): ByteStreamServer {
+export interface ByteStreamLimits {
+  /** Largest blob a Write may declare (--max-blob-size). */
+  maxBlobBytes: number;
+}
+
+export function createByteStreamService(cas: BlobStore, limits: ByteStreamLimits = { maxBlobBytes: Number.MAX_SAFE_INTEGER }): ByteStreamServer {
   return {
     read: serverStream(async (req, call) => {
       const { digest } = parseResourceName(req.resourceName, 'read');
@@ -93,12 +100,15 @@ export function createByteStreamService(cas: BlobStore): ByteStreamServer {
         const head = await iterator.next();
         if (head.done) throw new OrionError(Code.INVALID_ARGUMENT, 'empty write stream');
         const { digest } = parseResourceName(head.value.resourceName, 'write');
+        if (digest.sizeBytes > limits.maxBlobBytes) {
+          throw new OrionError(Code.INVALID_ARGUMENT, `blob ${digest.hash}/${digest.sizeBytes} is larger than this head accepts (${limits.maxBlobBytes} bytes, --max-blob-size)`);
+        }
         if (await cas.has(digest)) {
           // Already stored: tell the client so it can stop sending (REAPI allows an early reply).
           return { committedSize: digest.sizeBytes };
         }
         const rest = { [Symbol.asyncIterator]: () => iterator } as unknown as ServerReadableStream<WriteRequest, WriteResponse>;
-        await cas.putStream(digest, writeChunks(rest, head.value, () => {}));
+        await cas.putStream(digest, writeChunks(rest, head.value, () => {}, digest.sizeBytes));
         return { committedSize: digest.sizeBytes };
       };
       run().then(

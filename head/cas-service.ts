@@ -12,6 +12,8 @@ export interface CasServiceLimits {
   maxBatchTotalBytes: number;
   /** Most digests in one FindMissingBlobs / batch request. */
   maxBatchDigests: number;
+  /** Largest Directory blob GetTree reads (a Directory is a message; default 16 MiB). */
+  maxDirectoryBytes?: number;
 }
 
 export const DEFAULT_CAS_LIMITS: CasServiceLimits = { maxBatchTotalBytes: 4 * 1024 * 1024 - 64 * 1024, maxBatchDigests: 100_000 };
@@ -89,8 +91,11 @@ export function createCasService(cas: BlobStore, limits: CasServiceLimits = DEFA
       let index = 0;
       let page: DomainDirectory[] = [];
       while (queue.length > 0) {
+        if (call.cancelled) return;
         const d = queue.shift()!;
         let dir: DomainDirectory;
+        const maxDir = limits.maxDirectoryBytes ?? 16 * 1024 * 1024;
+        if (d.sizeBytes > maxDir) throw new OrionError(Code.INVALID_ARGUMENT, `directory ${digestKey(d)} of tree ${digestKey(root)} is ${d.sizeBytes} bytes; a Directory may be at most ${maxDir}`);
         try {
           dir = decodeDirectory(await cas.get(d));
         } catch (err) {

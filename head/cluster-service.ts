@@ -1,8 +1,24 @@
-import { NodeStatus as PbNodeStatus, type ClusterServer, type NodeInfo } from '../proto/gen/orion/v1/cluster.js';
+import { NodeStatus as PbNodeStatus, type BuildInfo, type ClusterServer, type NodeInfo } from '../proto/gen/orion/v1/cluster.js';
 import { Code, OrionError } from '../common/errors.js';
 import { platformToPb } from '../proto/convert.js';
 import { unary } from '../proto/grpc-status.js';
 import type { NodeRecord, NodeRegistry, NodeStatus } from './node-registry.js';
+import type { BuildTracker, BuildView } from './build-tracker.js';
+
+export function buildInfo(b: BuildView): BuildInfo {
+  const c = b.counts;
+  return {
+    buildId: b.id,
+    started: new Date(b.startedAt),
+    lastActivity: new Date(b.lastActivity),
+    queued: c.queued,
+    running: c.running,
+    done: c.done + c.cached,
+    failed: c.failed,
+    cached: c.cached,
+    inProgress: b.inProgress,
+  };
+}
 
 const TO_PB: Record<NodeStatus, PbNodeStatus> = {
   active: PbNodeStatus.NODE_STATUS_ACTIVE,
@@ -35,12 +51,12 @@ export function nodeInfo(n: NodeRecord): NodeInfo {
     lastHeartbeat: new Date(n.lastHeartbeat),
     registeredAt: new Date(n.registeredAt),
     platform: platformToPb(n.platform),
-    metadata: n.metadata,
+    metadata: n.quarantined ? { ...n.metadata, 'orion.quarantined': n.quarantined } : n.metadata,
     load: n.load,
   };
 }
 
-export function createClusterService(registry: NodeRegistry): ClusterServer {
+export function createClusterService(registry: NodeRegistry, builds?: BuildTracker): ClusterServer {
   return {
     listNodes: unary(async (req) => ({ nodes: registry.list(fromPbStatus(req.status)).map(nodeInfo) })),
     getNode: unary(async (req) => {
@@ -48,5 +64,6 @@ export function createClusterService(registry: NodeRegistry): ClusterServer {
       if (!n) throw new OrionError(Code.NOT_FOUND, `no node ${JSON.stringify(req.nodeId)} is registered`);
       return nodeInfo(n);
     }),
+    listBuilds: unary(async (req) => ({ builds: (builds?.list(req.includeFinished) ?? []).map(buildInfo) })),
   };
 }

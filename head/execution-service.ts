@@ -14,7 +14,6 @@ import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { digestKey } from '../cas/digest.js';
-import { collectTree } from '../cas/merkle.js';
 import type { Digest } from '../cas/types.js';
 import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, digestToPb, statusToPb } from '../proto/convert.js';
 import { serverStream } from '../proto/grpc-status.js';
@@ -22,6 +21,10 @@ import { EXEC_ROOT_HEADER } from '../common/platform-properties.js';
 import { parseDigest } from '../cas/digest.js';
 import type { InstanceCaches } from './instance-caches.js';
 import type { Execution, ExecutionRequest, Scheduler } from './scheduler.js';
+import { validateInputTree } from './input-tree.js';
+import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
+import type { BuildTracker } from './build-tracker.js';
+import { requestInfo } from './request-info.js';
 
 const METADATA_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata';
 const RESPONSE_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse';
@@ -38,7 +41,8 @@ export function operationOf(e: Execution): Operation {
     actionDigest: digestToPb(e.request.actionDigest),
     stdoutStreamName: '',
     stderrStreamName: '',
-    partialExecutionMetadata: undefined,
+    // Which node runs it, so clients can show where their actions are.
+    partialExecutionMetadata: e.stage === 'executing' && e.attempts.length > 0 ? { worker: e.attempts.at(-1)!.nodeId, queuedTimestamp: new Date(e.queuedAt), auxiliaryMetadata: [] } : undefined,
     digestFunction: 0,
   }).finish();
   const op: Operation = { name: e.name, metadata: { typeUrl: METADATA_TYPE, value: Buffer.from(metadata) }, done: false };
@@ -79,11 +83,19 @@ export interface ExecutionServiceDeps {
   caches: InstanceCaches;
   scheduler: Scheduler;
   log: Logger;
+  /** Bounds on message, tree and timeout sizes (defaults: DEFAULT_HEAD_LIMITS). */
+  limits?: Partial<ExecutionLimits>;
+  /** Records each Execute under the build its caller named (metadata x-orion-build-id). */
+  builds?: BuildTracker;
 }
 
+export type ExecutionLimits = Pick<HeadLimits, 'maxMessageBytes' | 'maxActionTimeoutMs' | 'maxInputTreeEntries' | 'maxInputTreeDepth'>;
+
 /** Loads and validates everything an Execute request names, or throws the REAPI error for it. */
-export async function loadExecution(cas: BlobStore, instanceName: string, actionDigest: Digest, knownComplete: Set<string>): Promise<ExecutionRequest> {
+export async function loadExecution(cas: BlobStore, instanceName: string, actionDigest: Digest, knownComplete: Set<string>, limits: ExecutionLimits = DEFAULT_HEAD_LIMITS): Promise<ExecutionRequest> {
   const getMessage = async (d: Digest, what: string) => {
+    // Messages are read whole: refuse one too big to be a message before reading it.
+    if (d.sizeBytes > limits.maxMessageBytes) throw new OrionError(Code.INVALID_ARGUMENT, `${what} ${digestKey(d)} is ${d.sizeBytes} bytes; the limit for a message is ${limits.maxMessageBytes}`);
     try {
       return await cas.get(d);
     } catch (err) {
@@ -110,21 +122,26 @@ export async function loadExecution(cas: BlobStore, instanceName: string, action
   if (command.arguments.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(action.commandDigest)} has no arguments`);
   for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) validateRelativePath(p, 'output path');
   if (command.workingDirectory) validateRelativePath(command.workingDirectory, 'working_directory');
-  await checkInputRoot(cas, action.inputRootDigest, knownComplete);
+  // REAPI: a timeout above the server's maximum MUST be rejected; none means "as long as the server allows".
+  if (action.timeoutMs !== undefined && action.timeoutMs > limits.maxActionTimeoutMs) {
+    throw new OrionError(Code.INVALID_ARGUMENT, `action ${digestKey(actionDigest)} asks for a timeout of ${action.timeoutMs} ms; this head allows at most ${limits.maxActionTimeoutMs} ms (--max-action-timeout)`);
+  }
+  action.timeoutMs ??= limits.maxActionTimeoutMs;
+  await checkInputRoot(cas, action.inputRootDigest, knownComplete, limits);
   return { instanceName, actionDigest, action, command };
 }
 
 export function validateRelativePath(p: string, what: string): void {
-  if (p.startsWith('/') || p.split('/').some((s) => s === '..' || s === '')) {
-    throw new OrionError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(p)} must be a relative path without '..' or empty segments`);
+  if (p.startsWith('/') || p.includes('\0') || p.split('/').some((s) => s === '..' || s === '')) {
+    throw new OrionError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(p)} must be a relative path without '..', empty segments or NUL`);
   }
 }
 
-/** Every directory and file of an input root must be in the CAS before it runs. */
-export async function checkInputRoot(cas: BlobStore, root: Digest, knownComplete: Set<string>): Promise<void> {
+/** Every directory and file of an input root must be in the CAS, and the tree valid (input-tree.ts), before it runs. */
+export async function checkInputRoot(cas: BlobStore, root: Digest, knownComplete: Set<string>, limits: ExecutionLimits = DEFAULT_HEAD_LIMITS): Promise<void> {
   const key = digestKey(root);
   if (knownComplete.has(key)) return;
-  const tree = await collectTree(root, cas);
+  const tree = await validateInputTree(cas, root, { maxEntries: limits.maxInputTreeEntries, maxDepth: limits.maxInputTreeDepth, maxDirectoryBytes: limits.maxMessageBytes });
   const missing = await cas.findMissing(tree.fileDigests);
   if (missing.length > 0) {
     throw new OrionError(Code.FAILED_PRECONDITION, `input root ${key} is missing ${missing.length} blob(s) in the CAS`, { missing });
@@ -135,28 +152,34 @@ export async function checkInputRoot(cas: BlobStore, root: Digest, knownComplete
 
 export function createExecutionService(deps: ExecutionServiceDeps): ExecutionServer {
   const knownComplete = new Set<string>();
+  const limits: ExecutionLimits = { ...DEFAULT_HEAD_LIMITS, ...deps.limits };
   return {
     execute: serverStream(async (req: ExecuteRequest, call) => {
       const actionDigest = digestFromPb(req.actionDigest, 'action_digest');
-      const request = await loadExecution(deps.cas, req.instanceName, actionDigest, knownComplete);
+      const request = await loadExecution(deps.cas, req.instanceName, actionDigest, knownComplete, limits);
+      if (req.executionPolicy?.priority) request.priority = req.executionPolicy.priority;
+      const info = requestInfo(call.metadata);
+      if (info) request.buildId = info.buildId;
       // Orion clients run compiles in the whole project tree (global source context).
       const execRoot = call.metadata.get(EXEC_ROOT_HEADER)[0];
       if (execRoot !== undefined) {
         const m = /^([^/]+)\/(\d+)$/.exec(String(execRoot));
         if (!m) throw new OrionError(Code.INVALID_ARGUMENT, `${EXEC_ROOT_HEADER} must be HASH/SIZE, got ${JSON.stringify(String(execRoot).slice(0, 200))}`);
         request.execRootDigest = parseDigest(m[1]!, Number(m[2]));
-        await checkInputRoot(deps.cas, request.execRootDigest, knownComplete);
+        await checkInputRoot(deps.cas, request.execRootDigest, knownComplete, limits);
       }
       if (!req.skipCacheLookup && !request.action.doNotCache) {
         const cached = await deps.caches.forInstance(req.instanceName).get(actionDigest);
         if (cached) {
           const e = deps.scheduler.completed(request, { result: cached, cachedResult: true, status: { code: Code.OK, message: '' } });
+          deps.builds?.execution(e, info);
           call.write(operationOf(e));
           return;
         }
       }
       const e = deps.scheduler.enqueue(request);
-      deps.log.debug({ operation: e.name, actionDigest: actionDigest.hash }, 'action queued');
+      deps.builds?.execution(e, info);
+      deps.log.debug({ operation: e.name, actionDigest: actionDigest.hash, ...(info ? { buildId: info.buildId } : {}) }, 'action queued');
       await streamExecution(deps.scheduler, e.name, call);
     }),
     waitExecution: serverStream(async (req: WaitExecutionRequest, call) => {

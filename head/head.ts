@@ -26,6 +26,14 @@ import { createInstanceCaches, type InstanceCaches } from './instance-caches.js'
 import { createNodeRegistry, type NodeRegistry } from './node-registry.js';
 import { createScheduler, type Execution, type Scheduler } from './scheduler.js';
 import { createWorkerService } from './worker-service.js';
+import { createMeteredBlobStore } from '../cas/metered-blob-store.js';
+import { createMeteredActionCache } from '../cas/metered-action-cache.js';
+import { listenHttp, splitHostPort, type HttpListener } from '../common/http-listen.js';
+import { createBuildTracker, type BuildTracker } from './build-tracker.js';
+import { createHeadMetrics, type HeadMetrics } from './head-metrics.js';
+import { createHttpApi, type Authorize } from './http-server.js';
+import { authorizeHttp, createAuthInterceptor, createHeadAuth, type HeadAuth } from './auth.js';
+import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
 
 export interface HeadOptions {
   /** host:port to listen on; port 0 picks a free port. */
@@ -35,9 +43,21 @@ export interface HeadOptions {
   log: Logger;
   clock?: Clock;
   maxAttempts?: number;
+  /** First retry delay after a node failure (doubles per attempt, jittered). */
+  retryBackoffMs?: number;
   /** Whether REAPI clients may write the action cache directly (Bazel's cache-only mode needs it). */
   allowActionCacheUpdates?: boolean;
   maxMessageBytes?: number;
+  /** host:port for the dashboard, JSON API, server-sent events and /metrics (unset: no HTTP). */
+  httpListen?: string;
+  /** Decides each HTTP request (default: allow); the gRPC API's credentials can be checked here. */
+  authorizeHttp?: Authorize;
+  /** Who may call what (head/auth.ts). Default: no authentication, allowActionCacheUpdates decides cache writes. */
+  auth?: HeadAuth;
+  /** TLS or mutual TLS (common/credentials.ts loadServerCredentials). Default: plaintext. */
+  serverCredentials?: ServerCredentials;
+  /** Request size, timeout and tree bounds (head/limits.ts). */
+  limits?: Partial<HeadLimits>;
 }
 
 export interface Head {
@@ -48,6 +68,12 @@ export interface Head {
   caches: InstanceCaches;
   registry: NodeRegistry;
   scheduler: Scheduler;
+  builds: BuildTracker;
+  metrics: HeadMetrics;
+  /** http://host:port of the dashboard, when httpListen was given. */
+  httpUrl?: string;
+  /** The access policy every RPC passes; HTTP endpoints use authorizeHttp(head.auth, req). */
+  auth: HeadAuth;
   /** Stops accepting work, ends node streams, waits for in-flight RPCs briefly. */
   stop(): Promise<void>;
 }
@@ -74,35 +100,47 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log;
   await mkdir(opts.dataDir, { recursive: true });
-  const cas = createDiskBlobStore(path.join(opts.dataDir, 'cas'));
+  let scheduler: Scheduler | undefined;
+  let builds: BuildTracker | undefined;
+  const registry = createNodeRegistry({ clock, heartbeatTimeoutMs: opts.heartbeatTimeoutMs });
+  const metrics = createHeadMetrics({ scheduler: () => scheduler!, registry, builds: () => builds });
+  const cas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas')), metrics.cas);
   const caches = createInstanceCaches(
-    (dir): ActionCache => createCompletenessCheckingActionCache(createDiskActionCache(dir), cas),
+    (dir): ActionCache => createMeteredActionCache(createCompletenessCheckingActionCache(createDiskActionCache(dir), cas), metrics.actionCacheLookup),
     path.join(opts.dataDir, 'ac'),
   );
-  const registry = createNodeRegistry({ clock, heartbeatTimeoutMs: opts.heartbeatTimeoutMs });
   const heartbeatIntervalMs = Math.max(50, Math.floor(opts.heartbeatTimeoutMs / 3));
-  let scheduler: Scheduler | undefined;
   const workers = createWorkerService({ registry, log, heartbeatIntervalMs, scheduler: () => scheduler! });
   scheduler = createScheduler({
     registry,
     clock,
     log,
     maxAttempts: opts.maxAttempts,
+    retryBackoffMs: opts.retryBackoffMs ?? 100,
     send: (nodeId, cmd) => workers.send(nodeId, cmd),
     acceptResult: (e, result, nodeId) => acceptResult(cas, caches, e, result, nodeId),
   });
+  builds = createBuildTracker({ scheduler, clock, log, onExecuted: metrics.actionExecuted });
   registry.on('lost', (nodeId, reason) => log.warn({ nodeId, reason }, 'node lost; its actions were requeued'));
 
-  const maxMessage = opts.maxMessageBytes ?? 16 * 1024 * 1024;
-  const server = new Server({ 'grpc.max_receive_message_length': maxMessage, 'grpc.max_send_message_length': maxMessage });
+  const limits: HeadLimits = { ...DEFAULT_HEAD_LIMITS, ...(opts.maxMessageBytes ? { maxMessageBytes: opts.maxMessageBytes } : {}), ...opts.limits };
+  const auth = opts.auth ?? createHeadAuth({ allowClientCacheWrites: opts.allowActionCacheUpdates ?? true });
+  const maxMessage = limits.maxMessageBytes;
+  const server = new Server({
+    'grpc.max_receive_message_length': maxMessage,
+    'grpc.max_send_message_length': maxMessage,
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+    // Every call is authenticated and authorised before its handler runs.
+    interceptors: [createAuthInterceptor(auth, log)],
+  });
   let serving = true;
-  server.addService(CapabilitiesService, createCapabilitiesService({ maxBatchTotalBytes: DEFAULT_CAS_LIMITS.maxBatchTotalBytes, execEnabled: true, updateEnabled: opts.allowActionCacheUpdates ?? true }));
-  server.addService(ContentAddressableStorageService, createCasService(cas));
-  server.addService(ByteStreamService, createByteStreamService(cas));
-  server.addService(ActionCacheService, createActionCacheService({ caches, cas, allowUpdates: opts.allowActionCacheUpdates ?? true }));
-  server.addService(ExecutionService, createExecutionService({ cas, caches, scheduler, log }));
+  server.addService(CapabilitiesService, createCapabilitiesService({ maxBatchTotalBytes: DEFAULT_CAS_LIMITS.maxBatchTotalBytes, execEnabled: true, updateEnabled: auth.allowClientCacheWrites }));
+  server.addService(ContentAddressableStorageService, createCasService(cas, { ...DEFAULT_CAS_LIMITS, maxDirectoryBytes: limits.maxMessageBytes }));
+  server.addService(ByteStreamService, createByteStreamService(cas, { maxBlobBytes: limits.maxBlobBytes }));
+  server.addService(ActionCacheService, createActionCacheService({ caches, cas, allowUpdates: auth.enabled || auth.allowClientCacheWrites, builds }));
+  server.addService(ExecutionService, createExecutionService({ cas, caches, scheduler, log, builds, limits }));
   server.addService(WorkerService, workers.service);
-  server.addService(ClusterService, createClusterService(registry));
+  server.addService(ClusterService, createClusterService(registry, builds));
   server.addService(
     HealthService,
     createHealthService(
@@ -120,13 +158,23 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   );
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(opts.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(new OrionError(Code.UNAVAILABLE, `cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p)));
+    server.bindAsync(opts.listen, opts.serverCredentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new OrionError(Code.UNAVAILABLE, `cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p)));
   });
   const sweepEvery = Math.max(20, Math.floor(opts.heartbeatTimeoutMs / 4));
-  const sweeper = setInterval(() => registry.sweep(), sweepEvery);
+  const sweeper = setInterval(() => {
+    registry.sweep();
+    scheduler.checkStragglers();
+  }, sweepEvery);
   sweeper.unref();
   const host = opts.listen.slice(0, opts.listen.lastIndexOf(':'));
   log.info({ port, dataDir: opts.dataDir }, 'head listening');
+  let http: { api: ReturnType<typeof createHttpApi>; listener: HttpListener } | undefined;
+  if (opts.httpListen) {
+    const api = createHttpApi({ registry, builds, metrics: metrics.registry, log, authorize: opts.authorizeHttp ?? ((req) => authorizeHttp(auth, req).ok) });
+    const { host: httpHost, port: httpPort } = splitHostPort(opts.httpListen);
+    http = { api, listener: await listenHttp(httpHost, httpPort, api.handler) };
+    log.info({ url: http.listener.url }, 'dashboard listening');
+  }
 
   return {
     port,
@@ -135,8 +183,14 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
     caches,
     registry,
     scheduler,
+    builds,
+    metrics,
+    httpUrl: http?.listener.url,
+    auth,
     async stop() {
       serving = false;
+      http?.api.close();
+      await http?.listener.close();
       clearInterval(sweeper);
       workers.closeAll();
       await new Promise<void>((resolve) => {

@@ -34,6 +34,7 @@ function toHeadMessage(cmd: NodeCommand): HeadMessage {
       action: actionToPb(r.action),
       command: commandToPb(r.command),
       execRootDigest: r.execRootDigest ? digestToPb(r.execRootDigest) : undefined,
+      buildId: r.buildId ?? '',
     },
   };
 }

@@ -10,6 +10,7 @@ import { buildTreeFromDisk, collectTree, materializeTree, treeOf } from '../cas/
 import { encodeTree } from '../cas/directory.js';
 import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
 import type { ActionRunner } from '../sandbox/runner.js';
+import { confineToRoot } from '../sandbox/path-guard.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../common/platform-properties.js';
 
 export interface Assignment {
@@ -19,6 +20,8 @@ export interface Assignment {
   command: Command;
   /** Input root to run in, when it differs from action.inputRootDigest (global source context). */
   execRootDigest?: Digest;
+  /** The client's build id, when it sent one (for logs). */
+  buildId?: string;
 }
 
 export interface ExecutorDeps {
@@ -114,7 +117,8 @@ export function createExecutor(deps: ExecutorDeps): Executor {
     const outputDirectories: OutputDirectory[] = [];
     const toSend: Digest[] = [];
     for (const rel of declared) {
-      const abs = path.join(execRoot, cwdRel, rel);
+      // The action may have turned a parent of `rel` into a symlink to the node's own files.
+      const abs = await confineToRoot(execRoot, path.join(execRoot, cwdRel, rel), 'output');
       let st;
       try {
         st = await lstat(abs);
@@ -154,7 +158,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
 
   return {
     async execute(a, signal) {
-      const log = deps.log.child({ assignmentId: a.assignmentId, actionDigest: a.actionDigest.hash });
+      const log = deps.log.child({ ...(a.buildId ? { buildId: a.buildId } : {}), nodeId: deps.nodeId, assignmentId: a.assignmentId, actionDigest: a.actionDigest.hash });
       const rootDigest = a.execRootDigest ?? a.action.inputRootDigest;
       const dir = path.join(deps.workDir, `a${process.pid}-${++seq}`);
       const execRoot = path.join(dir, 'root');
@@ -168,13 +172,14 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         const t1 = deps.clock.now();
         await mkdir(dir, { recursive: true });
         await materializeTree(rootDigest, deps.local, execRoot, { link: true });
-        const cwd = path.join(execRoot, a.command.workingDirectory);
+        // Symlinks of the input tree may chain out of it: act only on paths that resolve inside.
+        const cwd = await confineToRoot(execRoot, path.join(execRoot, a.command.workingDirectory), 'working directory');
         await mkdir(cwd, { recursive: true });
         // An input that is also an output (ranlib, ar r on an existing archive) is a hard
         // link into the local CAS: give the command its own writable copy instead, so the
         // cached blob can never change. Create the parent directories the command expects.
         for (const rel of declaredOutputs(a)) {
-          const abs = path.join(cwd, rel);
+          const abs = await confineToRoot(execRoot, path.join(cwd, rel), 'output');
           const st = await lstat(abs).catch(() => undefined);
           if (st?.isFile()) {
             const tmp = `${abs}.orion-copy`;
@@ -186,7 +191,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
           }
           await mkdir(path.dirname(abs), { recursive: true });
         }
-        for (const rel of a.command.outputDirectories) await mkdir(path.join(cwd, rel), { recursive: true });
+        for (const rel of a.command.outputDirectories) await mkdir(await confineToRoot(execRoot, path.join(cwd, rel), 'output directory'), { recursive: true });
         const mountPath = propertyOf(a, MOUNT_PATH_PROPERTY);
         const depfile = propertyOf(a, DEPFILE_PROPERTY);
         const argv = depfile ? [...a.command.arguments, '-MD', '-MF', depfile] : a.command.arguments;

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import type { ChannelCredentials, ClientDuplexStream } from '@grpc/grpc-js';
+import type { ChannelCredentials, ClientDuplexStream, ClientOptions } from '@grpc/grpc-js';
 import { WorkerClient, type HeadMessage, type WorkerMessage, type AssignAction } from '../proto/gen/orion/v1/worker.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -10,6 +10,8 @@ import type { Executor } from './executor.js';
 export interface WorkerLoopOptions {
   headAddress: string;
   credentials: ChannelCredentials;
+  /** Extra client options (the bearer-token interceptor, common/credentials.ts). */
+  channelOptions?: Partial<ClientOptions>;
   nodeId: string;
   slots: number;
   /** Where this node serves its CAS to peers ('' when it does not). */
@@ -27,6 +29,8 @@ export interface WorkerLoop {
   /** Resolves when the signal aborts and in-flight actions were cancelled. */
   done: Promise<void>;
   running(): number;
+  /** Whether the node is registered and its stream to the head is open (its health). */
+  connected(): boolean;
 }
 
 function convertAssignment(a: AssignAction) {
@@ -37,16 +41,18 @@ function convertAssignment(a: AssignAction) {
     action: actionFromPb(a.action),
     command: commandFromPb(a.command),
     execRootDigest: a.execRootDigest ? digestFromPb(a.execRootDigest, 'exec_root_digest') : undefined,
+    buildId: a.buildId || undefined,
   };
 }
 
 export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
-  const client = new WorkerClient(opts.headAddress, opts.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  const client = new WorkerClient(opts.headAddress, opts.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024, ...opts.channelOptions });
   const inFlight = new Map<string, AbortController>();
   const log = opts.log.child({ nodeId: opts.nodeId });
   const minBackoff = opts.minBackoffMs ?? 200;
   const maxBackoff = opts.maxBackoffMs ?? 10_000;
   const random = opts.random ?? Math.random;
+  let connected = false;
 
   async function session(): Promise<void> {
     const reg = await new Promise<{ sessionId: string; heartbeatIntervalMs: number }>((resolve, reject) => {
@@ -61,6 +67,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
       if (!stream.writableEnded && !stream.destroyed) stream.write(m);
     };
     send({ hello: { nodeId: opts.nodeId, sessionId: reg.sessionId } });
+    connected = true;
     const beat = () => send({ heartbeat: { running: inFlight.size, load: os.loadavg()[0] ?? 0, assignmentIds: [...inFlight.keys()] } });
     beat();
     const timer = setInterval(beat, reg.heartbeatIntervalMs);
@@ -68,7 +75,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
     const runAssignment = async (a: AssignAction) => {
       const controller = new AbortController();
       inFlight.set(a.assignmentId, controller);
-      const alog = log.child({ assignmentId: a.assignmentId, actionDigest: a.actionDigest?.hash });
+      const alog = log.child({ ...(a.buildId ? { buildId: a.buildId } : {}), assignmentId: a.assignmentId, actionDigest: a.actionDigest?.hash });
       try {
         const assignment = convertAssignment(a);
         const result = await opts.executor.execute(assignment, controller.signal);
@@ -96,6 +103,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
         else if (m.cancel) inFlight.get(m.cancel.assignmentId)?.abort();
       });
       const finish = (err?: Error) => {
+        connected = false;
         clearInterval(timer);
         opts.signal.removeEventListener('abort', onAbort);
         if (err && !opts.signal.aborted) reject(err);
@@ -116,6 +124,15 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
         if (opts.signal.aborted) break;
         // In-flight actions of a lost session are requeued by the head; drop them here.
         for (const c of inFlight.values()) c.abort();
+        // Wrong or missing credentials do not fix themselves: stop and say so.
+        const code = statusOf(err);
+        if (code === Code.UNAUTHENTICATED || code === Code.PERMISSION_DENIED) {
+          while (inFlight.size > 0) await new Promise((r) => setTimeout(r, 20));
+          client.close();
+          throw new OrionError(code, `the head at ${opts.headAddress} refused this node: ${(err as Error).message}`, {
+            hint: 'give the node a node credential: --tls-cert/--tls-key of a certificate with OU=node, or a node token in --token-file or ORION_TOKEN',
+          });
+        }
         if (Date.now() - started > 5000) failures = 0;
         failures++;
         const backoff = Math.min(maxBackoff, minBackoff * 2 ** Math.min(failures, 10)) * (0.5 + random() / 2);
@@ -131,5 +148,5 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
     client.close();
   })();
 
-  return { done, running: () => inFlight.size };
+  return { done, running: () => inFlight.size, connected: () => connected };
 }

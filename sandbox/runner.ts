@@ -1,5 +1,6 @@
 import { execa } from 'execa';
 import { OrionError, Code } from '../common/errors.js';
+import { killProcessesUnder } from './stragglers.js';
 
 export interface RunSpec {
   argv: string[];
@@ -67,17 +68,26 @@ export function createProcessRunner(spawn: Spawner = execa): ActionRunner {
       });
       let timedOut = false;
       let cancelled = false;
+      // The group, plus processes that left it (setsid) but still work in the action's directory:
+      // those would otherwise hold the output pipes open and keep `child` from settling.
+      const killAll = () => {
+        killGroup(child.pid);
+        if (spec.root) void killProcessesUnder(spec.root.hostDir);
+      };
       const timer = spec.timeoutMs
         ? setTimeout(() => {
             timedOut = true;
-            killGroup(child.pid);
+            killAll();
           }, spec.timeoutMs)
         : undefined;
       const onAbort = () => {
         cancelled = true;
-        killGroup(child.pid);
+        killAll();
       };
       spec.signal?.addEventListener('abort', onAbort, { once: true });
+      // When the command exits, whatever it left running in its group goes too (and
+      // stops holding its output pipes open, which would keep the action from ending).
+      child.once('exit', killAll);
       try {
         const r = await child;
         if (cancelled) throw new OrionError(Code.CANCELLED, 'action cancelled');
@@ -95,6 +105,7 @@ export function createProcessRunner(spawn: Spawner = execa): ActionRunner {
         if (timer) clearTimeout(timer);
         spec.signal?.removeEventListener('abort', onAbort);
         killGroup(child.pid);
+        if (spec.root) await killProcessesUnder(spec.root.hostDir);
       }
     },
   };

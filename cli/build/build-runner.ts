@@ -15,13 +15,15 @@ import { computeActionKey, type ActionKey, type KeyDeps } from './action-key.js'
 import { parseDepFile } from './compiler-args.js';
 import type { BuildExecutor } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
+import { assertSafeResult } from './result-guard.js';
 import type { Reporter } from './reporter.js';
 import { KEYED_ENV } from './action-key.js';
 import { diffSnapshots, stepKey, type StepCache, type StepEffect } from './step-cache.js';
 import { applyStepEffect, freshenOutputs } from './output-writer.js';
 
 export interface RemoteActionCache {
-  get(key: ActionKey): Promise<ActionResult | undefined>;
+  /** `a` (when given) lets the head record the lookup under this build. */
+  get(key: ActionKey, a?: BuildAction): Promise<ActionResult | undefined>;
   /** Copies a remote result's blobs into the local CAS. */
   fetch(result: ActionResult): Promise<void>;
   /** Stores a result whose blobs the head already holds. */
@@ -163,12 +165,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return 'cached';
     }
     if (opts.dryRun) return 'dry-run';
-    const remoteRaw = await deps.remoteCache?.get(key);
+    const remoteRaw = await deps.remoteCache?.get(key, a);
     // Look again under the key that covers what the result shows was read (each round learns files, so this ends).
     if (remoteRaw && (await learnUnkeyedReads(a, key, remoteRaw))) return runCacheable(a, true);
     // A node's result carries the dependency file Orion asked for; it is not a build output.
     const remote = remoteRaw && key.depfileRel ? { ...remoteRaw, outputFiles: remoteRaw.outputFiles.filter((f) => f.path !== key.depfileRel) } : remoteRaw;
     if (remote) {
+      assertSafeResult(remote, deps.keyDeps.files.root, a.cwd, `the cached result of ${a.label}`);
       await deps.remoteCache!.fetch(remote);
       await writeOutputs(remote, a.cwd, deps.keyDeps.files, deps.localCas);
       await freshenOutputs(a.outputs, key.inputs.keys(), deps.keyDeps.files);
@@ -180,8 +183,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
     const executor = key.remotable ? deps.executor : deps.localExecutor;
     const started = Date.now();
+    reporter.running?.(a, executor === deps.localExecutor ? 'local' : 'remote');
     const out = await executor.run(a, key, deps.signal);
     summary.durations.set(a.id, Date.now() - started);
+    reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), sentAt: out.sentAt, metadata: out.result.executionMetadata, exitCode: out.result.exitCode });
     deps.keyDeps.scanner.invalidate(a.outputs);
     if (out.stdout.length > 0) reporter.actionStdout(out.stdout);
     if (out.stderr.length > 0) reporter.actionStderr(out.stderr);
@@ -224,8 +229,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
     if (opts.dryRun) return 'dry-run';
     const started = Date.now();
+    reporter.running?.(a, 'local');
     const out = await deps.localExecutor.run(a, undefined, deps.signal);
     summary.durations.set(a.id, Date.now() - started);
+    reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), exitCode: out.result.exitCode });
     files.forgetAll();
     if (out.stdout.length > 0) reporter.actionStdout(out.stdout);
     if (out.stderr.length > 0) reporter.actionStderr(out.stderr);

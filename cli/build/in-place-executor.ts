@@ -22,6 +22,8 @@ export interface ExecOutcome {
   depfile?: string;
   /** Where it ran: 'local' or a node id. */
   where: string;
+  /** Remote runs: when the Execute request was sent (ms since the epoch), after inputs were uploaded. */
+  sentAt?: number;
 }
 
 export interface BuildExecutor {

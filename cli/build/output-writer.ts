@@ -7,6 +7,7 @@ import { Code, OrionError } from '../../common/errors.js';
 import type { BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { ProjectFiles } from './project-files.js';
+import { confineToRoot } from '../../sandbox/path-guard.js';
 import type { StepEffect } from './step-cache.js';
 
 /** Resolves an output path against the action's directory, refusing anything outside the project. */
@@ -28,6 +29,8 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
   for (const f of result.outputFiles) {
     if (skip.has(f.path)) continue;
     const abs = outputPath(files.root, cwd, f.path);
+    // Never through a symlink (say, an earlier output) that leads out of the project.
+    await confineToRoot(files.root, abs, 'output', 'the project');
     const current = await files.state(abs);
     if (current && current.digest.hash === f.digest.hash && current.isExecutable === f.isExecutable) continue;
     await mkdir(path.dirname(abs), { recursive: true });
@@ -40,6 +43,7 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
   }
   for (const s of result.outputSymlinks) {
     const abs = outputPath(files.root, cwd, s.path);
+    await confineToRoot(files.root, abs, 'output', 'the project');
     const existing = await lstat(abs).then((st) => (st.isSymbolicLink() ? readlink(abs) : null), () => undefined);
     if (existing === s.target) continue;
     await rm(abs, { force: true, recursive: true });

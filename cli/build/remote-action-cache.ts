@@ -1,5 +1,6 @@
 /** The head's action cache, consulted after the local one. */
-import type { ChannelCredentials } from '@grpc/grpc-js';
+import { Metadata, type ChannelCredentials, type ClientOptions } from '@grpc/grpc-js';
+import { actionMetadata } from './action-metadata.js';
 import { ActionCacheClient, type ActionResult as PbActionResult } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { Code, statusOf } from '../../common/errors.js';
 import type { BlobStore } from '../../cas/blob-store.js';
@@ -8,18 +9,21 @@ import { actionResultFromPb, actionResultToPb, digestToPb } from '../../proto/co
 import { fromServiceError } from '../../proto/grpc-status.js';
 import type { RemoteActionCache } from './build-runner.js';
 
-export function createRemoteActionCache(deps: { address: string; credentials: ChannelCredentials; remote: BlobStore; local: BlobStore; instanceName?: string }): RemoteActionCache {
-  const client = new ActionCacheClient(deps.address, deps.credentials);
+export function createRemoteActionCache(deps: { address: string; credentials: ChannelCredentials; channelOptions?: Partial<ClientOptions>; remote: BlobStore; local: BlobStore; instanceName?: string; buildId?: string }): RemoteActionCache {
+  const client = new ActionCacheClient(deps.address, deps.credentials, { ...deps.channelOptions });
+  // A head with authentication keeps clients out of its action cache: once told so, stop asking.
+  let writesRefused = false;
   const fetch = async (d: Digest | undefined) => {
     if (!d || (await deps.local.has(d))) return;
     await deps.local.putStream(d, deps.remote.getStream(d));
   };
   return {
-    async get(key) {
+    async get(key, a) {
       try {
         const r = await new Promise<PbActionResult>((resolve, reject) =>
           client.getActionResult(
             { instanceName: deps.instanceName ?? '', actionDigest: digestToPb(key.actionDigest), inlineStdout: false, inlineStderr: false, inlineOutputFiles: [], digestFunction: 0 },
+            deps.buildId && a ? actionMetadata(deps.buildId, a) : new Metadata(),
             (err, res) => (err ? reject(fromServiceError(err, 'GetActionResult')) : resolve(res)),
           ),
         );
@@ -31,10 +35,14 @@ export function createRemoteActionCache(deps: { address: string; credentials: Ch
       }
     },
     async put(key, result) {
+      if (writesRefused) return;
       await new Promise<void>((resolve, reject) =>
         client.updateActionResult(
           { instanceName: deps.instanceName ?? '', actionDigest: digestToPb(key.actionDigest), actionResult: actionResultToPb(result), digestFunction: 0 },
-          (err) => (err ? reject(fromServiceError(err, 'UpdateActionResult')) : resolve()),
+          (err) => {
+            if (err?.code === Code.PERMISSION_DENIED) writesRefused = true;
+            return err ? reject(fromServiceError(err, 'UpdateActionResult')) : resolve();
+          },
         ),
       );
     },

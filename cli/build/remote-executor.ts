@@ -4,21 +4,23 @@
  * a node, and its outputs come back into the tree.
  */
 import { createReadStream } from 'node:fs';
-import { Metadata, type ChannelCredentials } from '@grpc/grpc-js';
-import { ExecuteResponse, ExecutionClient } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { Metadata, type ChannelCredentials, type ClientOptions } from '@grpc/grpc-js';
+import { ExecuteOperationMetadata, ExecuteResponse, ExecutionClient, ExecutionStage_Value } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { actionMetadata } from './action-metadata.js';
 import type { Operation } from '../../proto/gen/google/longrunning/operations.js';
 import { Code, OrionError, statusOf, wrap } from '../../common/errors.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import type { ActionKey } from './action-key.js';
 import { EXEC_ROOT_HEADER } from '../../common/platform-properties.js';
 import type { BlobStore } from '../../cas/blob-store.js';
-import { digestKey } from '../../cas/digest.js';
+import { digestKey, digestOfFile } from '../../cas/digest.js';
 import type { Digest } from '../../cas/types.js';
 import { actionResultFromPb, digestToPb, errorFromStatus } from '../../proto/convert.js';
 import { fromServiceError } from '../../proto/grpc-status.js';
 import type { RemoteBlobStore } from '../../proto/grpc-blob-store.js';
 import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
+import { assertSafeResult } from './result-guard.js';
 import type { ProjectFiles } from './project-files.js';
 
 export interface RemoteExecutorDeps {
@@ -28,10 +30,16 @@ export interface RemoteExecutorDeps {
   sleep?: (ms: number) => Promise<void>;
   address: string;
   credentials: ChannelCredentials;
+  /** Extra client options (the bearer-token interceptor, common/credentials.ts). */
+  channelOptions?: Partial<ClientOptions>;
   remote: RemoteBlobStore;
   local: BlobStore;
   files: ProjectFiles;
   instanceName?: string;
+  /** Sent with each Execute (metadata x-orion-build-id) so the head can group this build's work. */
+  buildId?: string;
+  /** Told when the head queues an action and when a node starts it (with the node's id). */
+  onStage?(a: BuildAction, stage: 'queued' | 'executing', worker?: string): void;
 }
 
 export interface RemoteExecutor extends BuildExecutor {
@@ -41,14 +49,18 @@ export interface RemoteExecutor extends BuildExecutor {
 }
 
 export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
-  const client = new ExecutionClient(deps.address, deps.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  const client = new ExecutionClient(deps.address, deps.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024, ...deps.channelOptions });
   const present = new Set<string>();
   let uploaded = 0;
 
-  /** Uploads whatever of `blobs` the head lacks. `source` gives the bytes or file of each. */
-  async function ensure(digests: Digest[], source: (d: Digest) => Buffer | string | undefined) {
+  /**
+   * Uploads whatever of `blobs` the head lacks. `source` gives the bytes or file of each.
+   * Returns the files that no longer hold the digest they were read with.
+   */
+  async function ensure(digests: Digest[], source: (d: Digest) => Buffer | string | undefined): Promise<string[]> {
+    const changed: string[] = [];
     const unknown = digests.filter((d) => !present.has(digestKey(d)));
-    if (unknown.length === 0) return;
+    if (unknown.length === 0) return changed;
     const missing = await deps.remote.findMissing(unknown);
     const missingKeys = new Set(missing.map(digestKey));
     for (const d of unknown) if (!missingKeys.has(digestKey(d))) present.add(digestKey(d));
@@ -58,16 +70,25 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
         for (let d = queue.shift(); d; d = queue.shift()) {
           const src = source(d);
           if (src === undefined) throw new OrionError(Code.INTERNAL, `no local source for blob ${digestKey(d)}`);
-          if (typeof src === 'string') await deps.remote.putStream(d, createReadStream(src));
-          else await deps.remote.put(d, src);
+          if (typeof src === 'string') {
+            try {
+              await deps.remote.putStream(d, createReadStream(src));
+            } catch (err) {
+              // The tree holds the outputs of actions running here too: one may have rewritten the file since.
+              if ((await digestOfFile(src).catch(() => undefined))?.hash === d.hash) throw err;
+              changed.push(src);
+              continue;
+            }
+          } else await deps.remote.put(d, src);
           uploaded += d.sizeBytes;
           present.add(digestKey(d));
         }
       }),
     );
+    return changed;
   }
 
-  async function uploadTree(): Promise<Digest> {
+  async function uploadTree(attempt = 1): Promise<Digest> {
     const snap = await deps.files.snapshot();
     const tree = await deps.files.tree();
     const fileSources = new Map<string, string>();
@@ -81,14 +102,21 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
       const [hash, size] = k.split('/');
       return { hash: hash!, sizeBytes: Number(size) };
     });
-    await ensure(fileDigests, (d) => fileSources.get(digestKey(d)));
+    const changed = await ensure(fileDigests, (d) => fileSources.get(digestKey(d)));
+    if (changed.length > 0) {
+      // Written by an action still running here, so no input of this one: read the tree again.
+      if (attempt >= 20) throw new OrionError(Code.ABORTED, `files kept changing while they were uploaded: ${changed.join(', ')}`);
+      for (const f of changed) deps.files.forget(f);
+      await new Promise((r) => setTimeout(r, 10 * attempt));
+      return uploadTree(attempt + 1);
+    }
     await ensure(dirDigests, (d) => tree.directories.get(digestKey(d)));
     return tree.rootDigest;
   }
 
-  function execute(actionDigest: Digest, execRoot: Digest, signal: AbortSignal): Promise<ExecuteResponse> {
+  function execute(a: BuildAction, actionDigest: Digest, execRoot: Digest, signal: AbortSignal): Promise<ExecuteResponse> {
     return new Promise((resolve, reject) => {
-      const md = new Metadata();
+      const md = deps.buildId ? actionMetadata(deps.buildId, a) : new Metadata();
       md.set(EXEC_ROOT_HEADER, digestKey(execRoot));
       const stream = client.execute({ instanceName: deps.instanceName ?? '', skipCacheLookup: false, actionDigest: digestToPb(actionDigest), digestFunction: 0, inlineStdout: false, inlineStderr: false, inlineOutputFiles: [] }, md);
       let response: ExecuteResponse | undefined;
@@ -96,6 +124,11 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
       signal.addEventListener('abort', onAbort, { once: true });
       stream.on('data', (op: Operation) => {
         if (op.done && op.response) response = ExecuteResponse.decode(op.response.value);
+        else if (deps.onStage && op.metadata) {
+          const m = ExecuteOperationMetadata.decode(op.metadata.value);
+          if (m.stage === ExecutionStage_Value.QUEUED) deps.onStage(a, 'queued');
+          else if (m.stage === ExecutionStage_Value.EXECUTING) deps.onStage(a, 'executing', m.partialExecutionMetadata?.worker || undefined);
+        }
       });
       stream.on('error', (err) => {
         signal.removeEventListener('abort', onAbort);
@@ -156,11 +189,13 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
         }),
         (d) => key.blobs.get(digestKey(d)),
       );
-      const response = await execute(key.actionDigest, execRoot, signal);
+      const sentAt = Date.now();
+      const response = await execute(a, key.actionDigest, execRoot, signal);
       const err = errorFromStatus(response.status, `remote execution of ${a.label}`);
       if (err) throw err;
       if (!response.result) throw new OrionError(Code.INTERNAL, `remote execution of ${a.label} returned no result`);
       const result = actionResultFromPb(response.result);
+      assertSafeResult(result, deps.files.root, a.cwd, `the result of ${a.label}`);
       const fetchStd = async (d: Digest | undefined, raw: Buffer | undefined) => (raw ? raw : d ? await deps.remote.get(d) : Buffer.alloc(0));
       const stdout = await fetchStd(result.stdoutDigest, result.stdoutRaw);
       const stderr = await fetchStd(result.stderrDigest, result.stderrRaw);
@@ -182,7 +217,7 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
           if (s) depfile = (await deps.local.get(s.digest)).toString('utf8');
         }
       }
-      return { result, stdout, stderr, depfile, where: result.executionMetadata?.worker || 'remote' };
+      return { result, stdout, stderr, depfile, where: result.executionMetadata?.worker || 'remote', sentAt };
     }
   }
 }

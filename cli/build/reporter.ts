@@ -2,6 +2,22 @@
 import path from 'node:path';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import type { ActionOutcome, BuildSummary } from './build-runner.js';
+import type { ExecutionMetadata } from '../../cas/types.js';
+import { formatReport, type BuildReport } from './build-report.js';
+
+/** One execution of an action (not a cache hit), as the build runner saw it. */
+export interface ExecutionTiming {
+  /** 'local' or the node id. */
+  where: string;
+  /** When the runner handed it to an executor, and when that returned (ms since the epoch). */
+  startMs: number;
+  endMs: number;
+  /** Remote runs: when the Execute request went out (inputs uploaded). */
+  sentAt?: number;
+  /** Remote runs: the node's timestamps of each phase. */
+  metadata?: ExecutionMetadata;
+  exitCode: number;
+}
 
 export interface Reporter {
   start(total: number): void;
@@ -12,6 +28,12 @@ export interface Reporter {
   explain(a: BuildAction, why: string): void;
   error(message: string): void;
   summary(s: BuildSummary, wallMs: number): void;
+  /** Where an action runs now: 'local', 'remote' (sent to the cluster), or a node id once one started it. */
+  running?(a: BuildAction, where: string): void;
+  /** An action finished executing (called before `finished`). */
+  executed?(a: BuildAction, t: ExecutionTiming): void;
+  /** The end-of-build details: bytes moved, critical path, slowest actions (after `summary`). */
+  report?(r: BuildReport): void;
 }
 
 export interface Sink {
@@ -58,6 +80,10 @@ export function createPlainReporter(sink: Sink, opts: { quiet: boolean; verbose:
       const line = `orion: ${s.ok ? 'build finished' : 'build FAILED'} in ${(wallMs / 1000).toFixed(2)}s: ${s.total} actions, ${c.executed} run${where ? ` (${where})` : ''}, ${c.cached + c['remote-cached']} cached${c['remote-cached'] ? ` (${c['remote-cached']} from the cluster)` : ''}${c.failed ? `, ${c.failed} failed` : ''}${c.skipped ? `, ${c.skipped} not run` : ''}${c['dry-run'] ? `, ${c['dry-run']} would run` : ''}\n`;
       if (!opts.quiet || !s.ok) sink.stderr(line);
       for (const f of s.failures) if (!opts.quiet || true) sink.stderr(`orion: failed: ${f.message}\n`);
+    },
+    report(r) {
+      if (opts.quiet) return;
+      for (const line of formatReport(r)) sink.stderr(`${line}\n`);
     },
   };
 }

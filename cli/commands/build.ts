@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { credentials } from '@grpc/grpc-js';
+import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
 import { Code, OrionError } from '../../common/errors.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createDiskActionCache } from '../../cas/disk-action-cache.js';
@@ -22,11 +22,21 @@ import { createRemoteExecutor } from '../build/remote-executor.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
 import { createToolResolver } from '../build/tool-resolver.js';
 import { createDiskStepCache } from '../build/step-cache.js';
+import type { BuildAction } from '../../dag-extractor/types.js';
+import { writeFile } from 'node:fs/promises';
+import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
+import { newBuildId } from '../build/action-metadata.js';
+import { buildReport } from '../build/build-report.js';
+import { fanOutReporter } from '../build/fan-out-reporter.js';
+import { createTimeline } from '../build/timeline.js';
+import { createTtyReporter } from '../build/tty-reporter.js';
 
 export interface BuildCommandOptions {
   dir: string;
   args: string[];
   head?: string;
+  /** TLS files and bearer-token file for the head (ORION_TOKEN otherwise). */
+  auth?: ClientAuthOptions;
   cacheDir: string;
   jobs?: number;
   keepGoing: boolean;
@@ -35,6 +45,10 @@ export interface BuildCommandOptions {
   quiet: boolean;
   verbose: boolean;
   buildDir?: string;
+  /** Set when stdout is a terminal: a live status line instead of one line per action. */
+  tty?: { columns: () => number };
+  /** Write a Chrome trace-event file (Perfetto, chrome://tracing) here. */
+  profile?: string;
 }
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
@@ -61,18 +75,27 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac')), localCas);
   const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
   const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.json`));
-  const reporter = createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
+  const timeline = createTimeline();
+  const shown = o.tty && !o.quiet ? createTtyReporter(sink, { verbose: o.verbose, root, columns: o.tty.columns }) : createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
+  const reporter = fanOutReporter(shown, timeline);
+  // With a head: a build id on every request (the head groups work by it), the bytes moved, where actions run.
+  const buildId = o.head ? newBuildId() : undefined;
+  const bytes = { uploaded: 0, downloaded: 0 };
+  const meter = { read: (n: number) => void (bytes.downloaded += n), written: (n: number) => void (bytes.uploaded += n) };
+  const observe = { buildId, onStage: (a: BuildAction, stage: 'queued' | 'executing', worker?: string) => reporter.running?.(a, stage === 'executing' ? (worker ?? 'remote') : 'remote') };
+  if (buildId && o.verbose) sink.stderr(`orion: build ${buildId} on ${o.head}\n`);
   const runner = createProcessRunner();
   const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
   const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env };
 
   let remote: ReturnType<typeof createGrpcBlobStore> | undefined;
   let remoteExecutor: ReturnType<typeof createRemoteExecutor> | undefined;
+  const headAuth = o.head ? loadClientAuth(o.auth ?? {}) : undefined;
   try {
     if (o.head) {
-      const creds = credentials.createInsecure();
-      remote = createGrpcBlobStore({ address: o.head, credentials: creds });
-      remoteExecutor = createRemoteExecutor({ address: o.head, credentials: creds, remote, local: localCas, files });
+      const auth = headAuth!;
+      remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions }), meter);
+      remoteExecutor = createRemoteExecutor({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions, remote, local: localCas, files, ...observe });
     }
     const summary = await runBuild(
       {
@@ -80,7 +103,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         keyDeps,
         localCas,
         localAc,
-        remoteCache: o.head && remote ? createRemoteActionCache({ address: o.head, credentials: credentials.createInsecure(), remote, local: localCas }) : undefined,
+        remoteCache: o.head && remote ? createRemoteActionCache({ address: o.head, credentials: headAuth!.credentials, channelOptions: headAuth!.channelOptions, remote, local: localCas, buildId }) : undefined,
         executor: remoteExecutor ?? localExecutor,
         localExecutor,
         stepCache: createDiskStepCache(path.join(o.cacheDir, 'steps')),
@@ -90,7 +113,17 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
       },
       { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain },
     );
-    reporter.summary(summary, Date.now() - started);
+    const wallMs = Date.now() - started;
+    reporter.summary(summary, wallMs);
+    reporter.report?.(buildReport({ graph, summary, wallMs, where: timeline.where(), buildId, bytes: o.head ? bytes : undefined }));
+    if (o.profile) {
+      try {
+        await writeFile(o.profile, JSON.stringify(timeline.trace({ buildId })));
+      } catch (err) {
+        throw new OrionError(Code.INVALID_ARGUMENT, `--profile: cannot write ${o.profile}: ${(err as Error).message}`);
+      }
+      if (!o.quiet) sink.stderr(`orion: wrote the build's timeline to ${o.profile} (open it in https://ui.perfetto.dev or chrome://tracing)\n`);
+    }
     return summary;
   } catch (err) {
     if (err instanceof OrionError && err.code === Code.UNAVAILABLE && o.head) {

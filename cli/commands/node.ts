@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
-import { credentials } from '@grpc/grpc-js';
+import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
 import { systemClock } from '../../common/clock.js';
 import { Code, OrionError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
@@ -12,6 +12,9 @@ import { startWorkerLoop } from '../../node/worker.js';
 import { createProcessRunner, type ActionRunner } from '../../sandbox/runner.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
 import { daemonSignal } from '../signals.js';
+import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
+import { createNodeMetrics } from '../../node/node-metrics.js';
+import { startNodeEndpoints } from '../../node/node-endpoints.js';
 
 export interface NodeCommandOptions {
   head: string;
@@ -20,11 +23,18 @@ export interface NodeCommandOptions {
   id?: string;
   sandbox: 'auto' | 'require' | 'off';
   logLevel: string;
+  /** TLS files and bearer-token file for reaching the head (ORION_TOKEN otherwise). */
+  auth?: ClientAuthOptions;
+  /** Where --metrics-port and --health-port listen. */
+  host?: string;
+  metricsPort?: number;
+  healthPort?: number;
 }
 
 export async function runNode(o: NodeCommandOptions): Promise<void> {
   const log = createLogger({ level: o.logLevel, name: 'orion-node' });
   const nodeId = o.id ?? `${os.hostname()}-${process.pid}`;
+  const clientAuth = loadClientAuth(o.auth ?? {});
   await mkdir(o.workDir, { recursive: true });
   const actionsDir = path.join(o.workDir, 'actions');
   // Directories left by a previous run that was killed are removed before starting.
@@ -32,13 +42,16 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   await mkdir(actionsDir, { recursive: true });
   let runner: ActionRunner = createProcessRunner();
   if (o.sandbox !== 'off') {
-    const probe = await probeBwrap();
-    if (probe.ok) runner = createBwrapRunner(runner);
+    // ORION_BWRAP names another bubblewrap binary (tests point it at one that fails).
+    const bwrapPath = process.env.ORION_BWRAP || 'bwrap';
+    const probe = await probeBwrap(bwrapPath);
+    if (probe.ok) runner = createBwrapRunner(runner, { bwrapPath });
     else if (o.sandbox === 'require') throw new OrionError(Code.FAILED_PRECONDITION, `--require-sandbox: bubblewrap cannot run here: ${probe.reason}`);
     else log.warn({ reason: probe.reason }, 'bubblewrap unavailable: running actions in plain per-action directories (use --require-sandbox to refuse)');
   }
-  const remote = createGrpcBlobStore({ address: o.head, credentials: credentials.createInsecure() });
-  const executor = createExecutor({
+  const metrics = createNodeMetrics({ slots: o.slots });
+  const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions }), metrics.headCas);
+  const executor = metrics.meter(createExecutor({
     local: createDiskBlobStore(path.join(o.workDir, 'cas')),
     remote,
     runner,
@@ -46,11 +59,16 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     nodeId,
     clock: systemClock,
     log,
-  });
+  }));
   const signal = daemonSignal(log);
   log.info({ nodeId, head: o.head, slots: o.slots, sandbox: runner.kind }, 'node starting');
-  const loop = startWorkerLoop({ headAddress: o.head, credentials: credentials.createInsecure(), nodeId, slots: o.slots, address: '', executor, log, signal });
+  const loop = startWorkerLoop({ headAddress: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions, nodeId, slots: o.slots, address: '', executor, log, signal });
+  const endpoints = await startNodeEndpoints({ host: o.host ?? '127.0.0.1', metricsPort: o.metricsPort, healthPort: o.healthPort, metrics: metrics.registry, isServing: () => loop.connected() && !signal.aborted });
+  // Tests and scripts read these lines to learn the ports when 0 was given.
+  if (endpoints.metricsUrl) process.stdout.write(`orion node metrics on ${endpoints.metricsUrl}/metrics\n`);
+  if (endpoints.healthAddress) process.stdout.write(`orion node health on ${endpoints.healthAddress}\n`);
   await loop.done;
+  await endpoints.close();
   remote.close();
   log.info('node stopped');
 }

@@ -108,6 +108,32 @@ export interface NodeInfo_MetadataEntry {
   value: string;
 }
 
+export interface ListBuildsRequest {
+  /**
+   * False lists only builds in progress (actions queued or running, or activity
+   * within the last minute); true also lists recent finished ones.
+   */
+  includeFinished: boolean;
+}
+
+export interface ListBuildsResponse {
+  builds: BuildInfo[];
+}
+
+export interface BuildInfo {
+  buildId: string;
+  started?: Date | undefined;
+  lastActivity?: Date | undefined;
+  queued: number;
+  running: number;
+  /** Finished successfully (executed, or served from the head's action cache). */
+  done: number;
+  failed: number;
+  /** Of `done`, how many were action-cache hits. */
+  cached: number;
+  inProgress: boolean;
+}
+
 function createBaseListNodesRequest(): ListNodesRequest {
   return { status: 0 };
 }
@@ -668,6 +694,367 @@ export const NodeInfo_MetadataEntry: MessageFns<NodeInfo_MetadataEntry> = {
   },
 };
 
+function createBaseListBuildsRequest(): ListBuildsRequest {
+  return { includeFinished: false };
+}
+
+export const ListBuildsRequest: MessageFns<ListBuildsRequest> = {
+  encode(message: ListBuildsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.includeFinished !== false) {
+      writer.uint32(8).bool(message.includeFinished);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBuildsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBuildsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.includeFinished = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBuildsRequest {
+    return {
+      includeFinished: isSet(object.includeFinished)
+        ? globalThis.Boolean(object.includeFinished)
+        : isSet(object.include_finished)
+        ? globalThis.Boolean(object.include_finished)
+        : false,
+    };
+  },
+
+  toJSON(message: ListBuildsRequest): unknown {
+    const obj: any = {};
+    if (message.includeFinished !== false) {
+      obj.includeFinished = message.includeFinished;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListBuildsRequest>, I>>(base?: I): ListBuildsRequest {
+    return ListBuildsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListBuildsRequest>, I>>(object: I): ListBuildsRequest {
+    const message = createBaseListBuildsRequest();
+    message.includeFinished = object.includeFinished ?? false;
+    return message;
+  },
+};
+
+function createBaseListBuildsResponse(): ListBuildsResponse {
+  return { builds: [] };
+}
+
+export const ListBuildsResponse: MessageFns<ListBuildsResponse> = {
+  encode(message: ListBuildsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.builds) {
+      BuildInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBuildsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBuildsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.builds.push(BuildInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBuildsResponse {
+    return {
+      builds: globalThis.Array.isArray(object?.builds) ? object.builds.map((e: any) => BuildInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListBuildsResponse): unknown {
+    const obj: any = {};
+    if (message.builds?.length) {
+      obj.builds = message.builds.map((e) => BuildInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListBuildsResponse>, I>>(base?: I): ListBuildsResponse {
+    return ListBuildsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListBuildsResponse>, I>>(object: I): ListBuildsResponse {
+    const message = createBaseListBuildsResponse();
+    message.builds = object.builds?.map((e) => BuildInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBuildInfo(): BuildInfo {
+  return {
+    buildId: "",
+    started: undefined,
+    lastActivity: undefined,
+    queued: 0,
+    running: 0,
+    done: 0,
+    failed: 0,
+    cached: 0,
+    inProgress: false,
+  };
+}
+
+export const BuildInfo: MessageFns<BuildInfo> = {
+  encode(message: BuildInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.buildId !== "") {
+      writer.uint32(10).string(message.buildId);
+    }
+    if (message.started !== undefined) {
+      Timestamp.encode(toTimestamp(message.started), writer.uint32(18).fork()).join();
+    }
+    if (message.lastActivity !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastActivity), writer.uint32(26).fork()).join();
+    }
+    if (message.queued !== 0) {
+      writer.uint32(32).uint32(message.queued);
+    }
+    if (message.running !== 0) {
+      writer.uint32(40).uint32(message.running);
+    }
+    if (message.done !== 0) {
+      writer.uint32(48).uint32(message.done);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(56).uint32(message.failed);
+    }
+    if (message.cached !== 0) {
+      writer.uint32(64).uint32(message.cached);
+    }
+    if (message.inProgress !== false) {
+      writer.uint32(72).bool(message.inProgress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.buildId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.started = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lastActivity = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.queued = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.running = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.done = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.failed = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.cached = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.inProgress = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildInfo {
+    return {
+      buildId: isSet(object.buildId)
+        ? globalThis.String(object.buildId)
+        : isSet(object.build_id)
+        ? globalThis.String(object.build_id)
+        : "",
+      started: isSet(object.started) ? fromJsonTimestamp(object.started) : undefined,
+      lastActivity: isSet(object.lastActivity)
+        ? fromJsonTimestamp(object.lastActivity)
+        : isSet(object.last_activity)
+        ? fromJsonTimestamp(object.last_activity)
+        : undefined,
+      queued: isSet(object.queued) ? globalThis.Number(object.queued) : 0,
+      running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+      done: isSet(object.done) ? globalThis.Number(object.done) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+      cached: isSet(object.cached) ? globalThis.Number(object.cached) : 0,
+      inProgress: isSet(object.inProgress)
+        ? globalThis.Boolean(object.inProgress)
+        : isSet(object.in_progress)
+        ? globalThis.Boolean(object.in_progress)
+        : false,
+    };
+  },
+
+  toJSON(message: BuildInfo): unknown {
+    const obj: any = {};
+    if (message.buildId !== "") {
+      obj.buildId = message.buildId;
+    }
+    if (message.started !== undefined) {
+      obj.started = message.started.toISOString();
+    }
+    if (message.lastActivity !== undefined) {
+      obj.lastActivity = message.lastActivity.toISOString();
+    }
+    if (message.queued !== 0) {
+      obj.queued = Math.round(message.queued);
+    }
+    if (message.running !== 0) {
+      obj.running = Math.round(message.running);
+    }
+    if (message.done !== 0) {
+      obj.done = Math.round(message.done);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    if (message.cached !== 0) {
+      obj.cached = Math.round(message.cached);
+    }
+    if (message.inProgress !== false) {
+      obj.inProgress = message.inProgress;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildInfo>, I>>(base?: I): BuildInfo {
+    return BuildInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildInfo>, I>>(object: I): BuildInfo {
+    const message = createBaseBuildInfo();
+    message.buildId = object.buildId ?? "";
+    message.started = object.started ?? undefined;
+    message.lastActivity = object.lastActivity ?? undefined;
+    message.queued = object.queued ?? 0;
+    message.running = object.running ?? 0;
+    message.done = object.done ?? 0;
+    message.failed = object.failed ?? 0;
+    message.cached = object.cached ?? 0;
+    message.inProgress = object.inProgress ?? false;
+    return message;
+  },
+};
+
 export type ClusterService = typeof ClusterService;
 export const ClusterService = {
   listNodes: {
@@ -688,11 +1075,29 @@ export const ClusterService = {
     responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
   },
+  /**
+   * The builds the head has seen: Orion clients send a build id with each
+   * Execute (metadata 'x-orion-build-id'); executions are grouped by it.
+   */
+  listBuilds: {
+    path: "/orion.v1.Cluster/ListBuilds" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListBuildsRequest): Buffer => Buffer.from(ListBuildsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListBuildsRequest => ListBuildsRequest.decode(value),
+    responseSerialize: (value: ListBuildsResponse): Buffer => Buffer.from(ListBuildsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListBuildsResponse => ListBuildsResponse.decode(value),
+  },
 } as const;
 
 export interface ClusterServer extends UntypedServiceImplementation {
   listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
   getNode: handleUnaryCall<GetNodeRequest, NodeInfo>;
+  /**
+   * The builds the head has seen: Orion clients send a build id with each
+   * Execute (metadata 'x-orion-build-id'); executions are grouped by it.
+   */
+  listBuilds: handleUnaryCall<ListBuildsRequest, ListBuildsResponse>;
 }
 
 export interface ClusterClient extends Client {
@@ -722,6 +1127,25 @@ export interface ClusterClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  /**
+   * The builds the head has seen: Orion clients send a build id with each
+   * Execute (metadata 'x-orion-build-id'); executions are grouped by it.
+   */
+  listBuilds(
+    request: ListBuildsRequest,
+    callback: (error: ServiceError | null, response: ListBuildsResponse) => void,
+  ): ClientUnaryCall;
+  listBuilds(
+    request: ListBuildsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListBuildsResponse) => void,
+  ): ClientUnaryCall;
+  listBuilds(
+    request: ListBuildsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListBuildsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -101,7 +101,11 @@ export interface AssignAction {
    * When set, execute in this input root instead of action.input_root_digest
    * (Orion's global source context); the result is still keyed by action_digest.
    */
-  execRootDigest?: Digest | undefined;
+  execRootDigest?:
+    | Digest
+    | undefined;
+  /** The client's build id (metadata 'x-orion-build-id' on Execute), for logs. */
+  buildId: string;
 }
 
 export interface CancelAction {
@@ -966,6 +970,7 @@ function createBaseAssignAction(): AssignAction {
     action: undefined,
     command: undefined,
     execRootDigest: undefined,
+    buildId: "",
   };
 }
 
@@ -988,6 +993,9 @@ export const AssignAction: MessageFns<AssignAction> = {
     }
     if (message.execRootDigest !== undefined) {
       Digest.encode(message.execRootDigest, writer.uint32(50).fork()).join();
+    }
+    if (message.buildId !== "") {
+      writer.uint32(58).string(message.buildId);
     }
     return writer;
   },
@@ -1053,6 +1061,14 @@ export const AssignAction: MessageFns<AssignAction> = {
             message.execRootDigest = Digest.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.buildId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1089,6 +1105,11 @@ export const AssignAction: MessageFns<AssignAction> = {
         : isSet(object.exec_root_digest)
         ? Digest.fromJSON(object.exec_root_digest)
         : undefined,
+      buildId: isSet(object.buildId)
+        ? globalThis.String(object.buildId)
+        : isSet(object.build_id)
+        ? globalThis.String(object.build_id)
+        : "",
     };
   },
 
@@ -1112,6 +1133,9 @@ export const AssignAction: MessageFns<AssignAction> = {
     if (message.execRootDigest !== undefined) {
       obj.execRootDigest = Digest.toJSON(message.execRootDigest);
     }
+    if (message.buildId !== "") {
+      obj.buildId = message.buildId;
+    }
     return obj;
   },
 
@@ -1134,6 +1158,7 @@ export const AssignAction: MessageFns<AssignAction> = {
     message.execRootDigest = (object.execRootDigest !== undefined && object.execRootDigest !== null)
       ? Digest.fromPartial(object.execRootDigest)
       : undefined;
+    message.buildId = object.buildId ?? "";
     return message;
   },
 };
