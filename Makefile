@@ -12,8 +12,10 @@ system-deps:
 	bash scripts/install-browser.sh
 	bash scripts/install-bazel.sh
 
+# `npm ci` of this machine's npm (11.19) rejects lock files without every platform's optional
+# packages; `npm install` installs the locked versions all the same.
 deps:
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund --no-save
 
 proto:
 	rm -rf proto/gen && mkdir -p proto/gen
