@@ -72,21 +72,29 @@ export interface BuildSummary {
   durations: Map<string, number>;
 }
 
-/** Longest chain (in actions) from each action to the end of the build. */
-function criticalPath(actions: BuildAction[], dependents: Map<string, string[]>): Map<string, number> {
+/** Longest chain (in actions) from each action to the end of the build: its critical-path length. */
+export function criticalPathLengths(actions: BuildAction[]): Map<string, number> {
+  const ids = new Set(actions.map((a) => a.id));
+  const dependents = new Map<string, string[]>();
+  for (const a of actions) {
+    for (const d of new Set(a.deps)) {
+      if (!ids.has(d)) continue;
+      const list = dependents.get(d);
+      if (list) list.push(a.id);
+      else dependents.set(d, [a.id]);
+    }
+  }
   const memo = new Map<string, number>();
-  const byId = new Map(actions.map((a) => [a.id, a]));
   const visit = (id: string): number => {
     const known = memo.get(id);
     if (known !== undefined) return known;
     memo.set(id, 1);
     let best = 0;
     for (const d of dependents.get(id) ?? []) best = Math.max(best, visit(d));
-    const v = best + 1;
-    memo.set(id, v);
-    return v;
+    memo.set(id, best + 1);
+    return best + 1;
   };
-  for (const a of byId.keys()) visit(a);
+  for (const id of ids) visit(id);
   return memo;
 }
 
@@ -98,9 +106,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   for (const a of graph.actions) {
     const ds = [...new Set(a.deps)].filter((d) => byId.has(d));
     waiting.set(a.id, ds.length);
-    for (const d of ds) dependents.set(d, [...(dependents.get(d) ?? []), a.id]);
+    for (const d of ds) {
+      const list = dependents.get(d);
+      if (list) list.push(a.id);
+      else dependents.set(d, [a.id]);
+    }
   }
-  const priority = criticalPath(graph.actions, dependents);
+  const priority = criticalPathLengths(graph.actions);
   const ready: BuildAction[] = graph.actions.filter((a) => waiting.get(a.id) === 0);
   const summary: BuildSummary = {
     ok: true,

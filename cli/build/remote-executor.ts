@@ -24,6 +24,8 @@ import { assertSafeResult } from './result-guard.js';
 import type { ProjectFiles } from './project-files.js';
 
 export interface RemoteExecutorDeps {
+  /** REAPI priority of an action (lower runs sooner): minus its critical-path length, so long chains start first. */
+  priorityOf?: (a: BuildAction) => number;
   /** How long to keep retrying when the head is unreachable (it may be restarting). */
   retryBudgetMs?: number;
   random?: () => number;
@@ -118,7 +120,20 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     return new Promise((resolve, reject) => {
       const md = deps.buildId ? actionMetadata(deps.buildId, a) : new Metadata();
       md.set(EXEC_ROOT_HEADER, digestKey(execRoot));
-      const stream = client.execute({ instanceName: deps.instanceName ?? '', skipCacheLookup: false, actionDigest: digestToPb(actionDigest), digestFunction: 0, inlineStdout: false, inlineStderr: false, inlineOutputFiles: [] }, md);
+      const priority = deps.priorityOf?.(a) ?? 0;
+      const stream = client.execute(
+        {
+          instanceName: deps.instanceName ?? '',
+          skipCacheLookup: false,
+          actionDigest: digestToPb(actionDigest),
+          executionPolicy: priority !== 0 ? { priority } : undefined,
+          digestFunction: 0,
+          inlineStdout: false,
+          inlineStderr: false,
+          inlineOutputFiles: [],
+        },
+        md,
+      );
       let response: ExecuteResponse | undefined;
       const onAbort = () => stream.cancel();
       signal.addEventListener('abort', onAbort, { once: true });

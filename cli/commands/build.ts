@@ -10,7 +10,7 @@ import { createStatCache } from '../../cas/stat-cache.js';
 import { extractGraph } from '../../dag-extractor/index.js';
 import { createProcessRunner } from '../../sandbox/runner.js';
 import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
-import { runBuild, type BuildSummary } from '../build/build-runner.js';
+import { criticalPathLengths, runBuild, type BuildSummary } from '../build/build-runner.js';
 import { loadDepManifest } from '../build/dep-manifest.js';
 import { loadOrExtractGraph } from '../build/graph-cache.js';
 import { createIncludeScanner } from '../build/include-scanner.js';
@@ -95,7 +95,8 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     if (o.head) {
       const auth = headAuth!;
       remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions }), meter);
-      remoteExecutor = createRemoteExecutor({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions, remote, local: localCas, files, ...observe });
+      const chain = criticalPathLengths(graph.actions);
+      remoteExecutor = createRemoteExecutor({ priorityOf: (a) => -(chain.get(a.id) ?? 0), address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions, remote, local: localCas, files, ...observe });
     }
     const summary = await runBuild(
       {

@@ -41,7 +41,13 @@ import { startHead, type Head } from '../../head/head.js';
 import { missingFromStatus } from '../../proto/convert.js';
 import type { RemoteBlobStore } from '../../proto/grpc-blob-store.js';
 import { tempDir } from '../helpers/daemons.js';
-import { casClient } from '../helpers/reapi.js';
+import { casClient, makeAction } from '../helpers/reapi.js';
+
+async function putEmptyRoot(cas: RemoteBlobStore): Promise<Digest> {
+  const dir = encodeDirectory({ files: [], directories: [], symlinks: [] });
+  await cas.put(digestOf(dir), dir);
+  return digestOf(dir);
+}
 
 const creds = grpc.credentials.createInsecure();
 
@@ -298,6 +304,25 @@ describe('head services (in-process)', () => {
   });
 
   describe('Execution, Capabilities, Health', () => {
+    it('queues an Execute with the priority of its ExecutionPolicy (no node is connected, so it stays queued)', async () => {
+      const cas = casClient(head.address);
+      const client = new ExecutionClient(head.address, creds);
+      try {
+        const { actionDigest } = await makeAction(cas, { argv: ['true', 'priority-test'], outputs: [], inputRoot: await putEmptyRoot(cas) });
+        const stream = client.execute({ instanceName: '', skipCacheLookup: true, actionDigest, executionPolicy: { priority: -7 }, digestFunction: 0, inlineStdout: false, inlineStderr: false, inlineOutputFiles: [] });
+        const first = await new Promise<{ name: string }>((resolve, reject) => {
+          stream.once('data', resolve);
+          stream.once('error', reject);
+        });
+        expect(head.scheduler.get(first.name)!.request.priority).toBe(-7);
+        expect(head.scheduler.get(first.name)!.stage).toBe('queued');
+        stream.cancel();
+      } finally {
+        client.close();
+        cas.close();
+      }
+    });
+
     it('answers WaitExecution on an unknown operation with NOT_FOUND', async () => {
       const client = new ExecutionClient(head.address, creds);
       try {
