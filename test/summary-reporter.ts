@@ -1,0 +1,25 @@
+/** Prints one plain closing line, `N passed, N failed`, that any CI log reader understands. */
+import type { Reporter } from 'vitest/reporters';
+
+type Task = { type: string; result?: { state?: string }; tasks?: Task[] };
+
+function count(tasks: Task[], acc = { passed: 0, failed: 0, skipped: 0 }) {
+  for (const t of tasks) {
+    if (t.type === 'test') {
+      const state = t.result?.state;
+      if (state === 'pass') acc.passed++;
+      else if (state === 'fail') acc.failed++;
+      else acc.skipped++;
+    }
+    if (t.tasks) count(t.tasks, acc);
+  }
+  return acc;
+}
+
+export default class SummaryReporter implements Reporter {
+  onFinished(files: Task[] = [], errors: unknown[] = []) {
+    const c = count(files);
+    const failed = c.failed + (errors.length > 0 && c.failed === 0 ? errors.length : 0);
+    process.stdout.write(`\n${c.passed} passed, ${failed} failed${c.skipped ? `, ${c.skipped} skipped` : ''}\n`);
+  }
+}
