@@ -3,7 +3,17 @@ import { execa } from 'execa';
 import type { ActionRunner, RunSpec } from './runner.js';
 
 /** Read-only system paths an action may use (its toolchain); missing ones are skipped. */
-const SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/opt'];
+const SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/opt'];
+
+/**
+ * The parts of /etc a toolchain reads (compiler alternatives, the dynamic linker's cache, user and
+ * time-zone names). The rest of /etc, where a node's own credentials usually live, stays hidden.
+ */
+const ETC_ENTRIES = [
+  'alternatives', 'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'passwd', 'group', 'nsswitch.conf', 'localtime',
+  'timezone', 'os-release', 'debian_version', 'locale.alias', 'locale.conf', 'default/locale', 'gcc', 'perl', 'python3',
+  'python3.11', 'mime.types', 'magic', 'magic.mime', 'protocols', 'services',
+];
 
 export interface BwrapOptions {
   bwrapPath?: string;
@@ -15,6 +25,11 @@ export interface BwrapOptions {
 export function bwrapArgs(spec: RunSpec, opts: BwrapOptions = {}): string[] {
   const args: string[] = [];
   for (const p of [...SYSTEM_PATHS, ...(opts.extraReadOnly ?? [])]) {
+    if (existsSync(p)) args.push('--ro-bind', p, p);
+  }
+  args.push('--dir', '/etc');
+  for (const e of ETC_ENTRIES) {
+    const p = `/etc/${e}`;
     if (existsSync(p)) args.push('--ro-bind', p, p);
   }
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');

@@ -18,10 +18,10 @@ const STATUS_VALUES: Record<string, NodeStatus> = {
 };
 
 export function formatNodeTable(nodes: NodeInfo[], now: number): string {
-  const rows = [['ID', 'ADDRESS', 'SLOTS', 'RUNNING', 'STATUS', 'LAST HEARTBEAT']];
+  const rows = [['ID', 'ADDRESS', 'SLOTS', 'RUNNING', 'LOAD', 'STATUS', 'LAST HEARTBEAT']];
   for (const n of nodes) {
     const ago = n.lastHeartbeat ? `${((now - n.lastHeartbeat.getTime()) / 1000).toFixed(1)}s ago` : '-';
-    rows.push([n.nodeId, n.address || '-', String(n.slots), String(n.running), STATUS_NAMES[n.status] ?? 'unknown', ago]);
+    rows.push([n.nodeId, n.address || '-', String(n.slots), String(n.running), n.load.toFixed(2), STATUS_NAMES[n.status] ?? 'unknown', ago]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';

@@ -127,11 +127,14 @@ describe('orion head and node as real processes', () => {
     const r = await cli('status', '--head', head.address);
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^ID\s+ADDRESS\s+SLOTS\s+RUNNING\s+STATUS\s+LAST HEARTBEAT$/);
-    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 5))).toEqual([
+    expect(lines[0]).toMatch(/^ID\s+ADDRESS\s+SLOTS\s+RUNNING\s+LOAD\s+STATUS\s+LAST HEARTBEAT$/);
+    const rows = lines.slice(1).map((l) => l.split(/\s+/));
+    expect(rows.map((r) => [...r.slice(0, 4), r[5]])).toEqual([
       ['cli-n1', '-', '2', '0', 'active'],
       ['cli-n2', '-', '2', '0', 'active'],
     ]);
+    // The node's 1-minute load average, as it reported in its heartbeats.
+    for (const r of rows) expect(r[4]).toMatch(/^\d+\.\d\d$/);
   });
 
   it('a node given SIGTERM exits 0, says it stopped, and the head marks it inactive at once', async () => {

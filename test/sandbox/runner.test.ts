@@ -186,6 +186,31 @@ describe('bubblewrap runner', () => {
     expect(await readFile(path.join(tmp, 'root/src/out.o'), 'utf8')).toBe('made\n');
   });
 
+  it("cannot read the node's environment through /proc/1/environ (its own PID namespace, a clean environment)", async () => {
+    process.env.ORION_TEST_NODE_SECRET = 'node-secret-value';
+    try {
+      const r = await inSandbox("for p in /proc/[0-9]*; do cat $p/environ 2>/dev/null | tr '\\0' '\\n'; done; echo done");
+      expect(r.stdout.toString()).toContain('done');
+      expect(r.stdout.toString()).not.toContain('node-secret-value');
+    } finally {
+      delete process.env.ORION_TEST_NODE_SECRET;
+    }
+  });
+
+  it('hides /etc but for what a toolchain reads: a credential kept under /etc is not readable, the compiler still runs', async () => {
+    const secret = `/etc/orion-sandbox-probe-${process.pid}.key`;
+    await writeFile(secret, 'node private key\n', { mode: 0o600 });
+    try {
+      const r = await inSandbox(`cat ${secret}; echo rc=$?; test -e /etc/alternatives/cc && echo alternatives; echo 'int main(void){return 0;}' > t.c && cc -c t.c -o t.o && echo compiled`);
+      expect(r.stdout.toString()).not.toContain('node private key');
+      expect(r.stdout.toString()).toContain('rc=1');
+      expect(r.stdout.toString()).toContain('alternatives');
+      expect(r.stdout.toString()).toContain('compiled');
+    } finally {
+      await rm(secret, { force: true });
+    }
+  });
+
   it('runs the command unprivileged, so a read-only input (a hard link into the CAS) cannot be written even when the node is root', async () => {
     await mkdir(path.join(tmp, 'root/src'), { recursive: true });
     const input = path.join(tmp, 'root/src/cached.h');
