@@ -5,6 +5,11 @@ import { OrionError } from '../common/errors.js';
 import { UsageError, parseDuration, parseHostPort, parsePort, parsePositiveInt } from './options.js';
 import { addClientAuthOptions, addHeadSecurityOptions, clientAuthFrom, headSecurityFrom } from './security-options.js';
 
+const wrapParseInt0 = (flag: string) => (v: string) => {
+  if (!/^\d+$/.test(v.trim())) throw new UsageError(`${flag}: expected a number, got ${JSON.stringify(v)}`);
+  return Number(v);
+};
+
 const wrapParse = <T>(fn: (v: string, flag: string) => T, flag: string) => (v: string) => {
   try {
     return fn(v, flag);
@@ -59,6 +64,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('--id <id>', 'node id (default: hostname-pid)')
     .addOption(new Option('--require-sandbox', 'refuse to start when bubblewrap cannot sandbox actions'))
     .addOption(new Option('--no-sandbox', 'run actions without bubblewrap'))
+    .option('--max-processes <n>', 'most processes one action may have at once, through the pids cgroup (0: no limit)', wrapParseInt0('--max-processes'), 1024)
     .option('--metrics-port <n>', 'serve Prometheus /metrics (and /healthz) over HTTP on this port (0 picks a free one; default: off)', wrapParse(parsePort, '--metrics-port'))
     .option('--health-port <n>', 'serve grpc.health.v1 on this port: SERVING while connected to the head (0 picks a free one; default: off)', wrapParse(parsePort, '--health-port'))
     .option('--listen-host <addr>', 'address --metrics-port and --health-port listen on', '127.0.0.1')
@@ -66,7 +72,7 @@ export function buildProgram(out: CliOutput): Command {
     .action(async (o) => {
       const { runNode } = await import('./commands/node.js');
       const sandbox = o.requireSandbox ? 'require' : o.sandbox === false ? 'off' : 'auto';
-      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, logLevel: o.logLevel, auth: clientAuthFrom(o) });
+      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o) });
     });
 
   program

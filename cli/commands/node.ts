@@ -11,6 +11,7 @@ import { createExecutor } from '../../node/executor.js';
 import { startWorkerLoop } from '../../node/worker.js';
 import { createProcessRunner, type ActionRunner } from '../../sandbox/runner.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
+import { createPidsLimitRunner, probePidsCgroup } from '../../sandbox/pids-limit-runner.js';
 import { daemonSignal } from '../signals.js';
 import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
 import { createNodeMetrics } from '../../node/node-metrics.js';
@@ -22,6 +23,8 @@ export interface NodeCommandOptions {
   workDir: string;
   id?: string;
   sandbox: 'auto' | 'require' | 'off';
+  /** Most processes one action may have at once (0: no limit). */
+  maxProcesses: number;
   logLevel: string;
   /** TLS files and bearer-token file for reaching the head (ORION_TOKEN otherwise). */
   auth?: ClientAuthOptions;
@@ -41,6 +44,10 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   await rm(actionsDir, { recursive: true, force: true });
   await mkdir(actionsDir, { recursive: true });
   let runner: ActionRunner = createProcessRunner();
+  // A process-count cap per action (a fork bomb stops there), where the kernel's pids cgroup is writable.
+  const pids = o.maxProcesses > 0 ? await probePidsCgroup() : undefined;
+  if (pids) runner = createPidsLimitRunner(runner, pids, o.maxProcesses);
+  else if (o.maxProcesses > 0) log.warn('no writable pids cgroup: actions run without a process limit');
   if (o.sandbox !== 'off') {
     // ORION_BWRAP names another bubblewrap binary (tests point it at one that fails).
     const bwrapPath = process.env.ORION_BWRAP || 'bwrap';

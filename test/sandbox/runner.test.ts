@@ -280,3 +280,28 @@ describe('bubblewrap runner', () => {
     expect(await waitUntilGone(pidsWithArg(marker))).toEqual([]);
   });
 });
+
+describe('process limit (pids cgroup)', () => {
+  it('stops a fork bomb at the limit; the action fails and no process of it survives', async () => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = await probePidsCgroup();
+    if (!cgroup) throw new Error('no writable pids cgroup on this machine: the node runs without a process limit here');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-pids-'));
+    try {
+      // The limit applies outside the sandbox: bwrap itself joins the group, so everything in it counts.
+      const runner = createBwrapRunner(createPidsLimitRunner(createProcessRunner(), cgroup, 64));
+      // A bounded fork bomb (dash, which does not retry a failed fork): each process tries to start two
+      // more, 12 levels deep (8190 if unchecked);
+      // the survivors report how many forks failed.
+      const script = 'bomb() { [ "$1" -gt 0 ] || return 0; bomb $(($1-1)) & bomb $(($1-1)) & wait; }; bomb 12 2>/tmp/errs; grep -ci "fork" /tmp/errs; true';
+      const r = await runner.run({ argv: ['sh', '-c', script], cwd: '/w', root: { hostDir: dir, sandboxDir: '/w' }, env: { PATH: '/usr/bin:/bin' }, timeoutMs: 30_000 });
+      expect(r.timedOut).toBe(false);
+      expect(Number(r.stdout.toString().trim())).toBeGreaterThan(0);
+      const after = await runner.run({ argv: ['sh', '-c', 'echo clean'], cwd: '/w', root: { hostDir: dir, sandboxDir: '/w' }, env: { PATH: '/usr/bin:/bin' } });
+      expect(after.stdout.toString()).toBe('clean\n');
+      expect(readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`))).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
