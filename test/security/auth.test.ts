@@ -2,8 +2,9 @@
  * Authentication and role checks of the head, in-process: bearer tokens and
  * mutual TLS, each RPC family per role, and that a refused call has no effect.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -322,10 +323,22 @@ describe('mutual TLS', () => {
     }
   });
 
-  it('refuses, at the handshake, a client without a certificate, one from another CA, and plaintext', async () => {
+  it('refuses, at the handshake, a client without a certificate, one from another CA, an expired one, and plaintext', async () => {
     const other = path.join(tmp.dir, 'other');
     await certsInit({ dir: other, hosts: [], days: 2, force: false });
+    // A client certificate from the right CA whose validity ended in 2020.
+    const exp = path.join(tmp.dir, 'expired');
+    await mkdir(exp, { recursive: true });
+    await writeFile(path.join(exp, 'index.txt'), '');
+    await writeFile(path.join(exp, 'serial'), '01\n');
+    await writeFile(
+      path.join(exp, 'ca.cnf'),
+      `[ ca ]\ndefault_ca = c\n[ c ]\ndatabase = ${exp}/index.txt\nserial = ${exp}/serial\nnew_certs_dir = ${exp}\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[ p ]\ncommonName = supplied\norganizationalUnitName = optional\n`,
+    );
+    execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(exp, 'client.key'), '-subj', '/CN=expired/OU=client', '-out', path.join(exp, 'client.csr')], { stdio: 'ignore' });
+    execFileSync('openssl', ['ca', '-batch', '-config', path.join(exp, 'ca.cnf'), '-cert', path.join(certs, 'ca.crt'), '-keyfile', path.join(certs, 'ca.key'), '-in', path.join(exp, 'client.csr'), '-out', path.join(exp, 'client.crt'), '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-notext'], { stdio: 'ignore' });
     const cases: ClientAuth[] = [
+      loadClientAuth({ tlsCert: path.join(exp, 'client.crt'), tlsKey: path.join(exp, 'client.key'), tlsCa: path.join(certs, 'ca.crt') }, {}),
       loadClientAuth({ tlsCa: path.join(certs, 'ca.crt') }, {}),
       loadClientAuth({ tlsCert: path.join(other, 'client.crt'), tlsKey: path.join(other, 'client.key'), tlsCa: path.join(certs, 'ca.crt') }, {}),
       loadClientAuth({}, {}),
