@@ -12,6 +12,7 @@
  * (so sub-makes can print their commands), $(shell ...) functions, and rules
  * that remake included makefiles.
  */
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import fg from 'fast-glob';
 import { failedPrecondition, invalidArgument, type OrionError } from '../common/errors.js';
@@ -78,11 +79,22 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
  * so it also goes into the MAKE variable recursive makes are started with.
  */
 async function assumeOldArgs(root: string, makeProgram: string, makeArgs: string[]): Promise<string[]> {
-  const found = await fg(['**/Makefile.*', '**/*.mk', '**/*.dep', '**/.make-*'], { cwd: root, dot: true, onlyFiles: true, ignore: ['**/.git/**'], followSymbolicLinks: false });
+  const ignore = ['**/.git/**'];
+  const found = await fg(['**/Makefile.*', '**/*.mk', '**/*.dep', '**/.make-*'], { cwd: root, dot: true, onlyFiles: true, ignore, followSymbolicLinks: false });
   const names = new Set<string>();
   for (const f of found) {
     names.add(f);
     names.add(path.basename(f));
+  }
+  // Optional includes named literally (`-include Makefile.dep`) are generated files too: marked
+  // old even when absent, the dry run reads the makefile without running their rules (Redis's
+  // runs `cc -MM *.c` for several seconds). Orion reads headers itself, so nothing is lost.
+  const makefiles = await fg(['**/{GNUmakefile,makefile,Makefile,*.mk}'], { cwd: root, dot: false, onlyFiles: true, ignore, followSymbolicLinks: false });
+  for (const m of makefiles) {
+    const text = await readFile(path.join(root, m), 'utf8').catch(() => '');
+    for (const line of text.matchAll(/^[ \t]*(?:-include|sinclude)[ \t]+([^\n#]+)$/gm)) {
+      for (const name of line[1]!.trim().split(/\s+/)) if (/^[A-Za-z0-9_./-]+$/.test(name)) names.add(name);
+    }
   }
   if (names.size === 0) return [];
   const old = [...names].sort().flatMap((n) => ['-o', n]);

@@ -1,22 +1,34 @@
 /**
  * Extracting a graph runs make or cmake, which costs more than a no-op build
  * should. The graph is cached under a key of everything extraction reads: the
- * build files' contents, the project's file listing (wildcards), the arguments
- * and the environment make sees.
+ * build files' contents, the project's file listing (wildcards), the commit
+ * checked out (makefiles stamp it into generated headers), the arguments and
+ * the environment make sees.
+ *
+ * Extraction also has effects: a dry run still runs $(shell ...) and remakes
+ * included makefiles (Redis writes release.h and Makefile.dep that way). Like
+ * any step with unknown effects, the files it wrote are recorded with the
+ * graph and written again when the cached graph is used on a tree that lacks them.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
+import type { BlobStore } from '../../cas/blob-store.js';
 import type { BuildGraph } from '../../dag-extractor/types.js';
-import type { ProjectFiles } from './project-files.js';
+import { applyStepEffect } from './output-writer.js';
+import type { ProjectFiles, Snapshot } from './project-files.js';
+import { diffSnapshots, type StepEffect } from './step-cache.js';
 
 const BUILD_FILE = /(^|\/)(GNUmakefile|makefile|Makefile|CMakeLists\.txt|compile_commands\.json|build\.ninja)$|\.(mk|make|cmake|ninja)$/;
 const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LDLIBS', 'AR', 'ARFLAGS', 'MAKEFLAGS', 'PATH', 'SOURCE_DATE_EPOCH'];
-const FORMAT = 2;
+const FORMAT = 3;
 
 export interface GraphCacheInput {
   files: ProjectFiles;
+  /** Where the files extraction wrote are kept, to write them again. */
+  cas: BlobStore;
   cacheDir: string;
   args: string[];
   buildDir?: string;
@@ -24,35 +36,66 @@ export interface GraphCacheInput {
   extract(): Promise<BuildGraph>;
 }
 
-export async function graphKey(input: GraphCacheInput): Promise<string> {
+interface CachedGraph {
+  graph: BuildGraph;
+  effect: Omit<StepEffect, 'stdout' | 'stderr'>;
+}
+
+/** The commit checked out, when the project is a git work tree (.git is not part of snapshots). */
+async function gitIdentity(root: string): Promise<string> {
+  try {
+    const head = (await readFile(path.join(root, '.git', 'HEAD'), 'utf8')).trim();
+    const ref = /^ref: (.+)$/.exec(head)?.[1];
+    if (!ref) return head;
+    const loose = await readFile(path.join(root, '.git', ref), 'utf8').catch(() => '');
+    if (loose) return `${ref}@${loose.trim()}`;
+    const packed = await readFile(path.join(root, '.git', 'packed-refs'), 'utf8').catch(() => '');
+    return `${ref}@${packed.split('\n').find((l) => l.endsWith(` ${ref}`)) ?? ''}`;
+  } catch {
+    return '';
+  }
+}
+
+export async function graphKey(input: Omit<GraphCacheInput, 'extract' | 'cas'>, snap: Snapshot): Promise<string> {
   const h = createHash('sha256');
   h.update(`orion-graph-${FORMAT}\u0000${input.files.root}\u0000${input.args.join('\u0001')}\u0000${input.buildDir ?? ''}\u0000`);
   for (const name of GRAPH_ENV) h.update(`${name}=${input.env[name] ?? ''}\u0000`);
-  const { files, symlinks } = await input.files.list();
-  for (const f of files) {
-    h.update(f);
-    if (BUILD_FILE.test(f)) {
-      const s = await input.files.state(path.join(input.files.root, f));
-      h.update(`@${s?.digest.hash ?? '-'}`);
-    }
+  h.update(`git=${await gitIdentity(input.files.root)}\u0000`);
+  for (const p of [...snap.entries.keys()].sort()) {
+    const e = snap.entries.get(p)!;
+    h.update(p);
+    if (e.kind === 'file' && BUILD_FILE.test(p)) h.update(`@${e.state.digest.hash}`);
+    else if (e.kind === 'symlink') h.update(`->${e.target}`);
+    else if (e.kind === 'dir') h.update('/');
     h.update('\n');
   }
-  for (const s of symlinks) h.update(`${s.path}->${s.target}\n`);
   return h.digest('hex');
 }
 
-/** Returns the cached graph for this key, or extracts and caches it. */
+/** Returns the cached graph for this tree (replaying what extraction wrote), or extracts and caches it. */
 export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ graph: BuildGraph; cached: boolean }> {
-  const key = await graphKey(input);
+  const before = await input.files.snapshot();
+  const beforeEntries = new Map(before.entries);
+  const key = await graphKey(input, before);
   const file = path.join(input.cacheDir, 'graphs', `${key}.json`);
   try {
-    const graph = JSON.parse(await readFile(file, 'utf8')) as BuildGraph;
-    if (graph.root === input.files.root && Array.isArray(graph.actions)) return { graph, cached: true };
+    const cached = JSON.parse(await readFile(file, 'utf8')) as CachedGraph;
+    if (cached.graph?.root === input.files.root && Array.isArray(cached.graph.actions) && cached.effect) {
+      const missing = await input.cas.findMissing(cached.effect.written.map((w) => w.digest));
+      if (missing.length === 0) {
+        await applyStepEffect({ ...cached.effect, deleted: [] }, input.files, input.cas);
+        return { graph: cached.graph, cached: true };
+      }
+    }
   } catch {
     // Not cached yet (or unreadable): extract below.
   }
   const graph = await input.extract();
+  input.files.forgetAll();
+  const after = await input.files.snapshot();
+  const effect = diffSnapshots(beforeEntries, after.entries);
+  for (const w of effect.written) await input.cas.putStream(w.digest, createReadStream(path.join(input.files.root, w.path)));
   await mkdir(path.dirname(file), { recursive: true });
-  await writeFileAtomic(file, JSON.stringify(graph));
+  await writeFileAtomic(file, JSON.stringify({ graph, effect } satisfies CachedGraph));
   return { graph, cached: false };
 }

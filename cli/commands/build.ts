@@ -63,15 +63,16 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const projectKey = createHash('sha256').update(root).digest('hex').slice(0, 16);
   const statCache = createStatCache(path.join(o.cacheDir, 'stat', `${projectKey}.json`));
   const files = createProjectFiles(root, statCache);
+  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'));
   const { graph } = await loadOrExtractGraph({
     files,
+    cas: localCas,
     cacheDir: o.cacheDir,
     args: o.args,
     buildDir: o.buildDir,
     env,
     extract: () => extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal }),
   });
-  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'));
   const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac')), localCas);
   const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
   const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.json`));

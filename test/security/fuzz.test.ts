@@ -7,8 +7,9 @@
  * well-formed gRPC status, must keep its memory bounded, and must still serve
  * normal requests afterwards.
  *
- * Scope: the head. A node serves no gRPC (it only dials the head), so its
- * input is the head's own HeadMessages, covered by the node's executor tests.
+ * A node serves gRPC only for health checks (it dials the head for work): those
+ * and its HTTP endpoints get the same treatment; its input from the head
+ * (HeadMessages) is covered by the node's executor tests.
  */
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -380,4 +381,60 @@ describe('fuzzing the credentials a head with tokens is shown', () => {
       await tmp.cleanup();
     }
   });
+});
+
+describe('fuzzing a node', () => {
+  let head: Daemon & { address: string };
+  let node: Daemon;
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+
+  beforeAll(async () => {
+    tmp = await tempDir('fuzz-node');
+    const h = startOrion(['head', '--port', '0', '--data-dir', path.join(tmp.dir, 'head'), '--log-level', 'error']);
+    head = { ...h, address: await waitFor('head to listen', () => /orion head listening on (\S+)/.exec(h.output())?.[1]) };
+    node = startOrion(['node', '--head', head.address, '--id', 'fuzzed', '--work-dir', path.join(tmp.dir, 'node'), '--health-port', '0', '--metrics-port', '0', '--log-level', 'error'], {
+      NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}`,
+    });
+  });
+  afterAll(async () => {
+    await node?.kill();
+    await head?.kill();
+    await tmp?.cleanup();
+  });
+
+  it('answers random and mutated requests to every RPC it serves (grpc.health.v1) with a well-formed status, and its HTTP endpoints with HTTP errors', async () => {
+    const health = await waitFor('the node health endpoint', () => /orion node health on (\S+)/.exec(node.output())?.[1]);
+    const metricsUrl = await waitFor('the node metrics endpoint', () => /orion node metrics on (\S+)\/metrics/.exec(node.output())?.[1]);
+    const methods = Object.values(HealthService).map((m) => ({ path: m.path, requestStream: m.requestStream, responseStream: m.responseStream }));
+    const seed = Buffer.from(HealthCheckRequest.encode({ service: '' }).finish());
+    const cases = fc.sample(
+      fc.record({ method: fc.nat({ max: methods.length - 1 }), mutations: fc.array(mutationArb, { maxLength: 4 }) }),
+      { numRuns: 5_000, seed: SEED },
+    );
+    const client = new grpc.Client(health, grpc.credentials.createInsecure());
+    const malformed: Reply[] = [];
+    let next = 0;
+    try {
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          for (let i = next++; i < cases.length; i = next++) {
+            const c = cases[i]!;
+            const body = c.mutations.reduce((b, mu) => mutate(b, mu), seed);
+            const reply = await send(client, methods[c.method]!, [body]);
+            if (!Number.isInteger(reply.code) || reply.code < 0 || reply.code > 16 || typeof reply.details !== 'string') malformed.push(reply);
+          }
+        }),
+      );
+    } finally {
+      client.close();
+    }
+    expect(malformed).toEqual([]);
+    for (const p of ['/', '/metrics/../../etc/passwd', '/%ff%fe', `/${'a'.repeat(10_000)}`]) {
+      const res = await fetch(`${metricsUrl}${p}`).catch((err: Error) => ({ status: -1, err }));
+      expect([404, 400, 414, 431]).toContain(res.status);
+    }
+    expect(node.proc.exitCode).toBeNull();
+    expect(node.proc.signalCode).toBeNull();
+    expect((await fetch(`${metricsUrl}/metrics`)).status).toBe(200);
+  }, 120_000);
 });
