@@ -36,7 +36,8 @@ let seq = 0;
 
 export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, maxProcesses: number): ActionRunner {
   return {
-    kind: `${inner.kind}+pids`,
+    // The isolation is the inner runner's; the limit is reported separately by the node.
+    kind: inner.kind,
     async run(spec) {
       await mkdir(cgroup.parent, { recursive: true });
       const group = path.join(cgroup.parent, `a${process.pid}-${++seq}`);

@@ -68,7 +68,7 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     log,
   }));
   const signal = daemonSignal(log);
-  log.info({ nodeId, head: o.head, slots: o.slots, sandbox: runner.kind }, 'node starting');
+  log.info({ nodeId, head: o.head, slots: o.slots, sandbox: runner.kind, processLimit: pids ? o.maxProcesses : 'none' }, 'node starting');
   const loop = startWorkerLoop({ headAddress: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions, nodeId, slots: o.slots, address: '', executor, log, signal });
   const endpoints = await startNodeEndpoints({ host: o.host ?? '127.0.0.1', metricsPort: o.metricsPort, healthPort: o.healthPort, metrics: metrics.registry, isServing: () => loop.connected() && !signal.aborted });
   // Tests and scripts read these lines to learn the ports when 0 was given.

@@ -69,6 +69,8 @@ describe('node shutdown', () => {
     daemons.push(node);
     await waitForActiveNodes(head.address, 1);
     expect(node.output()).toContain(`"sandbox":"${kind}"`);
+    // Each action is also capped in processes through the pids cgroup (a fork bomb stops there).
+    expect(node.output()).toContain('"processLimit":1024');
 
     // One sleep leaves the action's process group (setsid): it must still go.
     const marker = `${1000 + (process.pid % 1000)}.${kind === 'bwrap' ? 51 : 52}`;
