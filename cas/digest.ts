@@ -40,6 +40,12 @@ export function digestKey(d: Digest): string {
 
 export const formatDigest = digestKey;
 
+/** The digest a digestKey names (keys this code made: no validation beyond the shape). */
+export function fromDigestKey(key: string): Digest {
+  const slash = key.lastIndexOf('/');
+  return { hash: key.slice(0, slash), sizeBytes: Number(key.slice(slash + 1)) };
+}
+
 export function isEmptyDigest(d: Digest): boolean {
   return d.sizeBytes === 0 && d.hash === EMPTY_DIGEST.hash;
 }

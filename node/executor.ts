@@ -5,7 +5,7 @@ import type { Clock } from '../common/clock.js';
 import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../cas/blob-store.js';
-import { digestKey, digestOf, digestOfFile } from '../cas/digest.js';
+import { digestKey, digestOf, digestOfFile, fromDigestKey } from '../cas/digest.js';
 import { buildTreeFromDisk, collectTree, materializeTree, treeOf } from '../cas/merkle.js';
 import { encodeTree } from '../cas/directory.js';
 import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
@@ -135,8 +135,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       } else if (st.isDirectory()) {
         const tree = await buildTreeFromDisk(abs);
         for (const [key, file] of tree.files) {
-          const [hash, size] = key.split('/');
-          const d = { hash: hash!, sizeBytes: Number(size) };
+          const d = fromDigestKey(key);
           await upload(d, file);
           toSend.push(d);
         }

@@ -13,7 +13,7 @@ import type { BuildAction } from '../../dag-extractor/types.js';
 import type { ActionKey } from './action-key.js';
 import { EXEC_ROOT_HEADER } from '../../common/platform-properties.js';
 import type { BlobStore } from '../../cas/blob-store.js';
-import { digestKey, digestOfFile } from '../../cas/digest.js';
+import { digestKey, digestOfFile, fromDigestKey } from '../../cas/digest.js';
 import type { Digest } from '../../cas/types.js';
 import { actionResultFromPb, digestToPb, errorFromStatus } from '../../proto/convert.js';
 import { fromServiceError } from '../../proto/grpc-status.js';
@@ -100,10 +100,7 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
       fileSources.set(digestKey(e.state.digest), `${deps.files.root}/${rel}`);
       fileDigests.push(e.state.digest);
     }
-    const dirDigests = [...tree.directories.keys()].map((k) => {
-      const [hash, size] = k.split('/');
-      return { hash: hash!, sizeBytes: Number(size) };
-    });
+    const dirDigests = [...tree.directories.keys()].map(fromDigestKey);
     const changed = await ensure(fileDigests, (d) => fileSources.get(digestKey(d)));
     if (changed.length > 0) {
       // Written by an action still running here, so no input of this one: read the tree again.
@@ -198,10 +195,7 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     {
       const execRoot = await uploadTree();
       await ensure(
-        [...key.blobs.keys()].map((k) => {
-          const [hash, size] = k.split('/');
-          return { hash: hash!, sizeBytes: Number(size) };
-        }),
+        [...key.blobs.keys()].map(fromDigestKey),
         (d) => key.blobs.get(digestKey(d)),
       );
       const sentAt = Date.now();

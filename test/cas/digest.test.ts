@@ -64,3 +64,11 @@ describe('digest', () => {
     expect(catchError(() => validateDigest({ hash: ABC, sizeBytes: -1 })).code).toBe(Code.INVALID_ARGUMENT);
   });
 });
+
+describe('fromDigestKey', () => {
+  it('turns a digestKey back into its digest', async () => {
+    const { fromDigestKey, digestKey, digestOf } = await import('../../cas/digest.js');
+    const d = digestOf(Buffer.from('abc'));
+    expect(fromDigestKey(digestKey(d))).toEqual(d);
+  });
+});
