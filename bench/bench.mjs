@@ -674,7 +674,11 @@ async function main() {
   const data = { startedAt, finishedAt, machine: mach, config: { ...cfg, scale: cfg.scale }, peers, summary: sum, runs, memory, scale };
   mkdirSync(path.dirname(cfg.json), { recursive: true });
   writeFileSync(cfg.json, `${JSON.stringify(data, null, 2)}\n`);
-  const md = report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, scale });
+  // The hand-written analysis at the end of the results file survives a re-run (update it by hand).
+  const ANALYSIS = '\n## Where the time goes';
+  const previous = existsSync(cfg.out) ? readFileSync(cfg.out, 'utf8') : '';
+  const analysis = previous.includes(ANALYSIS) ? previous.slice(previous.indexOf(ANALYSIS)) : '';
+  const md = report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, scale }) + analysis;
   mkdirSync(path.dirname(cfg.out), { recursive: true });
   writeFileSync(cfg.out, md);
   process.stdout.write(md);
