@@ -1,7 +1,6 @@
 /** The inputs of each action's last key, so --explain can say what changed. */
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
-import type { ActionKey } from './action-key.js';
 import type { KeyHistory } from './build-runner.js';
 
 export interface PersistentKeyHistory extends KeyHistory {
