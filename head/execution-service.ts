@@ -25,6 +25,7 @@ import { validateInputTree } from './input-tree.js';
 import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
 import type { BuildTracker } from './build-tracker.js';
 import { requestInfo } from './request-info.js';
+import { BUILD_ID_HEADER } from '../common/request-headers.js';
 
 const METADATA_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata';
 const RESPONSE_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse';
@@ -62,14 +63,31 @@ export function operationOf(e: Execution): Operation {
 }
 
 /** Streams an execution's operations until it completes or the client goes away. */
-function streamExecution(scheduler: Scheduler, name: string, call: ServerWritableStream<unknown, Operation>): Promise<void> {
+/** Open Execute/WaitExecution streams per operation name. */
+type StreamCounts = Map<string, number>;
+
+function streamExecution(scheduler: Scheduler, name: string, call: ServerWritableStream<unknown, Operation>, streams: StreamCounts, cancelWhenAbandoned = false): Promise<void> {
   return new Promise((resolve) => {
     let unsubscribe: (() => void) | undefined;
+    let open = true;
+    streams.set(name, (streams.get(name) ?? 0) + 1);
     const finish = () => {
       unsubscribe?.();
+      if (open) {
+        open = false;
+        const left = (streams.get(name) ?? 1) - 1;
+        if (left > 0) streams.set(name, left);
+        else streams.delete(name);
+      }
       resolve();
     };
-    call.on('cancelled', finish);
+    call.on('cancelled', () => {
+      finish();
+      // An Orion build that went away (Ctrl-C) takes its work off the nodes, unless another
+      // caller waits for the same action. REAPI clients such as Bazel may come back with
+      // WaitExecution, so their operations keep running.
+      if (cancelWhenAbandoned && !streams.has(name)) scheduler.cancel(name, 'the client cancelled the build');
+    });
     unsubscribe = scheduler.watch(name, (e) => {
       if (call.cancelled) return;
       call.write(operationOf(e));
@@ -152,6 +170,7 @@ export async function checkInputRoot(cas: BlobStore, root: Digest, knownComplete
 
 export function createExecutionService(deps: ExecutionServiceDeps): ExecutionServer {
   const knownComplete = new Set<string>();
+  const streams: StreamCounts = new Map();
   const limits: ExecutionLimits = { ...DEFAULT_HEAD_LIMITS, ...deps.limits };
   return {
     execute: serverStream(async (req: ExecuteRequest, call) => {
@@ -180,11 +199,11 @@ export function createExecutionService(deps: ExecutionServiceDeps): ExecutionSer
       const e = deps.scheduler.enqueue(request);
       deps.builds?.execution(e, info);
       deps.log.debug({ operation: e.name, actionDigest: actionDigest.hash, ...(info ? { buildId: info.buildId } : {}) }, 'action queued');
-      await streamExecution(deps.scheduler, e.name, call);
+      await streamExecution(deps.scheduler, e.name, call, streams, call.metadata.get(BUILD_ID_HEADER).length > 0);
     }),
     waitExecution: serverStream(async (req: WaitExecutionRequest, call) => {
       if (!deps.scheduler.get(req.name)) throw new OrionError(Code.NOT_FOUND, `unknown operation ${JSON.stringify(req.name)}`);
-      await streamExecution(deps.scheduler, req.name, call);
+      await streamExecution(deps.scheduler, req.name, call, streams);
     }),
   };
 }

@@ -95,6 +95,8 @@ export interface Scheduler {
   runningCount(): number;
   /** Tries to place queued work on free slots. */
   dispatch(): void;
+  /** Stops an execution: off the queue, or cancelled on the nodes running it; completes with CANCELLED. */
+  cancel(name: string, reason: string): void;
   /** Starts speculative copies of stragglers when slots are free (the head calls it periodically). */
   checkStragglers(): void;
   /** Expected duration (ms) of an action with this command, from earlier runs. */
@@ -379,6 +381,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     queueLength: () => queue.length,
     runningCount: () => assignments.size,
     dispatch,
+    cancel(name, reason) {
+      const e = executions.get(name);
+      if (!e || e.stage === 'completed') return;
+      deps.log.info({ execution: name, reason }, 'cancelling action');
+      complete(e, { cachedResult: false, status: { code: Code.CANCELLED, message: `cancelled: ${reason}` } });
+      dispatch();
+    },
     checkStragglers() {
       const now = deps.clock.now();
       const seen = new Set<Execution>();

@@ -151,4 +151,21 @@ describe('scheduler policies', () => {
     scheduler.enqueue(request(3, { root: 'tree-1' }));
     expect(assigns()[2]!.nodeId).toBe(firstNode);
   });
+
+  it('cancels a queued execution (it never runs) and a running one (its node is told to stop), completing both with CANCELLED', async () => {
+    const { scheduler, join, assigns, cancels } = setup();
+    join('n1');
+    const running = scheduler.enqueue(request(1));
+    const queued = scheduler.enqueue(request(2));
+    expect(assigns().map((a) => a.execution.name)).toEqual([running.name]);
+    scheduler.cancel(queued.name, 'the client cancelled the build');
+    expect(queued.response!.status.code).toBe(Code.CANCELLED);
+    scheduler.cancel(running.name, 'the client cancelled the build');
+    expect(running.response!.status).toEqual({ code: Code.CANCELLED, message: 'cancelled: the client cancelled the build' });
+    expect(cancels()).toEqual([{ nodeId: 'n1', id: `${running.name}/1` }]);
+    expect(scheduler.runningCount()).toBe(0);
+    // The freed slot takes new work, and the cancelled one was never dispatched.
+    const next = scheduler.enqueue(request(3));
+    expect(assigns().map((a) => a.execution.name)).toEqual([running.name, next.name]);
+  });
 });

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /**
  * Whether `pid` is a live process. A zombie counts as gone: it has exited and
@@ -29,4 +29,19 @@ export async function waitUntilGone(pids: number[], timeoutMs = 2_000): Promise<
     if (alive.length === 0 || Date.now() > deadline) return alive;
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** Pids of live processes whose command line (arguments joined by spaces) contains `text`. */
+export function processesMatching(text: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ');
+      if (cmdline.includes(text) && isRunning(Number(entry))) out.push(Number(entry));
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return out;
 }
