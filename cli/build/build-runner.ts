@@ -72,8 +72,8 @@ export interface BuildSummary {
   durations: Map<string, number>;
 }
 
-/** Longest chain (in actions) from each action to the end of the build: its critical-path length. */
-export function criticalPathLengths(actions: BuildAction[]): Map<string, number> {
+/** For each action id, the ids of the actions that depend on it (dependencies outside the graph ignored). */
+function dependentsOf(actions: BuildAction[]): Map<string, string[]> {
   const ids = new Set(actions.map((a) => a.id));
   const dependents = new Map<string, string[]>();
   for (const a of actions) {
@@ -84,6 +84,11 @@ export function criticalPathLengths(actions: BuildAction[]): Map<string, number>
       else dependents.set(d, [a.id]);
     }
   }
+  return dependents;
+}
+
+/** Longest chain (in actions) from each action to the end of the build: its critical-path length. */
+export function criticalPathLengths(actions: BuildAction[], dependents = dependentsOf(actions)): Map<string, number> {
   const memo = new Map<string, number>();
   const visit = (id: string): number => {
     const known = memo.get(id);
@@ -94,25 +99,17 @@ export function criticalPathLengths(actions: BuildAction[]): Map<string, number>
     memo.set(id, best + 1);
     return best + 1;
   };
-  for (const id of ids) visit(id);
+  for (const a of actions) visit(a.id);
   return memo;
 }
 
 export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions): Promise<BuildSummary> {
   const { graph, reporter } = deps;
   const byId = new Map(graph.actions.map((a) => [a.id, a]));
-  const dependents = new Map<string, string[]>();
+  const dependents = dependentsOf(graph.actions);
   const waiting = new Map<string, number>();
-  for (const a of graph.actions) {
-    const ds = [...new Set(a.deps)].filter((d) => byId.has(d));
-    waiting.set(a.id, ds.length);
-    for (const d of ds) {
-      const list = dependents.get(d);
-      if (list) list.push(a.id);
-      else dependents.set(d, [a.id]);
-    }
-  }
-  const priority = criticalPathLengths(graph.actions);
+  for (const a of graph.actions) waiting.set(a.id, [...new Set(a.deps)].filter((d) => byId.has(d)).length);
+  const priority = criticalPathLengths(graph.actions, dependents);
   const ready: BuildAction[] = graph.actions.filter((a) => waiting.get(a.id) === 0);
   const summary: BuildSummary = {
     ok: true,

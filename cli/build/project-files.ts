@@ -4,6 +4,7 @@
  * actions write outputs, and snapshots of the whole tree: the input of steps
  * whose reads are unknown, and the global source context of remote actions.
  */
+import type { Stats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -66,11 +67,16 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
   let live: Map<string, Entry> | undefined;
   const dirty = new Set<string>();
 
+  const stateOf = async (abs: string, st: Stats): Promise<FileState> => ({
+    digest: await statCache.digestFileCached(abs, st),
+    isExecutable: (st.mode & 0o100) !== 0,
+    mtimeMs: st.mtimeMs,
+  });
+
   async function compute(abs: string): Promise<FileState | undefined> {
     try {
       const st = await lstat(abs);
-      if (!st.isFile()) return undefined;
-      return { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0, mtimeMs: st.mtimeMs };
+      return st.isFile() ? await stateOf(abs, st) : undefined;
     } catch {
       return undefined;
     }
@@ -105,7 +111,7 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
     if (st?.isSymbolicLink()) into.set(rel, { kind: 'symlink', target: await readlink(abs) });
     else if (st?.isDirectory()) into.set(rel, { kind: 'dir' });
     else if (st?.isFile()) {
-      const state = { digest: await statCache.digestFileCached(abs, st), isExecutable: (st.mode & 0o100) !== 0, mtimeMs: st.mtimeMs };
+      const state = await stateOf(abs, st);
       states.set(abs, Promise.resolve(state));
       into.set(rel, { kind: 'file', state });
     } else {
