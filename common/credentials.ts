@@ -3,6 +3,7 @@
  * and keys from files, and bearer tokens from a file or ORION_TOKEN (never from
  * the command line, where `ps` shows them to every user of the machine).
  */
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { credentials, InterceptingCall, ServerCredentials, type ChannelCredentials, type ClientOptions, type Interceptor } from '@grpc/grpc-js';
 import { Code, OrionError } from './errors.js';
@@ -41,6 +42,33 @@ function readFlagFile(file: string, flag: string): Buffer {
       hint: `check the path given to ${flag} (\`orion certs init DIR\` writes a CA and certificates for a small cluster)`,
     });
   }
+}
+
+/**
+ * The subject CN of the (first) certificate in a PEM file given as --tls-cert, or
+ * undefined when it has none. A node's certificate CN is the node id the head lets it use.
+ */
+export function certificateCommonName(certFile: string): string | undefined {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(readFlagFile(certFile, '--tls-cert'));
+  } catch (err) {
+    if (err instanceof OrionError) throw err;
+    throw new OrionError(Code.INVALID_ARGUMENT, `--tls-cert ${certFile} is not a PEM certificate: ${(err as Error).message}`);
+  }
+  const line = cert.subject.split('\n').find((l) => l.startsWith('CN='));
+  return line ? line.slice(3) || undefined : undefined;
+}
+
+/**
+ * The node id `orion node` uses without --id: the CN of its client certificate (the id
+ * the head binds that certificate to; a CN ending in '*' is a prefix, completed with
+ * `fallback`), else `fallback` (hostname-pid).
+ */
+export function defaultNodeId(tlsCert: string | undefined, fallback: string): string {
+  const cn = tlsCert ? certificateCommonName(tlsCert) : undefined;
+  if (!cn) return fallback;
+  return cn.endsWith('*') ? `${cn.slice(0, -1)}${fallback}` : cn;
 }
 
 /** A token is printable ASCII without spaces, so it fits an HTTP/2 header unchanged. */

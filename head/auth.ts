@@ -14,6 +14,12 @@
  * and may call everything except UpdateActionResult, which follows
  * --allow-client-cache-writes (default on in that mode).
  *
+ * A caller's identity is `certificate:CN` or `token:NAME` (tokens without a
+ * NAME are `token:ROLE@lineN`). A node credential is bound to node ids: a
+ * certificate to its CN, a token to its NAME when the line gives one; a pattern
+ * ending in '*' (CN=ci-*) is a prefix. Node tokens without a NAME, admins and
+ * anonymous callers may use any node id. See `nodeIdAllowed`.
+ *
  * `authorize` is the single decision point: the gRPC interceptor below and the
  * head's HTTP endpoints both call it.
  */
@@ -21,7 +27,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
+import { ServerInterceptingCall, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
 import { Code, OrionError } from '../common/errors.js';
 import { AUTHORIZATION_HEADER, validateToken } from '../common/credentials.js';
 import type { Logger } from '../common/logger.js';
@@ -35,6 +41,13 @@ export interface Principal {
   via: 'token' | 'certificate' | 'none';
   /** For logs: the token's name or the certificate's CN. */
   name: string;
+  /**
+   * Who the caller is, for binding node ids and operations to it: 'certificate:CN',
+   * 'token:NAME' or 'anonymous'. Two credentials with the same identity are the same caller.
+   */
+  identity: string;
+  /** The node ids a node credential may use: exact ids, or prefixes ending in '*'. Undefined: any. */
+  nodeIds?: readonly string[];
 }
 
 /** What a caller presented: the `authorization` header and/or a verified TLS client certificate. */
@@ -52,6 +65,8 @@ export type Permission = string;
 export interface TokenEntry {
   role: Role;
   name: string;
+  /** Whether the line gave a NAME (a node token with a NAME may only be that node id). */
+  named: boolean;
 }
 
 export interface AuthConfig {
@@ -91,6 +106,7 @@ const RULES: [prefix: string, roles: readonly Role[]][] = [
   ['/google.longrunning.Operations/', ['client']],
   ['/orion.v1.Worker/', ['node']],
   ['/orion.v1.Cluster/', ['client']],
+  ['/orion.v1.Builds/', ['client']],
   ['http:', ['client']],
 ];
 
@@ -99,6 +115,7 @@ export const sha256Hex = (s: string) => createHash('sha256').update(s, 'utf8').d
 /**
  * Parses a tokens file: one `ROLE TOKEN [NAME]` per line, '#' comments and
  * blank lines ignored. Errors name the line (the token itself is never echoed).
+ * The NAME of a node token is the node id it may register as ('*' at the end: a prefix).
  */
 export function parseTokensFile(text: string, file: string): Map<string, TokenEntry> {
   const tokens = new Map<string, TokenEntry>();
@@ -112,7 +129,7 @@ export function parseTokensFile(text: string, file: string): Map<string, TokenEn
     validateToken(token, where);
     const key = sha256Hex(token);
     if (tokens.has(key)) throw new OrionError(Code.INVALID_ARGUMENT, `${where}: this token is already listed (line of ${tokens.get(key)!.name})`);
-    tokens.set(key, { role: role as Role, name: name ?? `${role}@line${i + 1}` });
+    tokens.set(key, { role: role as Role, name: name ?? `${role}@line${i + 1}`, named: name !== undefined });
   });
   if (tokens.size === 0) throw new OrionError(Code.INVALID_ARGUMENT, `${file} lists no tokens`);
   return tokens;
@@ -141,7 +158,33 @@ export function certificateRoles(cert: PeerCertificate): Role[] {
   return [...found];
 }
 
-const describeCert = (cert: PeerCertificate) => (cert.subject?.CN ? String(cert.subject.CN) : (cert.fingerprint256 ?? 'certificate'));
+const commonName = (cert: PeerCertificate): string | undefined => {
+  const cn = cert.subject?.CN as string | string[] | undefined;
+  return Array.isArray(cn) ? cn[0] : cn || undefined;
+};
+const describeCert = (cert: PeerCertificate) => commonName(cert) ?? cert.fingerprint256 ?? 'certificate';
+
+const ANONYMOUS: Principal = { role: 'anonymous', via: 'none', name: 'anonymous', identity: 'anonymous' };
+
+/** Whether `p` may register or connect as node `nodeId` (its credential's binding; see the top of this file). */
+export function nodeIdAllowed(p: Principal, nodeId: string): boolean {
+  if (p.nodeIds === undefined) return true;
+  return p.nodeIds.some((pattern) => (pattern.endsWith('*') ? nodeId.startsWith(pattern.slice(0, -1)) : nodeId === pattern));
+}
+
+/**
+ * The PERMISSION_DENIED for a node credential that names a node id it is not bound to.
+ * `doing`: 'register' or 'connect'.
+ */
+export function nodeIdDenied(p: Principal, nodeId: string, doing: 'register' | 'connect'): OrionError {
+  const ids = (p.nodeIds ?? []).map((id) => JSON.stringify(id)).join(', ') || 'none';
+  const what = p.via === 'certificate' ? 'certificate (its CN)' : 'token (its NAME in the tokens file)';
+  const hint =
+    p.via === 'certificate'
+      ? `start the node with --id matching the CN, or issue it a certificate with CN=${nodeId} (\`orion certs init DIR --node ${nodeId}\`)`
+      : `start the node with --id matching the token's NAME, or give it a token whose line in the tokens file names ${nodeId}`;
+  return new OrionError(Code.PERMISSION_DENIED, `node ${JSON.stringify(p.name)} may not ${doing} as node id ${JSON.stringify(nodeId)}: its ${what} binds it to node id ${ids}`, { hint });
+}
 
 export function createHeadAuth(config: AuthConfig): HeadAuth {
   const tokens = config.tokens ?? new Map<string, TokenEntry>();
@@ -156,14 +199,15 @@ export function createHeadAuth(config: AuthConfig): HeadAuth {
   }
 
   function authenticate(c: PresentedCredentials): Principal {
-    if (!enabled) return { role: 'anonymous', via: 'none', name: 'anonymous' };
+    if (!enabled) return ANONYMOUS;
     if (c.authorization !== undefined && tokens.size > 0) {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(c.authorization);
       if (!m) throw new OrionError(Code.UNAUTHENTICATED, 'malformed authorization header: expected "Bearer TOKEN"');
       // Looked up by hash: the comparison time does not depend on how much of a guess is right.
       const entry = tokens.get(sha256Hex(m[1]!));
       if (!entry) throw new OrionError(Code.UNAUTHENTICATED, 'the bearer token is not valid for this head');
-      return { role: entry.role, via: 'token', name: entry.name };
+      const nodeIds = entry.role === 'node' && entry.named ? [entry.name] : undefined;
+      return { role: entry.role, via: 'token', name: entry.name, identity: `token:${entry.name}`, ...(nodeIds ? { nodeIds } : {}) };
     }
     if (c.certificate && config.clientCertificates) {
       const roles = certificateRoles(c.certificate);
@@ -173,7 +217,9 @@ export function createHeadAuth(config: AuthConfig): HeadAuth {
           hint: 'issue it with exactly one of OU=client, OU=node, OU=admin (or a SAN URI orion-role:ROLE), e.g. with `orion certs init`',
         });
       }
-      return { role: roles[0]!, via: 'certificate', name };
+      const cn = commonName(c.certificate);
+      const nodeIds = roles[0] === 'node' ? (cn ? [cn] : []) : undefined;
+      return { role: roles[0]!, via: 'certificate', name, identity: `certificate:${name}`, ...(nodeIds ? { nodeIds } : {}) };
     }
     const ways = [tokens.size > 0 ? 'a bearer token (--token-file or ORION_TOKEN)' : '', config.clientCertificates ? 'a client certificate (--tls-cert/--tls-key)' : ''].filter(Boolean);
     throw new OrionError(Code.UNAUTHENTICATED, `this head requires authentication: ${ways.join(' or ')}`);
@@ -185,7 +231,7 @@ export function createHeadAuth(config: AuthConfig): HeadAuth {
     authenticate,
     allows,
     authorize(c, permission) {
-      if (PUBLIC_PREFIXES.some((p) => permission.startsWith(p))) return { role: 'anonymous', via: 'none', name: 'anonymous' };
+      if (PUBLIC_PREFIXES.some((p) => permission.startsWith(p))) return ANONYMOUS;
       const principal = authenticate(c);
       if (!allows(principal.role, permission)) {
         const hint = permission === UPDATE_ACTION_RESULT ? 'only results produced by the head\'s own nodes enter the action cache; an operator may start the head with --allow-client-cache-writes' : undefined;
@@ -213,9 +259,26 @@ function throttled(windowMs: number, burst: number, now = Date.now) {
 }
 
 /**
+ * Who made each call the interceptor let through, keyed by the metadata object
+ * grpc-js hands on to the handler: nothing a caller sends can forge an entry.
+ */
+const callers = new WeakMap<Metadata, Principal>();
+
+/**
+ * The authenticated caller of an RPC, from its handler's `call.metadata`.
+ * Undefined when no auth interceptor ran (a service used on its own); the head
+ * always installs it, so behind a head every call has a caller ('anonymous'
+ * without authentication).
+ */
+export function callerOf(metadata: Metadata): Principal | undefined {
+  return callers.get(metadata);
+}
+
+/**
  * A grpc-js server interceptor that checks every call before its handler runs:
  * a refused call ends with UNAUTHENTICATED or PERMISSION_DENIED and the handler
- * never sees it. The token is removed from the metadata handlers receive.
+ * never sees it. The token is removed from the metadata handlers receive, and
+ * the caller recorded for `callerOf`.
  */
 export function createAuthInterceptor(auth: HeadAuth, log: Logger): ServerInterceptor {
   const logDenied = throttled(10_000, 20);
@@ -225,8 +288,9 @@ export function createAuthInterceptor(auth: HeadAuth, log: Logger): ServerInterc
         next({
           onReceiveMetadata(metadata, nextMetadata) {
             const authorization = metadata.get(AUTHORIZATION_HEADER)[0];
+            let principal: Principal;
             try {
-              auth.authorize({ authorization: authorization === undefined ? undefined : String(authorization), certificate: call.getAuthContext().sslPeerCertificate }, method.path);
+              principal = auth.authorize({ authorization: authorization === undefined ? undefined : String(authorization), certificate: call.getAuthContext().sslPeerCertificate }, method.path);
             } catch (err) {
               const e = err instanceof OrionError ? err : new OrionError(Code.UNAUTHENTICATED, String(err));
               logDenied((dropped) =>
@@ -236,6 +300,7 @@ export function createAuthInterceptor(auth: HeadAuth, log: Logger): ServerInterc
               return;
             }
             metadata.remove(AUTHORIZATION_HEADER);
+            callers.set(metadata, principal);
             nextMetadata(metadata);
           },
         });

@@ -26,6 +26,7 @@ import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
 import type { BuildTracker } from './build-tracker.js';
 import { requestInfo } from './request-info.js';
 import { BUILD_ID_HEADER } from '../common/request-headers.js';
+import { callerOf, type Principal } from './auth.js';
 
 const METADATA_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata';
 const RESPONSE_TYPE = 'type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse';
@@ -168,9 +169,30 @@ export async function checkInputRoot(cas: BlobStore, root: Digest, knownComplete
   knownComplete.add(key);
 }
 
+/**
+ * Who may WaitExecution on each operation: the identities that Executed it (identical
+ * in-flight actions share one execution, so several). Keyed by the scheduler's Execution
+ * object, so an entry goes when the scheduler forgets the execution.
+ */
+type OperationOwners = WeakMap<Execution, Set<string>>;
+
+function addOwner(owners: OperationOwners, e: Execution, caller: Principal | undefined): void {
+  if (!caller || caller.role === 'anonymous') return;
+  let set = owners.get(e);
+  if (!set) owners.set(e, (set = new Set()));
+  set.add(caller.identity);
+}
+
+/** Without authentication everyone may watch everything; with it, the identities that Executed it and admins. */
+function mayWatch(owners: OperationOwners, e: Execution, caller: Principal | undefined): boolean {
+  if (!caller || caller.role === 'anonymous' || caller.role === 'admin') return true;
+  return owners.get(e)?.has(caller.identity) ?? false;
+}
+
 export function createExecutionService(deps: ExecutionServiceDeps): ExecutionServer {
   const knownComplete = new Set<string>();
   const streams: StreamCounts = new Map();
+  const owners: OperationOwners = new WeakMap();
   const limits: ExecutionLimits = { ...DEFAULT_HEAD_LIMITS, ...deps.limits };
   return {
     execute: serverStream(async (req: ExecuteRequest, call) => {
@@ -191,18 +213,22 @@ export function createExecutionService(deps: ExecutionServiceDeps): ExecutionSer
         const cached = await deps.caches.forInstance(req.instanceName).get(actionDigest);
         if (cached) {
           const e = deps.scheduler.completed(request, { result: cached, cachedResult: true, status: { code: Code.OK, message: '' } });
+          addOwner(owners, e, callerOf(call.metadata));
           deps.builds?.execution(e, info);
           call.write(operationOf(e));
           return;
         }
       }
       const e = deps.scheduler.enqueue(request);
+      addOwner(owners, e, callerOf(call.metadata));
       deps.builds?.execution(e, info);
       deps.log.debug({ operation: e.name, actionDigest: actionDigest.hash, ...(info ? { buildId: info.buildId } : {}) }, 'action queued');
       await streamExecution(deps.scheduler, e.name, call, streams, call.metadata.get(BUILD_ID_HEADER).length > 0);
     }),
     waitExecution: serverStream(async (req: WaitExecutionRequest, call) => {
-      if (!deps.scheduler.get(req.name)) throw new OrionError(Code.NOT_FOUND, `unknown operation ${JSON.stringify(req.name)}`);
+      const e = deps.scheduler.get(req.name);
+      // Another identity's operation looks exactly like one that does not exist: names are no oracle.
+      if (!e || !mayWatch(owners, e, callerOf(call.metadata))) throw new OrionError(Code.NOT_FOUND, `unknown operation ${JSON.stringify(req.name)}`);
       await streamExecution(deps.scheduler, req.name, call, streams);
     }),
   };

@@ -4,7 +4,8 @@ import { Code, OrionError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { actionResultFromPb, actionToPb, commandToPb, digestToPb, errorFromStatus, platformFromPb } from '../proto/convert.js';
 import { toServiceError, unary } from '../proto/grpc-status.js';
-import type { NodeRegistry } from './node-registry.js';
+import type { NodeRecord, NodeRegistry } from './node-registry.js';
+import { callerOf, nodeIdAllowed, nodeIdDenied, type Principal } from './auth.js';
 import type { NodeCommand, Scheduler } from './scheduler.js';
 
 export interface WorkerServiceDeps {
@@ -39,8 +40,29 @@ function toHeadMessage(cmd: NodeCommand): HeadMessage {
   };
 }
 
+/** A registration is live until the registry gives the node up (silent for twice the heartbeat timeout). */
+const isLive = (n: NodeRecord | undefined) => n !== undefined && (n.connected || n.status !== 'disconnected');
+
 export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
   const streams = new Map<string, ServerDuplexStream<WorkerMessage, HeadMessage>>();
+  /** The identity (auth.ts Principal.identity) that registered each node id, when the head authenticates. */
+  const owners = new Map<string, string>();
+
+  /**
+   * Checks that `caller` may be node `nodeId`: its credential is bound to that id, and no
+   * other identity holds a live registration of it. Anonymous callers (no authentication) pass.
+   */
+  function checkNodeId(caller: Principal | undefined, nodeId: string, doing: 'register' | 'connect'): void {
+    if (!caller || caller.role === 'anonymous') return;
+    if (!nodeIdAllowed(caller, nodeId)) throw nodeIdDenied(caller, nodeId, doing);
+    const owner = owners.get(nodeId);
+    if (owner === undefined || owner === caller.identity) return;
+    if (doing === 'register' && !isLive(deps.registry.get(nodeId))) return;
+    deps.log.warn({ nodeId, caller: caller.identity, owner }, `refused to let another credential ${doing} as a registered node`);
+    throw new OrionError(Code.PERMISSION_DENIED, `node id ${JSON.stringify(nodeId)} is registered by another credential`, {
+      hint: 'give each node its own id; an id becomes free once its node has been gone for twice the heartbeat timeout',
+    });
+  }
 
   function connect(call: ServerDuplexStream<WorkerMessage, HeadMessage>) {
     let nodeId: string | undefined;
@@ -62,6 +84,7 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
       try {
         if (msg.hello) {
           if (nodeId) throw new OrionError(Code.INVALID_ARGUMENT, 'hello sent twice on one stream');
+          checkNodeId(callerOf(call.metadata), msg.hello.nodeId, 'connect');
           deps.registry.attach(msg.hello.nodeId, msg.hello.sessionId);
           nodeId = msg.hello.nodeId;
           sessionId = msg.hello.sessionId;
@@ -96,7 +119,9 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
 
   return {
     service: {
-      register: unary(async (req) => {
+      register: unary(async (req, call) => {
+        const caller = callerOf(call.metadata);
+        checkNodeId(caller, req.nodeId, 'register');
         const rec = deps.registry.register({
           nodeId: req.nodeId,
           address: req.address,
@@ -104,7 +129,8 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
           platform: platformFromPb(req.platform),
           metadata: { ...req.metadata },
         });
-        deps.log.info({ nodeId: rec.nodeId, slots: rec.slots, address: rec.address }, 'node registered');
+        if (caller && caller.role !== 'anonymous') owners.set(rec.nodeId, caller.identity);
+        deps.log.info({ nodeId: rec.nodeId, slots: rec.slots, address: rec.address, ...(caller && caller.role !== 'anonymous' ? { identity: caller.identity } : {}) }, 'node registered');
         return { sessionId: rec.sessionId, heartbeatIntervalMs: deps.heartbeatIntervalMs };
       }),
       connect,

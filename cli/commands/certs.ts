@@ -3,6 +3,9 @@
  * for a small cluster, made with the openssl command-line tool. Each client
  * certificate carries its role twice (subject OU and SAN URI orion-role:ROLE),
  * the head certificate names localhost, 127.0.0.1 and every --host given.
+ * A node certificate's CN is the node id it may register as: node.crt is
+ * `orion-node` (what `orion node --tls-cert node.crt` uses without --id), and
+ * each --node ID adds node-ID.crt with CN=ID.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -21,10 +24,18 @@ export interface CertsInitOptions {
   days: number;
   /** Overwrite existing files. */
   force: boolean;
+  /** Node ids to issue node-ID.{crt,key} for, besides node.{crt,key} (CN orion-node). */
+  nodes?: string[];
   openssl?: string;
 }
 
 const ROLES = ['node', 'client', 'admin'] as const;
+
+/** The node id of node.crt: its CN. */
+export const DEFAULT_NODE_ID = 'orion-node';
+
+/** Node ids as the head accepts them (head/node-registry.ts). */
+const NODE_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
 function sanFor(hosts: string[]): string {
   const names = ['localhost', '127.0.0.1', '::1', ...hosts];
@@ -41,7 +52,7 @@ function sanFor(hosts: string[]): string {
   return parts.join(',');
 }
 
-/** Writes ca.{crt,key}, head.{crt,key}, node.{crt,key}, client.{crt,key} and admin.{crt,key}; returns the files written. */
+/** Writes ca.{crt,key}, head.{crt,key}, node.{crt,key}, client.{crt,key}, admin.{crt,key} and node-ID.{crt,key} per --node; returns the files written. */
 export async function certsInit(o: CertsInitOptions): Promise<string[]> {
   const openssl = o.openssl ?? 'openssl';
   const probe = await execa(openssl, ['version'], { reject: false });
@@ -50,8 +61,12 @@ export async function certsInit(o: CertsInitOptions): Promise<string[]> {
       hint: 'install it (apt-get install openssl, or `make system-deps`), or make the certificates with your own CA',
     });
   }
+  const nodes = [...new Set(o.nodes ?? [])];
+  for (const id of nodes) {
+    if (!NODE_ID.test(id)) throw new OrionError(Code.INVALID_ARGUMENT, `--node ${JSON.stringify(id)} is not a node id: use 1-128 characters of [A-Za-z0-9._:@-]`);
+  }
   const dir = path.resolve(o.dir);
-  const names = ['ca', 'head', ...ROLES];
+  const names = ['ca', 'head', ...ROLES, ...nodes.map((id) => `node-${id}`)];
   const files = names.flatMap((n) => [path.join(dir, `${n}.crt`), path.join(dir, `${n}.key`)]);
   const existing = files.filter((f) => existsSync(f));
   if (existing.length > 0 && !o.force) {
@@ -85,19 +100,23 @@ export async function certsInit(o: CertsInitOptions): Promise<string[]> {
     for (const role of ROLES) {
       await issue(role, `/O=Orion/OU=${role}/CN=orion-${role}`, [...common, 'extendedKeyUsage=clientAuth', `subjectAltName=URI:orion-role:${role}`]);
     }
+    for (const id of nodes) {
+      await issue(`node-${id}`, `/O=Orion/OU=node/CN=${id}`, [...common, 'extendedKeyUsage=clientAuth', 'subjectAltName=URI:orion-role:node']);
+    }
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   return files;
 }
 
-export function certsUsage(dir: string): string {
+export function certsUsage(dir: string, nodes: string[] = []): string {
   const d = dir;
   return [
     `wrote a CA and certificates to ${d} (keep ca.key offline; give each machine only its own key)`,
     '',
     `  orion head --host 0.0.0.0 --tls-cert ${d}/head.crt --tls-key ${d}/head.key --tls-ca ${d}/ca.crt`,
-    `  orion node --head HEAD:50050 --tls-cert ${d}/node.crt --tls-key ${d}/node.key --tls-ca ${d}/ca.crt`,
+    `  orion node --head HEAD:50050 --tls-cert ${d}/node.crt --tls-key ${d}/node.key --tls-ca ${d}/ca.crt    # node id ${DEFAULT_NODE_ID} (the certificate's CN)`,
+    ...[...new Set(nodes)].map((id) => `  orion node --head HEAD:50050 --tls-cert ${d}/node-${id}.crt --tls-key ${d}/node-${id}.key --tls-ca ${d}/ca.crt    # node id ${id}`),
     `  orion build --head HEAD:50050 --tls-cert ${d}/client.crt --tls-key ${d}/client.key --tls-ca ${d}/ca.crt`,
     `  orion status --head HEAD:50050 --tls-cert ${d}/admin.crt --tls-key ${d}/admin.key --tls-ca ${d}/ca.crt`,
     '',

@@ -314,8 +314,9 @@ describe('mutual TLS', () => {
       expect((await listNodes(client)).res).toEqual({ nodes: [] });
       expectCode(await register(client, 'impostor'), Code.PERMISSION_DENIED, 'client "orion-client" may not call /orion.v1.Worker/Register');
       expect(head.registry.list()).toEqual([]);
-      expect((await register(node, 'n1')).res).toBeDefined();
-      expect(head.registry.list().map((n) => n.nodeId)).toEqual(['n1']);
+      // A node certificate registers as the node id of its CN (test/security/node-identity.test.ts).
+      expect((await register(node, 'orion-node')).res).toBeDefined();
+      expect(head.registry.list().map((n) => n.nodeId)).toEqual(['orion-node']);
       expectCode(await listNodes(node), Code.PERMISSION_DENIED, 'node "orion-node" may not call /orion.v1.Cluster/ListNodes');
     } finally {
       client.close();

@@ -103,10 +103,11 @@ describe('a cluster with bearer tokens', () => {
 describe('a cluster with mutual TLS', () => {
   it('runs with the certificates `orion certs init` writes', async () => {
     const certs = path.join(tmp.dir, 'certs');
-    const init = await cli('certs', 'init', certs, '--host', 'head.example', '--days', '2');
+    const init = await cli('certs', 'init', certs, '--host', 'head.example', '--days', '2', '--node', 'build1');
     expect(init.code).toBe(0);
     expect(init.stdout).toContain(`orion head --host 0.0.0.0 --tls-cert ${certs}/head.crt --tls-key ${certs}/head.key --tls-ca ${certs}/ca.crt`);
-    for (const f of ['ca', 'head', 'node', 'client', 'admin']) expect(existsSync(path.join(certs, `${f}.crt`))).toBe(true);
+    expect(init.stdout).toContain(`orion node --head HEAD:50050 --tls-cert ${certs}/node-build1.crt --tls-key ${certs}/node-build1.key --tls-ca ${certs}/ca.crt    # node id build1`);
+    for (const f of ['ca', 'head', 'node', 'client', 'admin', 'node-build1']) expect(existsSync(path.join(certs, `${f}.crt`))).toBe(true);
     const again = await cli('certs', 'init', certs);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`${certs}/ca.crt already exists\nhint: pass --force`);
@@ -116,11 +117,16 @@ describe('a cluster with mutual TLS', () => {
     const head = await startHeadProcess(path.join(tmp.dir, 'head'), ['--host', '0.0.0.0', ...tls('head')]);
     daemons.push(head);
     const address = head.address.replace('0.0.0.0', '127.0.0.1');
-    const node = startOrion(['node', '--head', address, '--id', 'tls-node', '--work-dir', path.join(tmp.dir, 'n1'), '--no-sandbox', ...tls('node')]);
+    // A node certificate is bound to the node id of its CN: another --id is refused, and the node stops.
+    const wrongId = await run(['node', '--head', address, '--id', 'tls-node', '--work-dir', path.join(tmp.dir, 'n0'), '--no-sandbox', ...tls('node')]);
+    expect(wrongId.code).toBe(1);
+    expect(wrongId.output).toContain(`the head at ${address} refused this node: Register: node "orion-node" may not register as node id "tls-node": its certificate (its CN) binds it to node id "orion-node"`);
+    // Without --id the node takes the CN.
+    const node = startOrion(['node', '--head', address, '--work-dir', path.join(tmp.dir, 'n1'), '--no-sandbox', ...tls('node')]);
     daemons.push(node);
     await waitFor('the node to be listed', async () => {
       const r = await cli('status', '--head', address, ...tls('admin'));
-      return r.code === 0 && /^tls-node\s/m.test(r.stdout) ? r : undefined;
+      return r.code === 0 && /^orion-node\s/m.test(r.stdout) ? r : undefined;
     });
     const asNode = await cli('status', '--head', address, ...tls('node'));
     expect(asNode.code).toBe(1);
