@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
-import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
+import { defaultNodeId, loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
 import { systemClock } from '../../common/clock.js';
 import { Code, OrionError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
@@ -16,6 +16,8 @@ import { daemonSignal } from '../signals.js';
 import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
 import { createNodeMetrics } from '../../node/node-metrics.js';
 import { startNodeEndpoints } from '../../node/node-endpoints.js';
+import { createCorruptingBlobStore } from '../../node/corrupting-blob-store.js';
+import type { NodeFault } from '../../node/faults.js';
 
 export interface NodeCommandOptions {
   head: string;
@@ -32,11 +34,13 @@ export interface NodeCommandOptions {
   host?: string;
   metricsPort?: number;
   healthPort?: number;
+  /** Test only: misbehave on purpose (node/faults.ts). */
+  faultInject?: NodeFault;
 }
 
 export async function runNode(o: NodeCommandOptions): Promise<void> {
   const log = createLogger({ level: o.logLevel, name: 'orion-node' });
-  const nodeId = o.id ?? `${os.hostname()}-${process.pid}`;
+  const nodeId = o.id ?? defaultNodeId(o.auth?.tlsCert, `${os.hostname()}-${process.pid}`);
   const clientAuth = loadClientAuth(o.auth ?? {});
   await mkdir(o.workDir, { recursive: true });
   const actionsDir = path.join(o.workDir, 'actions');
@@ -56,11 +60,14 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     else if (o.sandbox === 'require') throw new OrionError(Code.FAILED_PRECONDITION, `--require-sandbox: bubblewrap cannot run here: ${probe.reason}`);
     else log.warn({ reason: probe.reason }, 'bubblewrap unavailable: running actions in plain per-action directories (use --require-sandbox to refuse)');
   }
+  if (o.faultInject) {
+    log.warn({ fault: o.faultInject }, `FAULT INJECTION ON (--fault-inject ${o.faultInject}): this node deliberately returns corrupted results; for tests only, never run it in a real cluster`);
+  }
   const metrics = createNodeMetrics({ slots: o.slots });
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions }), metrics.headCas);
   const executor = metrics.meter(createExecutor({
     local: createDiskBlobStore(path.join(o.workDir, 'cas')),
-    remote,
+    remote: o.faultInject === 'corrupt-outputs' ? createCorruptingBlobStore(remote, log) : remote,
     runner,
     workDir: actionsDir,
     nodeId,
