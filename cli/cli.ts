@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { OrionError } from '../common/errors.js';
 import { UsageError, parseDuration, parseHostPort, parsePort, parsePositiveInt } from './options.js';
+import { NODE_FAULTS, isNodeFault } from '../node/faults.js';
 import { addClientAuthOptions, addHeadSecurityOptions, clientAuthFrom, headSecurityFrom } from './security-options.js';
 
 const wrapParseInt0 = (flag: string) => (v: string) => {
@@ -44,12 +45,13 @@ export function buildProgram(out: CliOutput): Command {
     .option('--port <n>', 'port to listen on (0 picks a free one)', wrapParse(parsePort, '--port'), 50050)
     .option('--data-dir <dir>', 'where the CAS and action cache live', path.join(os.homedir(), '.local/share/orion/head'))
     .option('--heartbeat-timeout <duration>', 'mark a node inactive after this long without a heartbeat', wrapParse(parseDuration, '--heartbeat-timeout'), 10_000)
+    .option('--straggler-min <duration>', 'start a speculative copy of an action that runs 3 times longer than usual only once it has run this long (default: 2s)', wrapParse(parseDuration, '--straggler-min'))
     .option('--http-port <n>', 'serve the web dashboard, the JSON API (/api/nodes, /api/builds, /api/events) and Prometheus /metrics on this port of --host (0 picks a free one; default: off)', wrapParse(parsePort, '--http-port'))
     .option('--log-level <level>', 'trace, debug, info, warn, error (env ORION_LOG_LEVEL)', 'info')
     .action(async (o) => {
       const { runHead } = await import('./commands/head.js');
       const host = String(o.host).includes(':') ? `[${o.host}]` : o.host;
-      await runHead({ listen: `${host}:${o.port}`, httpListen: o.httpPort === undefined ? undefined : `${host}:${o.httpPort}`, dataDir: path.resolve(o.dataDir), heartbeatTimeoutMs: o.heartbeatTimeout, logLevel: o.logLevel, security: headSecurityFrom(o) });
+      await runHead({ listen: `${host}:${o.port}`, httpListen: o.httpPort === undefined ? undefined : `${host}:${o.httpPort}`, dataDir: path.resolve(o.dataDir), heartbeatTimeoutMs: o.heartbeatTimeout, stragglerMinMs: o.stragglerMin, logLevel: o.logLevel, security: headSecurityFrom(o) });
     });
 
   program
@@ -61,7 +63,7 @@ export function buildProgram(out: CliOutput): Command {
     .requiredOption('--head <host:port>', 'the head to join', wrapParse(parseHostPort, '--head'))
     .option('--slots <n>', 'actions to run at once', wrapParse(parsePositiveInt, '--slots'), os.availableParallelism())
     .option('--work-dir <dir>', 'node-local CAS and per-action directories', path.join(os.tmpdir(), 'orion-node'))
-    .option('--id <id>', 'node id (default: hostname-pid)')
+    .option('--id <id>', 'node id; a node certificate or named node token only admits its own (default: the CN of --tls-cert, else hostname-pid)')
     .addOption(new Option('--require-sandbox', 'refuse to start when bubblewrap cannot sandbox actions'))
     .addOption(new Option('--no-sandbox', 'run actions without bubblewrap'))
     .option('--max-processes <n>', 'most processes one action may have at once, through the pids cgroup (0: no limit)', wrapParseInt0('--max-processes'), 1024)
@@ -69,10 +71,19 @@ export function buildProgram(out: CliOutput): Command {
     .option('--health-port <n>', 'serve grpc.health.v1 on this port: SERVING while connected to the head (0 picks a free one; default: off)', wrapParse(parsePort, '--health-port'))
     .option('--listen-host <addr>', 'address --metrics-port and --health-port listen on', '127.0.0.1')
     .option('--log-level <level>', 'trace, debug, info, warn, error (env ORION_LOG_LEVEL)', 'info')
+    // Test only, so not in --help: makes the node misbehave (node/faults.ts).
+    .addOption(
+      new Option('--fault-inject <fault>', `test only: make this node misbehave on purpose (${NODE_FAULTS.join(', ')})`)
+        .argParser((v: string) => {
+          if (!isNodeFault(v)) throw new UsageError(`--fault-inject: unknown fault ${JSON.stringify(v)} (known: ${NODE_FAULTS.join(', ')})`);
+          return v;
+        })
+        .hideHelp(),
+    )
     .action(async (o) => {
       const { runNode } = await import('./commands/node.js');
       const sandbox = o.requireSandbox ? 'require' : o.sandbox === false ? 'off' : 'auto';
-      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o) });
+      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o), faultInject: o.faultInject });
     });
 
   program
@@ -106,6 +117,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('-k, --keep-going', 'keep building what does not depend on a failed action', false)
     .option('-n, --dry-run', 'show what would run without running it', false)
     .option('--explain', 'for each action that runs, say why it was not a cache hit', false)
+    .option('--no-dag', 'with --head: send actions one by one (REAPI Execute) instead of submitting the whole DAG to the head\'s Builds service')
     .option('--build-dir <dir>', 'CMake build directory (default: build)')
     .option('--profile <file.json>', 'write a timeline of the build (Chrome trace events: one lane per node slot, each action\'s phases) for Perfetto or chrome://tracing')
     .option('-q, --quiet', 'print only errors and the compilers\' output (no progress, no summary unless the build fails)', false)
@@ -134,6 +146,7 @@ export function buildProgram(out: CliOutput): Command {
             keepGoing: o.keepGoing,
             dryRun: o.dryRun,
             explain: o.explain,
+            dag: o.dag,
             quiet: o.quiet,
             verbose: o.verbose,
             buildDir: o.buildDir,
@@ -167,15 +180,16 @@ export function buildProgram(out: CliOutput): Command {
     .command('certs')
     .description('make TLS certificates for a cluster')
     .command('init')
-    .description('write a CA plus head, node, client and admin certificates to DIR (uses openssl)\n\nexample: orion certs init ./certs --host head.example.com --host 10.0.0.1')
+    .description('write a CA plus head, node, client and admin certificates to DIR (uses openssl)\n\nexample: orion certs init ./certs --host head.example.com --host 10.0.0.1 --node build1 --node build2')
     .argument('<dir>', 'where to write the files')
     .option('--host <name>', 'a DNS name or IP the head is reached by (repeatable; localhost and 127.0.0.1 are always included)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--node <id>', 'also write node-ID.crt/.key, a node certificate for node id ID (its CN; repeatable). node.crt is for node id orion-node', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--days <n>', 'validity of the issued certificates', wrapParse(parsePositiveInt, '--days'), 825)
     .option('--force', 'replace existing files', false)
     .action(async (dir: string, o) => {
       const { certsInit, certsUsage } = await import('./commands/certs.js');
-      await certsInit({ dir, hosts: o.host, days: o.days, force: o.force });
-      out.stdout(certsUsage(dir));
+      await certsInit({ dir, hosts: o.host, days: o.days, force: o.force, nodes: o.node });
+      out.stdout(certsUsage(dir, o.node));
     });
 
   // Authentication and TLS options, shared by every command that serves or reaches a head.

@@ -26,11 +26,18 @@ export interface HeadSecurityFlags {
   allowClientCacheWrites?: boolean;
   maxBlobSize?: number;
   maxActionTimeout?: number;
+  maxDagActions?: number;
 }
 
 const byteSize = (flag: string) => (v: string) => {
   const n = parseByteSize(v);
   if (n === undefined) throw new UsageError(`${flag}: expected a size such as 1GiB, 512MiB or 1048576, got ${JSON.stringify(v)}`);
+  return n;
+};
+
+const positiveInt = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`${flag}: expected a positive whole number, got ${JSON.stringify(v)}`);
   return n;
 };
 
@@ -47,7 +54,8 @@ export function addHeadSecurityOptions(cmd: Command): Command {
     .option('--allow-client-cache-writes', 'let clients write the action cache (Bazel cache-only mode; default: on without authentication, off with it)')
     .option('--no-allow-client-cache-writes', 'only results of this head\'s own nodes enter the action cache')
     .option('--max-blob-size <size>', 'largest blob the CAS accepts', byteSize('--max-blob-size'), 1024 ** 3)
-    .option('--max-action-timeout <duration>', 'longest action timeout (longer requests are rejected; actions without one get this)', duration('--max-action-timeout'), 3_600_000);
+    .option('--max-action-timeout <duration>', 'longest action timeout (longer requests are rejected; actions without one get this)', duration('--max-action-timeout'), 3_600_000)
+    .option('--max-dag-actions <n>', 'most actions one build may submit to the Builds service', positiveInt('--max-dag-actions'), 200_000);
 }
 
 export function headSecurityFrom(o: HeadSecurityFlags): HeadSecurityFlags {
@@ -60,5 +68,6 @@ export function headSecurityFrom(o: HeadSecurityFlags): HeadSecurityFlags {
     allowClientCacheWrites: o.allowClientCacheWrites,
     maxBlobSize: o.maxBlobSize,
     maxActionTimeout: o.maxActionTimeout,
+    maxDagActions: o.maxDagActions,
   };
 }

@@ -6,6 +6,7 @@ import { ByteStreamService } from '../proto/gen/google/bytestream/bytestream.js'
 import { HealthService } from '../proto/gen/grpc/health/v1/health.js';
 import { WorkerService } from '../proto/gen/orion/v1/worker.js';
 import { ClusterService } from '../proto/gen/orion/v1/cluster.js';
+import { BuildsService } from '../proto/gen/orion/v1/build.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { Code, OrionError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -34,6 +35,9 @@ import { createHeadMetrics, type HeadMetrics } from './head-metrics.js';
 import { createHttpApi, type Authorize } from './http-server.js';
 import { authorizeHttp, createAuthInterceptor, createHeadAuth, type HeadAuth } from './auth.js';
 import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
+import { createTreeOverlay } from '../cas/tree-overlay.js';
+import { createDagBuilds, type DagBuilds } from './dag-build.js';
+import { createBuildService } from './build-service.js';
 
 export interface HeadOptions {
   /** host:port to listen on; port 0 picks a free port. */
@@ -45,6 +49,8 @@ export interface HeadOptions {
   maxAttempts?: number;
   /** First retry delay after a node failure (doubles per attempt, jittered). */
   retryBackoffMs?: number;
+  /** Least time an action runs before a speculative copy may start (scheduler default: 2 s). */
+  stragglerMinMs?: number;
   /** Whether REAPI clients may write the action cache directly (Bazel's cache-only mode needs it). */
   allowActionCacheUpdates?: boolean;
   maxMessageBytes?: number;
@@ -69,6 +75,8 @@ export interface Head {
   registry: NodeRegistry;
   scheduler: Scheduler;
   builds: BuildTracker;
+  /** Whole-DAG builds (the orion.v1 Builds service). */
+  dags: DagBuilds;
   metrics: HeadMetrics;
   /** http://host:port of the dashboard, when httpListen was given. */
   httpUrl?: string;
@@ -117,6 +125,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
     log,
     maxAttempts: opts.maxAttempts,
     retryBackoffMs: opts.retryBackoffMs ?? 100,
+    stragglerMinMs: opts.stragglerMinMs,
     send: (nodeId, cmd) => workers.send(nodeId, cmd),
     acceptResult: (e, result, nodeId) => acceptResult(cas, caches, e, result, nodeId),
   });
@@ -141,6 +150,8 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   server.addService(ExecutionService, createExecutionService({ cas, caches, scheduler, log, builds, limits }));
   server.addService(WorkerService, workers.service);
   server.addService(ClusterService, createClusterService(registry, builds));
+  const dags = createDagBuilds({ cas, caches, scheduler, overlay: createTreeOverlay(cas), clock, log, limits, builds });
+  server.addService(BuildsService, createBuildService(dags));
   server.addService(
     HealthService,
     createHealthService(
@@ -152,6 +163,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
         'google.bytestream.ByteStream',
         'orion.v1.Worker',
         'orion.v1.Cluster',
+        'orion.v1.Builds',
       ],
       () => serving,
     ),
@@ -184,6 +196,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
     registry,
     scheduler,
     builds,
+    dags,
     metrics,
     httpUrl: http?.listener.url,
     auth,

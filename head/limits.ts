@@ -19,6 +19,8 @@ export interface HeadLimits {
   maxInputTreeEntries: number;
   /** Deepest directory nesting of an input tree. */
   maxInputTreeDepth: number;
+  /** Actions in one DAG submitted to the Builds service. */
+  maxDagActions: number;
 }
 
 export const DEFAULT_HEAD_LIMITS: HeadLimits = {
@@ -28,6 +30,7 @@ export const DEFAULT_HEAD_LIMITS: HeadLimits = {
   maxConcurrentStreams: 1000,
   maxInputTreeEntries: 5_000_000,
   maxInputTreeDepth: 512,
+  maxDagActions: 200_000,
 };
 
 /** "1GiB", "512MiB", "64k", "1000" (bytes); binary units whatever the spelling. */

@@ -18,6 +18,8 @@ export interface ExecutionRequest {
   buildId?: string;
   /** REAPI ExecutionPolicy.priority: lower runs sooner (Orion clients send minus the critical path). */
   priority?: number;
+  /** Bytes of this action's inputs each node already holds (DAG builds: the producers' nodes). */
+  localityBytes?: Map<string, number>;
 }
 
 export interface ExecutionStatus {
@@ -203,18 +205,21 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /**
    * The node for `e`: never one it already runs on; preferring nodes this execution has
    * not been tried on (a node that lost or botched it should not get the retry when
-   * another can take it), then a node that ran the same input root recently (it holds
+   * another can take it), then the node holding most of its input bytes, or one that ran the same input root recently (it holds
    * the blobs), then the least loaded. Nodes in `skip` could not take work just now.
    */
   function pickNode(e: Execution, skip: Set<string>): NodeRecord | undefined {
     const tried = new Set(e.attempts.map((a) => a.nodeId));
     const busy = new Set(runningCopies(e).map((c) => c.nodeId));
     const root = rootOf(e);
+    const held = e.request.localityBytes;
+    const heldTotal = held ? [...held.values()].reduce((x, y) => x + y, 0) : 0;
     let best: NodeRecord | undefined;
     let bestScore = Infinity;
     for (const n of deps.registry.withFreeSlots()) {
       if (skip.has(n.nodeId) || busy.has(n.nodeId)) continue;
-      const warm = recentRoots.get(n.nodeId)?.includes(root) ? 0 : 0.5;
+      // A node holding more of the inputs fetches less; else one that ran the same root recently.
+      const warm = heldTotal > 0 ? 0.5 * (1 - (held!.get(n.nodeId) ?? 0) / heldTotal) : recentRoots.get(n.nodeId)?.includes(root) ? 0 : 0.5;
       const score = (tried.has(n.nodeId) ? 2 : 0) + warm + n.running.size / n.slots;
       if (score < bestScore) {
         best = n;

@@ -39,6 +39,11 @@ export interface ActionKey {
   depfileAbs?: string;
   /** The action can run on a remote node (all outputs under its working directory). */
   remotable: boolean;
+  /**
+   * With `produced` (computeActionKey's option): inputs other actions of the build write,
+   * left out of inputRoot (and so of actionDigest) for the head to add once they exist.
+   */
+  producedInputs?: { path: string; producer: string }[];
 }
 
 export interface KeyDeps {
@@ -54,7 +59,17 @@ function relTo(from: string, to: string): string {
   return r === '' ? '.' : r;
 }
 
-export async function computeActionKey(a: BuildAction, deps: KeyDeps): Promise<ActionKey> {
+export interface KeyOptions {
+  /**
+   * Absolute path -> id of the action that writes it. Such inputs are not read from
+   * disk: they become producedInputs (a whole-DAG build's head resolves them).
+   */
+  produced?: Pick<ReadonlyMap<string, string>, 'get' | 'has'>;
+}
+
+export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyOptions = {}): Promise<ActionKey> {
+  const produced = opts.produced;
+  const producedInputs: { path: string; producer: string }[] = [];
   const root = deps.files.root;
   const inputs = new Set<string>(a.inputs);
   let compiler: CompilerArgs | undefined;
@@ -71,7 +86,7 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps): Promise<A
     for (const arg of a.argv.slice(1)) {
       if (arg.startsWith('-')) continue;
       const abs = path.resolve(a.cwd, arg);
-      if (abs.startsWith(root + '/') && !a.outputs.includes(abs) && (await deps.files.state(abs))) inputs.add(abs);
+      if (abs.startsWith(root + '/') && !a.outputs.includes(abs) && ((produced?.has(abs) ?? false) || (await deps.files.state(abs)))) inputs.add(abs);
     }
   }
   for (const o of a.outputs) if (!a.inputs.includes(o)) inputs.delete(o);
@@ -79,7 +94,15 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps): Promise<A
   const tree: TreeFileEntry[] = [];
   const external: string[] = [];
   const covered = new Map<string, string>();
-  const sorted = [...inputs].sort();
+  const sorted = [...inputs].sort().filter((f) => {
+    const producer = produced?.get(f);
+    if (producer === undefined || producer === a.id) return true;
+    const rel = path.relative(root, f);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) return true;
+    producedInputs.push({ path: rel, producer });
+    covered.set(f, '?');
+    return false;
+  });
   const states = await Promise.all(sorted.map((f) => deps.files.state(f)));
   sorted.forEach((f, i) => {
     const s = states[i];
@@ -134,5 +157,5 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps): Promise<A
   const blobs = new Map<string, Buffer>(inputRoot.directories);
   blobs.set(`${commandDigest.hash}/${commandDigest.sizeBytes}`, commandBlob);
   blobs.set(`${actionDigest.hash}/${actionDigest.sizeBytes}`, actionBlob);
-  return { actionDigest, action, command, blobs, inputRoot, inputs: covered, compiler, depfileRel, depfileAbs, remotable };
+  return { actionDigest, action, command, blobs, inputRoot, inputs: covered, compiler, depfileRel, depfileAbs, remotable, ...(produced ? { producedInputs } : {}) };
 }

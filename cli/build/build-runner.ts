@@ -12,7 +12,7 @@ import type { BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
 import { computeActionKey, type ActionKey, type KeyDeps } from './action-key.js';
-import { parseDepFile } from './compiler-args.js';
+import { parseDepFile } from '../../common/depfile.js';
 import type { BuildExecutor } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
 import { assertSafeResult } from './result-guard.js';
@@ -20,6 +20,10 @@ import type { Reporter } from './reporter.js';
 import { KEYED_ENV } from './action-key.js';
 import { diffSnapshots, stepKey, type StepCache, type StepEffect } from './step-cache.js';
 import { applyStepEffect, freshenOutputs } from './output-writer.js';
+import type { DagClient, DagClientEvent, DagSpec } from './dag-client.js';
+import type { RemoteExecutor } from './remote-executor.js';
+import { fromDigestKey } from '../../cas/digest.js';
+import type { Digest } from '../../cas/types.js';
 
 export interface RemoteActionCache {
   /** `a` (when given) lets the head record the lookup under this build. */
@@ -52,6 +56,12 @@ export interface BuildRunnerDeps {
   stepCache: StepCache;
   /** Previous keys' inputs by action id, for --explain. */
   history?: KeyHistory;
+  /**
+   * Whole-DAG mode (a head with the Builds service): the head schedules every
+   * action a node can run; this process runs the rest and reports their effects.
+   * Without the service, or when its stream breaks, actions go one by one.
+   */
+  dag?: { client: DagClient; uploader: Pick<RemoteExecutor, 'uploadTree' | 'ensure'>; buildId: string };
   signal: AbortSignal;
 }
 
@@ -70,6 +80,8 @@ export interface BuildSummary {
   where: Record<string, number>;
   failures: { action: BuildAction; message: string }[];
   durations: Map<string, number>;
+  /** Whole-DAG mode: output bytes nodes fetched from each other, and from the head. */
+  transfer?: { peerBytes: number; headBytes: number };
 }
 
 /** For each action id, the ids of the actions that depend on it (dependencies outside the graph ignored). */
@@ -124,12 +136,20 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   let stopping = false;
   reporter.start(graph.actions.length);
 
+  const settled = new Set<string>();
+  const effects = new Map<string, Pick<StepEffect, 'written' | 'deleted'>>();
+  let dag: DagState | undefined;
+  /** collect: cluster misses are deferred; started: the head has the rest of the DAG; off: one by one. */
+  let dagPhase: 'collect' | 'started' | 'off' = deps.dag && !opts.dryRun ? 'collect' : 'off';
+  const deferred = new Set<string>();
+  let wake = () => {};
   const skipDependents = (id: string) => {
     const stack = [...(dependents.get(id) ?? [])];
     while (stack.length > 0) {
       const d = stack.pop()!;
-      if (waiting.get(d)! < 0) continue;
+      if (waiting.get(d)! < 0 || settled.has(d)) continue;
       waiting.set(d, -1);
+      settled.add(d);
       summary.counts.skipped++;
       finished++;
       stack.push(...(dependents.get(d) ?? []));
@@ -161,7 +181,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     return unkeyed.length > 0 && deps.keyDeps.manifest.add(a.id, unkeyed);
   }
 
-  async function runCacheable(a: BuildAction, again = false): Promise<ActionOutcome> {
+  async function runCacheable(a: BuildAction, again = false): Promise<ActionOutcome | 'deferred'> {
     const key = await computeActionKey(a, deps.keyDeps);
     if (!again) explain(a, key);
     const local = await deps.localAc.get(key.actionDigest);
@@ -174,6 +194,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return 'cached';
     }
     if (opts.dryRun) return 'dry-run';
+    // Whole-DAG mode: misses wait until nothing else can run here, then go to the head together.
+    if (dagPhase === 'collect' && key.remotable) return 'deferred';
     const remoteRaw = await deps.remoteCache?.get(key, a);
     // Look again under the key that covers what the result shows was read (each round learns files, so this ends).
     if (remoteRaw && (await learnUnkeyedReads(a, key, remoteRaw))) return runCacheable(a, true);
@@ -232,6 +254,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const hit = await deps.stepCache.get(key);
     if (hit && (await deps.localCas.findMissing([...hit.written.map((w) => w.digest), ...(hit.stdout ? [hit.stdout] : []), ...(hit.stderr ? [hit.stderr] : [])])).length === 0) {
       const touched = await applyStepEffect(hit, files, deps.localCas);
+      effects.set(a.id, hit);
       deps.keyDeps.scanner.invalidate(touched);
       await replay({ outputFiles: [], outputSymlinks: [], outputDirectories: [], exitCode: 0, stdoutDigest: hit.stdout, stderrDigest: hit.stderr });
       return 'cached';
@@ -252,6 +275,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (out.result.exitCode !== 0) throw new OrionError(Code.ABORTED, `${a.label} failed with exit code ${out.result.exitCode}`, { hint: 'exit' });
     for (const w of change.written) await deps.localCas.putStream(w.digest, createReadStream(path.join(graph.root, w.path)));
     const effect: StepEffect = { ...change, stdout: out.result.stdoutDigest, stderr: out.result.stderrDigest };
+    effects.set(a.id, change);
     await deps.localCas.put(out.result.stdoutDigest!, out.stdout);
     await deps.localCas.put(out.result.stderrDigest!, out.stderr);
     await deps.stepCache.put(key, effect);
@@ -273,20 +297,311 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     reporter.explain(a, changed.length > 0 ? changed.join(', ') : 'tool or environment changed');
   }
 
+  const writers = new Map<string, string[]>();
+  for (const a of graph.actions) for (const o of a.outputs) writers.set(o, [...(writers.get(o) ?? []), a.id]);
+  const ancestorCache = new Map<string, Set<string>>();
+
+  interface DagState {
+    /** Actions the head runs. */
+    ids: Set<string>;
+    keys: Map<string, ActionKey>;
+    run: ReturnType<DagClient['submit']>;
+    /** The stream broke: what is left runs action by action. */
+    broken: boolean;
+    abort: AbortController;
+  }
+
+  /** Keys every action a node can run, uploads the tree and keys once, and submits the DAG. Undefined: the head has no Builds service. */
+  async function startDag(d: NonNullable<BuildRunnerDeps['dag']>): Promise<DagState | undefined> {
+    const root = graph.root;
+    const keys = new Map<string, ActionKey>();
+    const rest = graph.actions.filter((a) => !settled.has(a.id));
+    const inDag = new Set(rest.map((a) => a.id));
+    for (const a of rest) {
+      if (!a.cacheable) continue;
+      const key = await computeActionKey(a, deps.keyDeps, { produced: producersFor(a) });
+      if (key.remotable) keys.set(a.id, key);
+    }
+    const sourceRoot = await d.uploader.uploadTree();
+    const blobs = new Map<string, Buffer>();
+    for (const k of keys.values()) for (const [dk, b] of k.blobs) blobs.set(dk, b);
+    await d.uploader.ensure([...blobs.keys()].map(fromDigestKey), (x) => blobs.get(`${x.hash}/${x.sizeBytes}`));
+    const specs: DagSpec[] = rest.map((a) => {
+      const key = keys.get(a.id);
+      const edges = [...new Set(a.deps)].filter((x) => inDag.has(x));
+      if (!key) return { id: a.id, label: a.label, deps: edges, client: true, producedInputs: [] };
+      return specOf(a, key, edges);
+    });
+    const abort = new AbortController();
+    const onAbort = () => abort.abort();
+    deps.signal.addEventListener('abort', onAbort, { once: true });
+    const state: DagState = { ids: new Set(keys.keys()), keys, broken: false, abort, run: undefined as unknown as DagState['run'] };
+    state.run = d.client.submit({ buildId: d.buildId, sourceRoot, actions: specs, keepGoing: opts.keepGoing }, (ev) => void onDagEvent(state, ev), abort.signal);
+    try {
+      await state.run.accepted;
+    } catch (err) {
+      deps.signal.removeEventListener('abort', onAbort);
+      if (statusOf(err) === Code.UNIMPLEMENTED) return undefined;
+      throw err;
+    }
+    state.run.finished.then(
+      () => wake(),
+      (err) => {
+        if (deps.signal.aborted) return wake();
+        breakDag(state, err);
+      },
+    );
+    return state;
+
+    function specOf(a: BuildAction, key: ActionKey, edges: string[]): DagSpec {
+      const depfileAbs = key.depfileRel ? path.join(a.cwd, key.depfileRel) : key.depfileAbs && a.outputs.includes(key.depfileAbs) ? key.depfileAbs : undefined;
+      return {
+        id: a.id,
+        label: a.label,
+        deps: edges,
+        client: false,
+        commandDigest: key.action.commandDigest,
+        inputRootDigest: key.inputRoot.rootDigest,
+        producedInputs: key.producedInputs ?? [],
+        depfile: depfileAbs ? path.relative(root, depfileAbs) : undefined,
+      };
+    }
+  }
+
+  /**
+   * For each file some other action writes, the action `a` reads it from: the
+   * nearest writer among its dependencies (ranlib reads what ar wrote), else any writer.
+   */
+  function producersFor(a: BuildAction): Pick<ReadonlyMap<string, string>, 'get' | 'has'> {
+    const get = (file: string): string | undefined => {
+      // Files of actions already done are in the tree the head gets.
+      const candidates = (writers.get(file) ?? []).filter((w) => w !== a.id && !settled.has(w));
+      if (candidates.length <= 1) return candidates[0];
+      const ancestors = ancestorsOf(a.id);
+      const mine = candidates.filter((w) => ancestors.has(w));
+      // Nearest: a candidate no other candidate depends on.
+      return mine.find((w) => !mine.some((o) => o !== w && ancestorsOf(o).has(w))) ?? candidates[0];
+    };
+    return { get, has: (file) => get(file) !== undefined };
+  }
+
+  function ancestorsOf(id: string): Set<string> {
+    let set = ancestorCache.get(id);
+    if (set) return set;
+    set = new Set();
+    const stack = [...(byId.get(id)?.deps ?? [])];
+    while (stack.length > 0) {
+      const d = stack.pop()!;
+      if (set.has(d) || !byId.has(d)) continue;
+      set.add(d);
+      stack.push(...byId.get(d)!.deps);
+    }
+    ancestorCache.set(id, set);
+    return set;
+  }
+
+  /** The head has no Builds service (or the DAG could not be sent): deferred actions go one by one. */
+  function toOneByOne() {
+    dagPhase = 'off';
+    for (const id of deferred) ready.push(byId.get(id)!);
+    deferred.clear();
+  }
+
+  /** The head went away mid-build: what it had not finished runs action by action (with retries). */
+  function breakDag(state: DagState, err: unknown) {
+    if (state.broken) return;
+    state.broken = true;
+    state.abort.abort();
+    reporter.error(`the head's build stream broke (${(err as Error).message}); the remaining actions go one by one`);
+    for (const id of state.ids) {
+      if (!settled.has(id) && waiting.get(id) === 0 && !inFlight.has(id)) ready.push(byId.get(id)!);
+    }
+    wake();
+  }
+
+  const inFlight = new Set<string>();
+  /** Actions the reporter was told started. */
+  const announced = new Set<string>();
+  /** When the head queued each cluster action (the start of its span in the timeline). */
+  const queuedAt = new Map<string, number>();
+  /** Cluster results being written into the tree, by action id. */
+  const applying = new Map<string, Promise<void>>();
+
+  async function onDagEvent(state: DagState, ev: DagClientEvent) {
+    const a = byId.get(ev.actionId);
+    if (!a || !state.ids.has(a.id) || settled.has(a.id) || state.broken) return;
+    if (ev.kind === 'queued') {
+      queuedAt.set(a.id, Date.now());
+      return;
+    }
+    if (ev.kind === 'started') {
+      if (!announced.has(a.id)) {
+        announced.add(a.id);
+        reporter.started(a);
+      }
+      reporter.running?.(a, ev.nodeId || 'remote');
+      return;
+    }
+    if (ev.kind === 'retried') return;
+    inFlight.add(a.id);
+    // An action's outputs go into the tree after those of what it depends on (ranlib after ar).
+    let done!: () => void;
+    const mine = new Promise<void>((r) => (done = r));
+    const producers = (state.keys.get(a.id)?.producedInputs ?? []).map((p) => p.producer);
+    const before = [...a.deps, ...producers].map((d) => applying.get(d)).filter((p): p is Promise<void> => p !== undefined);
+    applying.set(a.id, mine);
+    try {
+      await Promise.all(before);
+      if (ev.kind === 'skipped') {
+        if (!settled.has(a.id)) {
+          settled.add(a.id);
+          waiting.set(a.id, -1);
+          summary.counts.skipped++;
+          finished++;
+          skipDependents(a.id);
+        }
+        return;
+      }
+      if (ev.kind === 'failed') {
+        if (ev.result) {
+          await deps.remoteCache?.fetch(ev.result).catch(() => undefined);
+          await replay(ev.result).catch(() => undefined);
+          summary.where[ev.nodeId || 'remote'] = (summary.where[ev.nodeId || 'remote'] ?? 0) + 1;
+          return settle(a, 'failed', `${a.label} failed with exit code ${ev.result.exitCode}`);
+        }
+        const message = ev.error?.message ?? 'failed on the cluster';
+        reporter.error(`${a.label}: ${message}`);
+        return settle(a, 'failed', message);
+      }
+      settle(a, await dagDone(a, state.keys.get(a.id)!, ev), undefined);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      reporter.error(`${a.label}: ${message}`);
+      settle(a, 'failed', message);
+    } finally {
+      done();
+      inFlight.delete(a.id);
+      wake();
+    }
+  }
+
+  /** A cluster action finished (or was served from the head's cache): its outputs go into the tree. */
+  async function dagDone(a: BuildAction, key: ActionKey, ev: Extract<DagClientEvent, { kind: 'done' }>): Promise<ActionOutcome> {
+    const result = ev.result;
+    await deps.remoteCache!.fetch(result);
+    const skip = new Set(key.depfileRel ? [key.depfileRel] : []);
+    const outputs = { ...result, outputFiles: result.outputFiles.filter((f) => !skip.has(f.path)) };
+    assertSafeResult(outputs, deps.keyDeps.files.root, a.cwd, `the result of ${a.label}`);
+    await writeOutputs(outputs, a.cwd, deps.keyDeps.files, deps.localCas);
+    await freshenOutputs(a.outputs, [...key.inputs.keys()], deps.keyDeps.files);
+    deps.keyDeps.scanner.invalidate(a.outputs);
+    await replay(result);
+    // The compiler's dependency output: whatever it read that the key missed is keyed from the next build on.
+    const dep = key.depfileRel ? result.outputFiles.find((f) => f.path === key.depfileRel) : key.depfileAbs ? result.outputFiles.find((f) => path.join(a.cwd, f.path) === key.depfileAbs) : undefined;
+    if (dep) {
+      const read = parseDepFile((await deps.localCas.get(dep.digest)).toString('utf8'), a.cwd).filter((f) => !a.outputs.includes(f));
+      const missed = read.filter((f) => !key.inputs.has(f));
+      if (missed.length > 0) deps.keyDeps.manifest.add(a.id, missed);
+    }
+    // The key as the next build here computes it (inputs on disk now, whatever the compiler showed it read).
+    const finalKey = await computeActionKey(a, deps.keyDeps);
+    await deps.localAc.put(finalKey.actionDigest, result);
+    if (finalKey.actionDigest.hash !== ev.actionDigest.hash && deps.remoteCache?.put) {
+      await deps.remoteCache.put(finalKey, result).catch(() => undefined);
+    }
+    if (!ev.cached) explain(a, finalKey);
+    deps.history?.record(a.id, finalKey, a.argv);
+    if (ev.cached) return 'remote-cached';
+    const where = ev.nodeId || 'remote';
+    summary.where[where] = (summary.where[where] ?? 0) + 1;
+    const m = result.executionMetadata;
+    const endMs = Date.now();
+    const startMs = queuedAt.get(a.id) ?? (m?.workerStartMs && m.workerCompletedMs ? endMs - (m.workerCompletedMs - m.workerStartMs) : endMs);
+    summary.durations.set(a.id, endMs - startMs);
+    reporter.executed?.(a, { where, startMs, endMs, sentAt: startMs, metadata: m, exitCode: result.exitCode });
+    return 'executed';
+  }
+
+  /** Tells the head about an action this process ran, with what it changed in the tree. */
+  async function reportToHead(a: BuildAction, failure: string | undefined) {
+    const state = dag!;
+    const files = deps.keyDeps.files;
+    const root = graph.root;
+    let written: { path: string; digest: Digest; isExecutable: boolean }[] = [];
+    let deleted: string[] = [];
+    const effect = effects.get(a.id);
+    if (effect) {
+      written = effect.written;
+      deleted = effect.deleted;
+    } else {
+      for (const o of a.outputs) {
+        const rel = path.relative(root, o);
+        if (rel.startsWith('..') || path.isAbsolute(rel)) continue;
+        const st = await files.state(o);
+        if (st) written.push({ path: rel, digest: st.digest, isExecutable: st.isExecutable });
+        else deleted.push(rel);
+      }
+    }
+    try {
+      if (!failure) {
+        const sources = new Map(written.map((w) => [`${w.digest.hash}/${w.digest.sizeBytes}`, path.join(root, w.path)]));
+        await deps.dag!.uploader.ensure(written.map((w) => w.digest), (d) => sources.get(`${d.hash}/${d.sizeBytes}`));
+      }
+      // Cluster actions downstream whose keyed inputs this step changed are keyed again.
+      const changed = new Set([...written.map((w) => path.join(root, w.path)), ...deleted.map((x) => path.join(root, x))]);
+      const rekeyed: DagSpec[] = [];
+      if (!failure && changed.size > 0) {
+        const stack = [...(dependents.get(a.id) ?? [])];
+        const seen = new Set<string>();
+        while (stack.length > 0) {
+          const id = stack.pop()!;
+          if (seen.has(id)) continue;
+          seen.add(id);
+          stack.push(...(dependents.get(id) ?? []));
+          const key = state.keys.get(id);
+          if (!key || settled.has(id) || ![...key.inputs.keys()].some((f) => changed.has(f))) continue;
+          for (const f of changed) deps.keyDeps.files.forget(f);
+          const b = byId.get(id)!;
+          const fresh = await computeActionKey(b, deps.keyDeps, { produced: producersFor(b) });
+          if (fresh.inputRoot.rootDigest.hash === key.inputRoot.rootDigest.hash && (fresh.producedInputs ?? []).length === (key.producedInputs ?? []).length) continue;
+          await deps.dag!.uploader.ensure([...fresh.blobs.keys()].map(fromDigestKey), (d) => fresh.blobs.get(`${d.hash}/${d.sizeBytes}`));
+          state.keys.set(id, fresh);
+          const depfileAbs = fresh.depfileRel ? path.join(b.cwd, fresh.depfileRel) : fresh.depfileAbs && b.outputs.includes(fresh.depfileAbs) ? fresh.depfileAbs : undefined;
+          rekeyed.push({ id, label: b.label, deps: [], client: false, commandDigest: fresh.action.commandDigest, inputRootDigest: fresh.inputRoot.rootDigest, producedInputs: fresh.producedInputs ?? [], depfile: depfileAbs ? path.relative(root, depfileAbs) : undefined });
+        }
+      }
+      await deps.dag!.client.report({ buildId: deps.dag!.buildId, actionId: a.id, exitCode: failure ? 1 : 0, written: failure ? [] : written, deleted: failure ? [] : deleted, rekeyed, message: failure });
+    } catch (err) {
+      if (deps.signal.aborted) return;
+      breakDag(state, err);
+    }
+  }
+
   async function process1(a: BuildAction) {
     let outcome: ActionOutcome;
+    let error: string | undefined;
     try {
       if (!a.cacheable) {
         outcome = await runStep(a);
       } else {
-        outcome = await runCacheable(a);
+        const o = await runCacheable(a);
+        if (o === 'deferred') return void deferred.add(a.id);
+        outcome = o;
       }
     } catch (err) {
       outcome = 'failed';
-      const message = err instanceof Error ? err.message : String(err);
-      summary.failures.push({ action: a, message });
-      if (statusOf(err) !== Code.ABORTED) reporter.error(`${a.label}: ${message}`);
+      error = err instanceof Error ? err.message : String(err);
+      if (statusOf(err) !== Code.ABORTED) reporter.error(`${a.label}: ${error}`);
     }
+    if (dag && !dag.broken && !dag.ids.has(a.id)) await reportToHead(a, outcome === 'failed' ? (error ?? 'failed') : undefined);
+    settle(a, outcome, error);
+  }
+
+  /** Records an action's end and makes its dependents ready (or skips them when it failed). */
+  function settle(a: BuildAction, outcome: ActionOutcome, error?: string) {
+    if (settled.has(a.id)) return;
+    settled.add(a.id);
+    if (outcome === 'failed') summary.failures.push({ action: a, message: error ?? 'failed' });
     summary.counts[outcome]++;
     finished++;
     reporter.finished(a, outcome, finished);
@@ -299,7 +614,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         const n = waiting.get(d)!;
         if (n < 0) continue;
         waiting.set(d, n - 1);
-        if (n - 1 === 0) ready.push(byId.get(d)!);
+        if (n - 1 === 0 && (!dag || dag.broken || !dag.ids.has(d))) ready.push(byId.get(d)!);
       }
     }
   }
@@ -311,16 +626,45 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       while (!stopping && running < opts.jobs && ready.length > 0) {
         const a = ready.pop()!;
         running++;
+        announced.add(a.id);
         reporter.started(a);
         void process1(a).finally(() => {
           running--;
           pump();
         });
       }
-      if (running === 0 && (stopping || ready.length === 0)) resolve();
+      if (running === 0 && ready.length === 0 && dagPhase === 'collect' && deferred.size > 0 && !stopping) {
+        // Everything that could run here has: the head takes the rest of the graph.
+        dagPhase = 'started';
+        running++;
+        void startDag(deps.dag!)
+          .then(
+            (state) => {
+              dag = state;
+              if (!state) toOneByOne();
+            },
+            (err) => {
+              if (deps.signal.aborted) return;
+              reporter.error(`cannot submit the build to the head (${(err as Error).message}); actions go one by one`);
+              toOneByOne();
+            },
+          )
+          .finally(() => {
+            running--;
+            pump();
+          });
+        return;
+      }
+      const headBusy = dag && !dag.broken && !deps.signal.aborted && [...dag.ids].some((id) => !settled.has(id));
+      if (running === 0 && (stopping || ready.length === 0) && !headBusy) resolve();
     };
+    wake = pump;
     pump();
   });
+  if (dag && !dag.broken) {
+    const s = await dag.run.finished.catch(() => undefined);
+    if (s) summary.transfer = { peerBytes: s.peerBytes, headBytes: s.headBytes };
+  }
   if (deps.signal.aborted) {
     summary.ok = false;
     summary.failures.push({ action: graph.actions[0]!, message: 'build cancelled' });

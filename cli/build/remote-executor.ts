@@ -47,6 +47,13 @@ export interface RemoteExecutorDeps {
 export interface RemoteExecutor extends BuildExecutor {
   /** Bytes uploaded to the head so far. */
   uploadedBytes(): number;
+  /** Uploads what the head lacks of the project tree as it is now; returns its root digest. */
+  uploadTree(): Promise<Digest>;
+  /**
+   * Uploads what the head lacks of `digests`, reading each from `source` (bytes, or a
+   * file path). Returns the files that no longer hold the digest they were read with.
+   */
+  ensure(digests: Digest[], source: (d: Digest) => Buffer | string | undefined): Promise<string[]>;
   close(): void;
 }
 
@@ -188,6 +195,8 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
       return withRetries(`remote execution of ${a.label}`, signal, () => runOnce(a, key, signal));
     },
     uploadedBytes: () => uploaded,
+    uploadTree: () => uploadTree(),
+    ensure,
     close: () => client.close(),
   };
 

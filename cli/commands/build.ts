@@ -19,6 +19,7 @@ import { loadKeyHistory } from '../build/key-history.js';
 import { createProjectFiles } from '../build/project-files.js';
 import { createRemoteActionCache } from '../build/remote-action-cache.js';
 import { createRemoteExecutor } from '../build/remote-executor.js';
+import { createDagClient, type DagClient } from '../build/dag-client.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
 import { createToolResolver } from '../build/tool-resolver.js';
 import { createDiskStepCache } from '../build/step-cache.js';
@@ -42,6 +43,8 @@ export interface BuildCommandOptions {
   keepGoing: boolean;
   dryRun: boolean;
   explain: boolean;
+  /** With a head: submit the whole DAG to its Builds service (default), falling back to one Execute per action. */
+  dag?: boolean;
   quiet: boolean;
   verbose: boolean;
   buildDir?: string;
@@ -91,6 +94,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
 
   let remote: ReturnType<typeof createGrpcBlobStore> | undefined;
   let remoteExecutor: ReturnType<typeof createRemoteExecutor> | undefined;
+  let dagClient: DagClient | undefined;
   const headAuth = o.head ? loadClientAuth(o.auth ?? {}) : undefined;
   try {
     if (o.head) {
@@ -98,6 +102,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
       remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions }), meter);
       const chain = criticalPathLengths(graph.actions);
       remoteExecutor = createRemoteExecutor({ priorityOf: (a) => -(chain.get(a.id) ?? 0), address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions, remote, local: localCas, files, ...observe });
+      if (o.dag !== false) dagClient = createDagClient({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions });
     }
     const summary = await runBuild(
       {
@@ -111,6 +116,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         stepCache: createDiskStepCache(path.join(o.cacheDir, 'steps')),
         reporter,
         history,
+        dag: dagClient && remoteExecutor && buildId ? { client: dagClient, uploader: remoteExecutor, buildId } : undefined,
         signal,
       },
       { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain },
@@ -135,6 +141,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   } finally {
     await Promise.all([statCache.save(), manifest.save(), history.save()]);
     remoteExecutor?.close();
+    dagClient?.close();
     remote?.close();
   }
 }

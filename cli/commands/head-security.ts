@@ -49,5 +49,6 @@ export function configureHeadSecurity(host: string, f: HeadSecurityFlags, log: L
   const limits: Partial<HeadLimits> = {};
   if (f.maxBlobSize !== undefined) limits.maxBlobBytes = f.maxBlobSize;
   if (f.maxActionTimeout !== undefined) limits.maxActionTimeoutMs = f.maxActionTimeout;
+  if (f.maxDagActions !== undefined) limits.maxDagActions = f.maxDagActions;
   return { auth, serverCredentials: tls.credentials, limits };
 }
