@@ -20,6 +20,11 @@ export interface BlobStore {
   put(d: Digest, data: Buffer): Promise<void>;
   /** As `put`, hashing while consuming `src`, which is never held whole in memory by disk stores. */
   putStream(d: Digest, src: AsyncIterable<Uint8Array>): Promise<void>;
+  /**
+   * Remote stores: reads many small blobs in one round trip (each verified). Blobs the
+   * store lacks are listed in `missing`; other failures throw.
+   */
+  getMany?(ds: Digest[]): Promise<{ found: Map<string, Buffer>; missing: Digest[] }>;
   /** Disk stores: where the blob's file is (read-only, mode 0444) when present, for hard-linking. */
   localPath?(d: Digest): string | undefined;
   /** Disk stores: the path of an executable (mode 0555) copy of the blob, created on demand; undefined when absent. */

@@ -48,6 +48,13 @@ export function createMeteredBlobStore<S extends BlobStore>(inner: S, meter: Byt
     },
   };
   if (inner.localPath) metered.localPath = (d) => inner.localPath!(d);
+  if (inner.getMany) {
+    metered.getMany = async (ds) => {
+      const r = await inner.getMany!(ds);
+      for (const b of r.found.values()) meter.read(b.length);
+      return r;
+    };
+  }
   if (inner.localExecutablePath) metered.localExecutablePath = (d) => inner.localExecutablePath!(d);
   // Whatever else the inner store offers (close(), for remote stores) stays reachable.
   return Object.assign(Object.create(inner) as S, metered);

@@ -9,7 +9,7 @@ import {
   type FindMissingBlobsResponse,
 } from './gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { ByteStreamClient, type ReadResponse, type WriteRequest } from './gen/google/bytestream/bytestream.js';
-import { Code, OrionError } from '../common/errors.js';
+import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { digestKey, isEmptyDigest, verifyDigest } from '../cas/digest.js';
 import type { Digest } from '../cas/types.js';
@@ -85,6 +85,46 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
     return data;
   }
 
+  async function getMany(ds: Digest[]): Promise<{ found: Map<string, Buffer>; missing: Digest[] }> {
+    const found = new Map<string, Buffer>();
+    const missing: Digest[] = [];
+    for (const d of ds) if (isEmptyDigest(d)) found.set(digestKey(d), Buffer.alloc(0));
+    const wanted = ds.filter((d) => !isEmptyDigest(d));
+    for (let i = 0; i < wanted.length; ) {
+      const batch: Digest[] = [];
+      let bytes = 0;
+      while (i < wanted.length && batch.length < 1000 && (batch.length === 0 || bytes + wanted[i]!.sizeBytes <= BATCH_LIMIT)) {
+        bytes += wanted[i]!.sizeBytes;
+        batch.push(wanted[i++]!);
+      }
+      if (batch.length === 1 && batch[0]!.sizeBytes > BATCH_LIMIT) {
+        try {
+          found.set(digestKey(batch[0]!), await get(batch[0]!));
+        } catch (err) {
+          if (statusOf(err) === Code.NOT_FOUND) missing.push(batch[0]!);
+          else throw err;
+        }
+        continue;
+      }
+      const res = await call<unknown, BatchReadBlobsResponse>(cas.batchReadBlobs.bind(cas) as never, { instanceName, digests: batch.map(digestToPb), acceptableCompressors: [], digestFunction: 0 }, 'BatchReadBlobs');
+      const asked = new Set(batch.map(digestKey));
+      for (const r of res.responses) {
+        const d = { hash: r.digest?.hash ?? '', sizeBytes: Number(r.digest?.sizeBytes ?? 0) };
+        if (!asked.delete(digestKey(d))) continue;
+        if (r.status && r.status.code === Code.NOT_FOUND) {
+          missing.push(d);
+          continue;
+        }
+        if (r.status && r.status.code !== 0) throw new OrionError(r.status.code as Code, `reading ${digestKey(d)}: ${r.status.message}`);
+        const data = Buffer.from(r.data);
+        verifyDigest(d, data);
+        found.set(digestKey(d), data);
+      }
+      if (asked.size > 0) throw new OrionError(Code.INTERNAL, `BatchReadBlobs answered without ${asked.size} of the blobs asked for`);
+    }
+    return { found, missing };
+  }
+
   async function putStream(d: Digest, src: AsyncIterable<Uint8Array>): Promise<void> {
     const resourceName = `${prefix}uploads/${randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
     await new Promise<void>((resolve, reject) => {
@@ -138,6 +178,7 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
     },
     findMissing,
     get,
+    getMany,
     getStream: readStream,
     async put(d, data) {
       if (isEmptyDigest(d)) return;

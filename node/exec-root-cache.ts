@@ -1,0 +1,277 @@
+/**
+ * Fast exec roots for a node. Consecutive actions of a build run in trees that
+ * differ by a few files (the source tree plus the outputs made so far), so a
+ * node keeps one materialised template tree, hard-link-copies it for each
+ * action (`cp -al`, one process) and applies only the differences, found by
+ * walking both Merkle trees and skipping identical subtrees. It also remembers
+ * which directories it holds completely, so fetching an input root from the
+ * head only walks what is new.
+ */
+import { spawn } from 'node:child_process';
+import { chmod, copyFile, link, mkdir, rename, rm, symlink, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { Code, OrionError, invalidArgument, wrap } from '../common/errors.js';
+import type { BlobStore } from '../cas/blob-store.js';
+import { digestKey } from '../cas/digest.js';
+import { decodeDirectory, validateDirectory, validateName } from '../cas/directory.js';
+import { materializeTree } from '../cas/merkle.js';
+import type { Digest, Directory } from '../cas/types.js';
+
+export interface TreeChange {
+  /** Files to put (replacing whatever is at the path). */
+  files: { path: string; digest: Digest; isExecutable: boolean }[];
+  symlinks: { path: string; target: string }[];
+  /** Directories to create (new, possibly empty). */
+  dirs: string[];
+  /** Paths to remove first. */
+  removed: string[];
+}
+
+export interface ExecRootCache {
+  /** Creates `dest` (absent) holding the tree `root`, whose blobs are all in the local store. */
+  materialize(root: Digest, dest: string, signal?: AbortSignal): Promise<void>;
+  /** Directories known to be complete in the local store (their whole subtree). */
+  isComplete(dir: Digest): boolean;
+  markComplete(dirs: Digest[]): void;
+}
+
+export interface ExecRootCacheDeps {
+  local: BlobStore;
+  /** Where templates live (on the same filesystem as the action directories and the CAS). */
+  dir: string;
+  /** Above this many changed entries the template is rebuilt for the new tree. */
+  maxChanges?: number;
+  /** Copies a directory as hard links (default: `cp -al`). */
+  copyLinks?: (src: string, dest: string) => Promise<void>;
+}
+
+function cpAl(src: string, dest: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('cp', ['-al', '--', src, dest], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    p.on('error', reject);
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new OrionError(Code.INTERNAL, `cp -al ${src} ${dest} failed: ${err.trim()}`))));
+  });
+}
+
+/** The differences that turn tree `from` into tree `to`, reading directories from `store`. */
+export async function diffTrees(store: BlobStore, from: Digest, to: Digest, limit = Infinity): Promise<TreeChange | undefined> {
+  const change: TreeChange = { files: [], symlinks: [], dirs: [], removed: [] };
+  let count = 0;
+  const load = async (d: Digest): Promise<Directory> => {
+    const dir = decodeDirectory(await store.get(d));
+    validateDirectory(dir);
+    return dir;
+  };
+  const bump = () => ++count > limit;
+
+  async function added(d: Digest, prefix: string): Promise<boolean> {
+    const dir = await load(d);
+    change.dirs.push(prefix);
+    for (const f of dir.files) {
+      change.files.push({ path: `${prefix}/${f.name}`, digest: f.digest, isExecutable: f.isExecutable });
+      if (bump()) return false;
+    }
+    for (const s of dir.symlinks) change.symlinks.push({ path: `${prefix}/${s.name}`, target: s.target });
+    for (const sub of dir.directories) if (!(await added(sub.digest, `${prefix}/${sub.name}`))) return false;
+    return true;
+  }
+
+  async function walk(a: Digest, b: Digest, prefix: string): Promise<boolean> {
+    if (a.hash === b.hash) return true;
+    const [da, db] = await Promise.all([load(a), load(b)]);
+    const join = (name: string) => (prefix ? `${prefix}/${name}` : name);
+    const filesA = new Map(da.files.map((f) => [f.name, f]));
+    const dirsA = new Map(da.directories.map((x) => [x.name, x]));
+    const linksA = new Map(da.symlinks.map((x) => [x.name, x]));
+    const namesB = new Set([...db.files.map((f) => f.name), ...db.directories.map((x) => x.name), ...db.symlinks.map((x) => x.name)]);
+    for (const name of [...filesA.keys(), ...dirsA.keys(), ...linksA.keys()]) {
+      if (namesB.has(name)) continue;
+      change.removed.push(join(name));
+      if (bump()) return false;
+    }
+    for (const f of db.files) {
+      const old = filesA.get(f.name);
+      if (old && old.digest.hash === f.digest.hash && old.isExecutable === f.isExecutable) continue;
+      if (!old && (dirsA.has(f.name) || linksA.has(f.name))) change.removed.push(join(f.name));
+      change.files.push({ path: join(f.name), digest: f.digest, isExecutable: f.isExecutable });
+      if (bump()) return false;
+    }
+    for (const s of db.symlinks) {
+      const old = linksA.get(s.name);
+      if (old?.target === s.target) continue;
+      if (old || filesA.has(s.name) || dirsA.has(s.name)) change.removed.push(join(s.name));
+      change.symlinks.push({ path: join(s.name), target: s.target });
+      if (bump()) return false;
+    }
+    for (const sub of db.directories) {
+      const old = dirsA.get(sub.name);
+      if (old) {
+        if (!(await walk(old.digest, sub.digest, join(sub.name)))) return false;
+        continue;
+      }
+      if (filesA.has(sub.name) || linksA.has(sub.name)) change.removed.push(join(sub.name));
+      if (!(await added(sub.digest, join(sub.name)))) return false;
+    }
+    return true;
+  }
+
+  return (await walk(from, to, '')) ? change : undefined;
+}
+
+/**
+ * Rejects the symlinks materializeTree refuses (empty, absolute, or leading out of
+ * the root): a tree applied as differences must pass the same checks as one
+ * materialised whole. Messages as in cas/merkle.ts checkSymlinkTarget.
+ */
+function checkSymlink(s: { path: string; target: string }): void {
+  const where = JSON.stringify(s.path);
+  if (s.target === '') throw invalidArgument(`symlink ${where} has an empty target`);
+  if (s.target.startsWith('/')) throw invalidArgument(`symlink ${where} has absolute target ${JSON.stringify(s.target)}`);
+  const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(s.path), s.target));
+  if (resolved === '..' || resolved.startsWith('../')) throw invalidArgument(`symlink ${where} target ${JSON.stringify(s.target)} escapes the tree root`);
+}
+
+interface Template {
+  root: Digest;
+  dir: string;
+  /** Exec roots diffing against or copying this template; it is removed only at 0. */
+  users: number;
+}
+
+export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
+  const maxChanges = deps.maxChanges ?? 2000;
+  const copyLinks = deps.copyLinks ?? cpAl;
+  const complete = new Set<string>();
+  let template: Template | undefined;
+  /** Settles (never rejects) when the rebuild in progress, if any, is over. */
+  let building: Promise<void> | undefined;
+  let seq = 0;
+
+  /** Makes `root` the template; the caller holds it (users = 1). */
+  function startRebuild(root: Digest, signal?: AbortSignal): Promise<Template> {
+    const made = (async () => {
+      const dir = path.join(deps.dir, `t${process.pid}-${++seq}`);
+      await rm(dir, { recursive: true, force: true });
+      try {
+        await materializeTree(root, deps.local, dir, { link: true, signal });
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+        throw err;
+      }
+      const old = template;
+      const t: Template = { root, dir, users: 1 };
+      template = t;
+      if (old) void retire(old);
+      return t;
+    })();
+    // Others wait for the rebuild to be over, whatever its outcome (its failure is the caller's).
+    const settled: Promise<void> = made
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => {
+        if (building === settled) building = undefined;
+      });
+    building = settled;
+    return made;
+  }
+
+  async function retire(t: Template) {
+    while (t.users > 0) await new Promise((r) => setTimeout(r, 50));
+    await rm(t.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  /**
+   * The template to copy for `root` and the changes to apply to the copy. The template
+   * is held (users) from the moment it is read, so a rebuild for another root cannot
+   * remove it before the caller has copied it; the caller releases it.
+   */
+  async function acquire(root: Digest, signal?: AbortSignal): Promise<{ t: Template; change: TreeChange }> {
+    for (;;) {
+      while (building) await building;
+      let t = template;
+      if (t) t.users++;
+      else t = await startRebuild(root, signal);
+      let change: TreeChange | undefined;
+      try {
+        change = await diffTrees(deps.local, t.root, root, maxChanges);
+      } catch (err) {
+        t.users--;
+        throw err;
+      }
+      if (change) return { t, change };
+      t.users--;
+      // Too different: this tree becomes the template, unless a rebuild (for another
+      // tree) started meanwhile; then look again once it is over.
+      if (building) continue;
+      t = await startRebuild(root, signal);
+      try {
+        change = await diffTrees(deps.local, t.root, root);
+      } catch (err) {
+        t.users--;
+        throw err;
+      }
+      return { t, change: change! };
+    }
+  }
+
+  async function place(dest: string, f: TreeChange['files'][number]) {
+    const abs = path.join(dest, f.path);
+    await rm(abs, { recursive: true, force: true });
+    await mkdir(path.dirname(abs), { recursive: true });
+    const src = f.digest.sizeBytes === 0 ? undefined : f.isExecutable ? await deps.local.localExecutablePath?.(f.digest) : deps.local.localPath?.(f.digest);
+    if (src) {
+      try {
+        await link(src, abs);
+        return;
+      } catch {
+        // Fall through to a copy (another filesystem, or too many links).
+      }
+    }
+    const tmp = `${abs}.orion-tmp`;
+    if (src) await copyFile(src, tmp);
+    else await deps.local.get(f.digest).then((b) => import('node:fs/promises').then((fs) => fs.writeFile(tmp, b)));
+    await chmod(tmp, f.isExecutable ? 0o555 : 0o444);
+    await rename(tmp, abs);
+  }
+
+  async function apply(dest: string, change: TreeChange) {
+    for (const p of [...change.removed, ...change.files.map((f) => f.path), ...change.symlinks.map((s) => s.path), ...change.dirs]) {
+      for (const part of p.split('/')) validateName(part, 'path component');
+    }
+    for (const s of change.symlinks) checkSymlink(s);
+    for (const r of change.removed) await rm(path.join(dest, r), { recursive: true, force: true });
+    for (const d of change.dirs) await mkdir(path.join(dest, d), { recursive: true });
+    for (const f of change.files) await place(dest, f);
+    for (const s of change.symlinks) {
+      const abs = path.join(dest, s.path);
+      await unlink(abs).catch(() => undefined);
+      await mkdir(path.dirname(abs), { recursive: true });
+      await symlink(s.target, abs);
+    }
+  }
+
+  return {
+    async materialize(root, dest, signal) {
+      try {
+        const { t, change } = await acquire(root, signal);
+        try {
+          await copyLinks(t.dir, dest);
+        } finally {
+          t.users--;
+        }
+        await apply(dest, change);
+      } catch (err) {
+        throw wrap(err, `failed to materialize exec root ${digestKey(root)} in ${dest}`);
+      }
+    },
+    isComplete: (d) => complete.has(digestKey(d)),
+    markComplete(dirs) {
+      if (complete.size > 200_000) complete.clear();
+      for (const d of dirs) complete.add(digestKey(d));
+    },
+  };
+}
