@@ -69,7 +69,10 @@ export function buildProgram(out: CliOutput): Command {
     .option('--max-processes <n>', 'most processes one action may have at once, through the pids cgroup (0: no limit)', wrapParseInt0('--max-processes'), 1024)
     .option('--metrics-port <n>', 'serve Prometheus /metrics (and /healthz) over HTTP on this port (0 picks a free one; default: off)', wrapParse(parsePort, '--metrics-port'))
     .option('--health-port <n>', 'serve grpc.health.v1 on this port: SERVING while connected to the head (0 picks a free one; default: off)', wrapParse(parsePort, '--health-port'))
-    .option('--listen-host <addr>', 'address --metrics-port and --health-port listen on', '127.0.0.1')
+    .option('--listen-host <addr>', 'address --metrics-port, --health-port and --peer-port listen on', '127.0.0.1')
+    .option('--peer-port <n>', 'serve this node\'s CAS to other nodes on this port (0 picks a free one), so they fetch its outputs from here rather than from the head', wrapParse(parsePort, '--peer-port'), 0)
+    .option('--no-peer', 'no peer endpoint: every input comes from the head')
+    .option('--peer-address <host:port>', 'the address other nodes use to reach --peer-port (default: --listen-host and the bound port)', wrapParse(parseHostPort, '--peer-address'))
     .option('--log-level <level>', 'trace, debug, info, warn, error (env ORION_LOG_LEVEL)', 'info')
     // Test only, so not in --help: makes the node misbehave (node/faults.ts).
     .addOption(
@@ -83,7 +86,7 @@ export function buildProgram(out: CliOutput): Command {
     .action(async (o) => {
       const { runNode } = await import('./commands/node.js');
       const sandbox = o.requireSandbox ? 'require' : o.sandbox === false ? 'off' : 'auto';
-      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o), faultInject: o.faultInject });
+      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o), faultInject: o.faultInject, peerPort: o.peer === false ? undefined : o.peerPort, peerAddress: o.peerAddress });
     });
 
   program

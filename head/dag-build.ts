@@ -107,8 +107,6 @@ export interface DagBuildsDeps {
   builds?: BuildTracker;
   /** Expected duration (ms) of an action not measured before. */
   defaultDurationMs?: number;
-  /** Input bytes an execution's node fetched from peers and from the head, once it completed. */
-  transferOf?(e: Execution): { peerBytes: number; headBytes: number } | undefined;
 }
 
 export interface DagBuilds {
@@ -474,12 +472,14 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         action.timeoutMs ??= deps.limits.maxActionTimeoutMs;
         // Prefer the node that holds most of the produced input bytes.
         const localityBytes = new Map<string, number>();
+        const peerSources: { digest: Digest; nodeId: string }[] = [];
         for (const p of n.spec.producedInputs) {
           const producer = nodes.get(p.producer)!;
           const out = producer.outputs?.get(posix.normalize(p.path));
           if (!producer.ranOn || !out) continue;
           const size = out.digest.sizeBytes;
           localityBytes.set(producer.ranOn, (localityBytes.get(producer.ranOn) ?? 0) + size);
+          peerSources.push({ digest: out.digest, nodeId: producer.ranOn });
         }
         const root = await execRoot;
         if (stopping) return settleSkipped(n);
@@ -492,6 +492,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           buildId,
           priority: -Math.round(n.remainingMs),
           localityBytes,
+          peerSources,
         });
         if (n.state !== 'resolving') return;
         n.execution = e.name;
@@ -511,10 +512,9 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
             n.state = 'queued';
             send({ kind: 'retried', actionId: n.spec.id, attempt: ex.attempts.length, message: ex.attempts.at(-1)?.outcome, actionDigest });
           } else if (ex.stage === 'completed') {
-            const t = deps.transferOf?.(ex);
-            if (t) {
-              summary.peerBytes += t.peerBytes;
-              summary.headBytes += t.headBytes;
+            for (const at of ex.attempts) {
+              summary.peerBytes += at.peerBytes ?? 0;
+              summary.headBytes += at.headBytes ?? 0;
             }
             const r = ex.response!;
             const nodeId = r.result?.executionMetadata?.worker || ex.attempts.at(-1)?.nodeId;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -118,7 +119,9 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
     path.join(opts.dataDir, 'ac'),
   );
   const heartbeatIntervalMs = Math.max(50, Math.floor(opts.heartbeatTimeoutMs / 3));
-  const workers = createWorkerService({ registry, log, heartbeatIntervalMs, scheduler: () => scheduler! });
+  // Nodes read each other's blobs with this secret (a new one per head run).
+  const peerToken = randomBytes(32).toString('hex');
+  const workers = createWorkerService({ registry, log, heartbeatIntervalMs, peerToken, scheduler: () => scheduler! });
   scheduler = createScheduler({
     registry,
     clock,

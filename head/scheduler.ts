@@ -20,6 +20,8 @@ export interface ExecutionRequest {
   priority?: number;
   /** Bytes of this action's inputs each node already holds (DAG builds: the producers' nodes). */
   localityBytes?: Map<string, number>;
+  /** Inputs other nodes produced (and hold): the node fetches them there first. */
+  peerSources?: { digest: Digest; nodeId: string }[];
 }
 
 export interface ExecutionStatus {
@@ -40,6 +42,9 @@ export interface Attempt {
   startedAt: number;
   endedAt?: number;
   outcome?: string;
+  /** Input bytes the node fetched from peers and from the head for this attempt. */
+  peerBytes?: number;
+  headBytes?: number;
 }
 
 export interface Execution {
@@ -91,8 +96,8 @@ export interface Scheduler {
   get(name: string): Execution | undefined;
   /** Calls fn now and on every stage change until the execution completes. Returns an unsubscribe. */
   watch(name: string, fn: (e: Execution) => void): () => void;
-  /** A node reports the end of an assignment. */
-  finished(nodeId: string, assignmentId: string, outcome: AttemptOutcome): Promise<void>;
+  /** A node reports the end of an assignment (with the input bytes it moved, when it says). */
+  finished(nodeId: string, assignmentId: string, outcome: AttemptOutcome, transfer?: { peerBytes: number; headBytes: number }): Promise<void>;
   queueLength(): number;
   runningCount(): number;
   /** Tries to place queued work on free slots. */
@@ -343,7 +348,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       set.add(fn);
       return () => set!.delete(fn);
     },
-    async finished(nodeId, assignmentId, outcome) {
+    async finished(nodeId, assignmentId, outcome, transfer) {
       const a = assignments.get(assignmentId);
       if (!a || a.nodeId !== nodeId) {
         deps.log.warn({ nodeId, assignmentId }, 'discarding result for an assignment that is no longer current');
@@ -354,6 +359,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const e = a.execution;
       const attempt = e.attempts.find((x) => x.assignmentId === assignmentId)!;
       attempt.endedAt = deps.clock.now();
+      if (transfer) {
+        attempt.peerBytes = transfer.peerBytes;
+        attempt.headBytes = transfer.headBytes;
+      }
       if (e.stage === 'completed') {
         attempt.outcome ??= 'finished after another copy';
         dispatch();

@@ -1,5 +1,5 @@
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import type { HeadMessage, WorkerMessage, WorkerServer } from '../proto/gen/orion/v1/worker.js';
+import type { HeadMessage, PeerBlob, WorkerMessage, WorkerServer } from '../proto/gen/orion/v1/worker.js';
 import { Code, OrionError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { actionResultFromPb, actionToPb, commandToPb, digestToPb, errorFromStatus, platformFromPb } from '../proto/convert.js';
@@ -12,6 +12,8 @@ export interface WorkerServiceDeps {
   registry: NodeRegistry;
   log: Logger;
   heartbeatIntervalMs: number;
+  /** Handed to nodes at registration: their peer endpoints require it. */
+  peerToken?: string;
   /** Set after construction: the scheduler needs `send`, the service needs the scheduler. */
   scheduler(): Scheduler;
 }
@@ -24,7 +26,19 @@ export interface WorkerService {
   closeAll(): void;
 }
 
-function toHeadMessage(cmd: NodeCommand): HeadMessage {
+/** Where the target node can read each of its inputs held by another live node with a peer endpoint. */
+function peerBlobsFor(cmd: Extract<NodeCommand, { type: 'assign' }>, target: string, registry: NodeRegistry): PeerBlob[] {
+  const out: PeerBlob[] = [];
+  for (const s of cmd.execution.request.peerSources ?? []) {
+    if (s.nodeId === target) continue;
+    const peer = registry.get(s.nodeId);
+    if (!peer?.address || peer.status !== 'active') continue;
+    out.push({ digest: digestToPb(s.digest), address: peer.address });
+  }
+  return out;
+}
+
+function toHeadMessage(cmd: NodeCommand, target: string, registry: NodeRegistry): HeadMessage {
   if (cmd.type === 'cancel') return { cancel: { assignmentId: cmd.assignmentId } };
   const r = cmd.execution.request;
   return {
@@ -36,6 +50,7 @@ function toHeadMessage(cmd: NodeCommand): HeadMessage {
       command: commandToPb(r.command),
       execRootDigest: r.execRootDigest ? digestToPb(r.execRootDigest) : undefined,
       buildId: r.buildId ?? '',
+      peerBlobs: peerBlobsFor(cmd, target, registry),
     },
   };
 }
@@ -101,7 +116,7 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
           const f = msg.finished;
           const error = errorFromStatus(f.status, `node ${nodeId}`);
           const outcome = error ? { ok: false as const, error } : f.result ? { ok: true as const, result: actionResultFromPb(f.result) } : { ok: false as const, error: new OrionError(Code.INTERNAL, `node ${nodeId} sent neither result nor status`) };
-          void deps.scheduler().finished(nodeId, f.assignmentId, outcome);
+          void deps.scheduler().finished(nodeId, f.assignmentId, outcome, { peerBytes: Number(f.peerBytes), headBytes: Number(f.headBytes) });
         }
       } catch (err) {
         deps.log.warn({ nodeId, err: (err as Error).message }, 'rejecting worker stream');
@@ -131,14 +146,14 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
         });
         if (caller && caller.role !== 'anonymous') owners.set(rec.nodeId, caller.identity);
         deps.log.info({ nodeId: rec.nodeId, slots: rec.slots, address: rec.address, ...(caller && caller.role !== 'anonymous' ? { identity: caller.identity } : {}) }, 'node registered');
-        return { sessionId: rec.sessionId, heartbeatIntervalMs: deps.heartbeatIntervalMs };
+        return { sessionId: rec.sessionId, heartbeatIntervalMs: deps.heartbeatIntervalMs, peerToken: deps.peerToken ?? '' };
       }),
       connect,
     },
     send(nodeId, cmd) {
       const call = streams.get(nodeId);
       if (!call || call.destroyed || call.writableEnded) return false;
-      call.write(toHeadMessage(cmd));
+      call.write(toHeadMessage(cmd, nodeId, deps.registry));
       return true;
     },
     closeAll() {

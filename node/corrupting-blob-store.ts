@@ -47,6 +47,7 @@ export function createCorruptingBlobStore<S extends BlobStore>(inner: S, log: Lo
     findMissing: (ds) => inner.findMissing(ds),
     get: (d) => inner.get(d),
     getStream: (d, offset, limit) => inner.getStream(d, offset, limit),
+    ...(inner.getMany ? { getMany: (ds: Digest[]) => inner.getMany!(ds) } : {}),
     put: (d, data) => swallowRefusal(d, inner.put(d, flipped(data))),
     putStream: (d, src) => swallowRefusal(d, inner.putStream(d, flipFirstChunk(src))),
   };

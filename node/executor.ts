@@ -12,6 +12,9 @@ import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile
 import type { ActionRunner } from '../sandbox/runner.js';
 import { confineToRoot } from '../sandbox/path-guard.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../common/platform-properties.js';
+import { decodeDirectory } from '../cas/directory.js';
+import type { ExecRootCache } from './exec-root-cache.js';
+import type { PeerFetcher } from './peer-endpoint.js';
 
 export interface Assignment {
   assignmentId: string;
@@ -22,6 +25,10 @@ export interface Assignment {
   execRootDigest?: Digest;
   /** The client's build id, when it sent one (for logs). */
   buildId?: string;
+  /** Inputs other nodes hold: digestKey -> their peer endpoints. */
+  peerSources?: Map<string, string[]>;
+  /** Told how many input bytes came from peers and from the head. */
+  onTransfer?(peerBytes: number, headBytes: number): void;
 }
 
 export interface ExecutorDeps {
@@ -35,6 +42,10 @@ export interface ExecutorDeps {
   nodeId: string;
   clock: Clock;
   log: Logger;
+  /** Template trees and known-complete directories (node/exec-root-cache.ts): exec roots cost only their differences. */
+  roots?: ExecRootCache;
+  /** Reads inputs from the nodes that produced them. */
+  peers?: PeerFetcher;
 }
 
 export interface Executor {
@@ -58,11 +69,73 @@ function declaredOutputs(a: Assignment): string[] {
  * Blobs the head does not have either fail with FAILED_PRECONDITION listing them all
  * (REAPI's answer for missing inputs). Every copy has stopped when this settles.
  */
-async function fetchInto(local: BlobStore, remote: BlobStore, digests: Digest[]): Promise<void> {
-  const missing = await local.findMissing(digests);
-  const queue = [...missing];
+/** Where an action's inputs may come from besides the head, and the bytes each source gave. */
+export interface FetchContext {
+  peers?: PeerFetcher;
+  /** digestKey -> peer endpoint addresses holding it. */
+  sources?: Map<string, string[]>;
+  bytes: { peer: number; head: number };
+}
+
+async function fetchInto(local: BlobStore, remote: BlobStore, digests: Digest[], ctx?: FetchContext): Promise<void> {
+  let missing = await local.findMissing(digests);
+  if (ctx?.peers && ctx.sources && ctx.sources.size > 0 && missing.length > 0) {
+    // Outputs of other nodes: read them there first (the head has them too, as a fallback).
+    const byPeer = new Map<string, Digest[]>();
+    for (const d of missing) {
+      const addr = ctx.sources.get(digestKey(d))?.[0];
+      if (addr) byPeer.set(addr, [...(byPeer.get(addr) ?? []), d]);
+    }
+    const got = new Set<string>();
+    await Promise.all(
+      [...byPeer].map(async ([addr, ds]) => {
+        const found = await ctx.peers!.fetch(addr, ds);
+        for (const d of ds) {
+          const data = found.get(digestKey(d));
+          if (!data) continue;
+          await local.put(d, data);
+          ctx.bytes.peer += data.length;
+          got.add(digestKey(d));
+        }
+      }),
+    );
+    missing = missing.filter((d) => !got.has(digestKey(d)));
+  }
   const absent: Digest[] = [];
   let failure: { err: unknown } | undefined;
+  let queue = missing;
+  if (ctx) ctx.bytes.head += missing.reduce((n, d) => n + d.sizeBytes, 0);
+  if (remote.getMany) {
+    // Small blobs in batches (one round trip per ~1 MiB), a few batches at a time.
+    const small = missing.filter((d) => d.sizeBytes <= 256 * 1024);
+    queue = missing.filter((d) => d.sizeBytes > 256 * 1024);
+    const batches: Digest[][] = [];
+    for (let i = 0, bytes = 0; i < small.length; i++) {
+      if (batches.length === 0 || batches.at(-1)!.length >= 500 || bytes + small[i]!.sizeBytes > 1024 * 1024) {
+        batches.push([]);
+        bytes = 0;
+      }
+      batches.at(-1)!.push(small[i]!);
+      bytes += small[i]!.sizeBytes;
+    }
+    await Promise.all(
+      Array.from({ length: Math.min(4, batches.length) }, async () => {
+        for (let b = batches.shift(); b && !failure; b = batches.shift()) {
+          try {
+            const r = await remote.getMany!(b);
+            absent.push(...r.missing);
+            for (const d of b) {
+              const data = r.found.get(digestKey(d));
+              if (data) await local.put(d, data);
+            }
+          } catch (err) {
+            failure ??= { err };
+          }
+        }
+      }),
+    );
+  }
+  queue = [...queue];
   const workers = Array.from({ length: Math.min(16, queue.length) }, async () => {
     for (let d = queue.shift(); d && !failure; d = queue.shift()) {
       try {
@@ -82,7 +155,8 @@ async function fetchInto(local: BlobStore, remote: BlobStore, digests: Digest[])
 }
 
 /** Fetches a whole input tree (directories then files) into the local CAS. */
-async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest): Promise<void> {
+async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest, roots?: ExecRootCache, ctx?: FetchContext): Promise<void> {
+  if (roots) return fetchTreeIncremental(local, remote, root, roots, ctx);
   // Directories first: collectTree walks through the local store, pulling each level
   // (an absent directory stays NOT_FOUND so collectTree reports every missing one).
   const pulling: BlobStore = {
@@ -96,6 +170,27 @@ async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest): Pro
   };
   const tree = await collectTree(root, pulling);
   await fetchInto(local, remote, tree.fileDigests);
+}
+
+/** Like fetchTree, but skips the directories the node already holds completely. */
+async function fetchTreeIncremental(local: BlobStore, remote: BlobStore, root: Digest, roots: ExecRootCache, ctx?: FetchContext): Promise<void> {
+  const visited: Digest[] = [];
+  const files: Digest[] = [];
+  let level = [root];
+  while (level.length > 0) {
+    const next: Digest[] = [];
+    const todo = level.filter((d) => !roots.isComplete(d));
+    await fetchInto(local, remote, todo, ctx && { bytes: ctx.bytes });
+    for (const d of todo) {
+      const dir = decodeDirectory(await local.get(d));
+      visited.push(d);
+      for (const f of dir.files) files.push(f.digest);
+      for (const sub of dir.directories) next.push(sub.digest);
+    }
+    level = next;
+  }
+  await fetchInto(local, remote, files, ctx);
+  roots.markComplete(visited);
 }
 
 export function createExecutor(deps: ExecutorDeps): Executor {
@@ -162,15 +257,18 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       const dir = path.join(deps.workDir, `a${process.pid}-${++seq}`);
       const execRoot = path.join(dir, 'root');
       const t0 = deps.clock.now();
+      const fetched: FetchContext = { peers: deps.peers, sources: a.peerSources, bytes: { peer: 0, head: 0 } };
       try {
         try {
-          await fetchTree(deps.local, deps.remote, rootDigest);
+          await fetchTree(deps.local, deps.remote, rootDigest, deps.roots, fetched);
         } catch (err) {
           throw wrap(err, 'failed to fetch the input root');
         }
         const t1 = deps.clock.now();
+        a.onTransfer?.(fetched.bytes.peer, fetched.bytes.head);
         await mkdir(dir, { recursive: true });
-        await materializeTree(rootDigest, deps.local, execRoot, { link: true });
+        if (deps.roots) await deps.roots.materialize(rootDigest, execRoot, signal);
+        else await materializeTree(rootDigest, deps.local, execRoot, { link: true });
         // Symlinks of the input tree may chain out of it: act only on paths that resolve inside.
         const cwd = await confineToRoot(execRoot, path.join(execRoot, a.command.workingDirectory), 'working directory');
         await mkdir(cwd, { recursive: true });

@@ -4,6 +4,7 @@ import { WorkerClient, type HeadMessage, type WorkerMessage, type AssignAction }
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, statusToPb } from '../proto/convert.js';
+import { digestKey } from '../cas/digest.js';
 import { fromServiceError } from '../proto/grpc-status.js';
 import type { Executor } from './executor.js';
 
@@ -16,6 +17,8 @@ export interface WorkerLoopOptions {
   slots: number;
   /** Where this node serves its CAS to peers ('' when it does not). */
   address: string;
+  /** Told the head's peer token at each registration. */
+  onPeerToken?(token: string | undefined): void;
   executor: Executor;
   log: Logger;
   signal: AbortSignal;
@@ -42,7 +45,17 @@ function convertAssignment(a: AssignAction) {
     command: commandFromPb(a.command),
     execRootDigest: a.execRootDigest ? digestFromPb(a.execRootDigest, 'exec_root_digest') : undefined,
     buildId: a.buildId || undefined,
+    peerSources: peerSourcesOf(a),
   };
+}
+
+function peerSourcesOf(a: AssignAction): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const [i, p] of a.peerBlobs.slice(0, 100_000).entries()) {
+    const key = digestKey(digestFromPb(p.digest, `peer_blobs[${i}].digest`));
+    if (p.address) out.set(key, [...(out.get(key) ?? []), p.address]);
+  }
+  return out;
 }
 
 export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
@@ -55,13 +68,14 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
   let connected = false;
 
   async function session(): Promise<void> {
-    const reg = await new Promise<{ sessionId: string; heartbeatIntervalMs: number }>((resolve, reject) => {
+    const reg = await new Promise<{ sessionId: string; heartbeatIntervalMs: number; peerToken: string }>((resolve, reject) => {
       client.register(
         { nodeId: opts.nodeId, address: opts.address, slots: opts.slots, platform: { properties: [{ name: 'OSFamily', value: os.platform() }, { name: 'ISA', value: os.arch() }] }, metadata: { hostname: os.hostname(), pid: String(process.pid) } },
         (err, res) => (err ? reject(fromServiceError(err, 'Register')) : resolve(res)),
       );
     });
     log.info({ head: opts.headAddress, slots: opts.slots }, 'registered with head');
+    opts.onPeerToken?.(reg.peerToken || undefined);
     const stream: ClientDuplexStream<WorkerMessage, HeadMessage> = client.connect();
     const send = (m: WorkerMessage) => {
       if (!stream.writableEnded && !stream.destroyed) stream.write(m);
@@ -74,18 +88,19 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
 
     const runAssignment = async (a: AssignAction) => {
       const controller = new AbortController();
+      const moved = { peer: 0, head: 0 };
       inFlight.set(a.assignmentId, controller);
       const alog = log.child({ ...(a.buildId ? { buildId: a.buildId } : {}), assignmentId: a.assignmentId, actionDigest: a.actionDigest?.hash });
       try {
-        const assignment = convertAssignment(a);
+        const assignment = { ...convertAssignment(a), onTransfer: (p: number, h: number) => ((moved.peer = p), (moved.head = h)) };
         const result = await opts.executor.execute(assignment, controller.signal);
-        alog.debug({ exitCode: result.exitCode }, 'action finished');
-        send({ finished: { assignmentId: a.assignmentId, result: actionResultToPb(result), status: undefined } });
+        alog.debug({ exitCode: result.exitCode, peerBytes: moved.peer, headBytes: moved.head }, 'action finished');
+        send({ finished: { assignmentId: a.assignmentId, result: actionResultToPb(result), status: undefined, peerBytes: moved.peer, headBytes: moved.head } });
       } catch (err) {
         const code = statusOf(err);
         alog.warn({ code, err: (err as Error).message }, 'action could not be executed');
         if (!controller.signal.aborted || code !== Code.CANCELLED) {
-          send({ finished: { assignmentId: a.assignmentId, result: undefined, status: statusToPb(code === Code.OK ? Code.INTERNAL : code, (err as Error).message, err instanceof OrionError ? err.missing : undefined) } });
+          send({ finished: { assignmentId: a.assignmentId, result: undefined, status: statusToPb(code === Code.OK ? Code.INTERNAL : code, (err as Error).message, err instanceof OrionError ? err.missing : undefined), peerBytes: moved.peer, headBytes: moved.head } });
         }
       } finally {
         inFlight.delete(a.assignmentId);

@@ -20,6 +20,8 @@ export interface BuildReport {
   buildId?: string;
   /** With a head: bytes uploaded to and downloaded from its CAS. */
   bytes?: { uploaded: number; downloaded: number };
+  /** Whole-DAG builds: input bytes nodes fetched from each other, and from the head. */
+  transfer?: { peerBytes: number; headBytes: number };
   /** Executed actions by where they ran. */
   remote: Record<string, number>;
   local: number;
@@ -98,6 +100,7 @@ export function buildReport(o: { graph: BuildGraph; summary: BuildSummary; wallM
     summary: o.summary,
     buildId: o.buildId,
     bytes: o.bytes,
+    transfer: o.summary.transfer,
     remote,
     local,
     cached: o.summary.counts.cached + o.summary.counts['remote-cached'],
@@ -134,6 +137,9 @@ export function formatReport(r: BuildReport): string[] {
   let where = `orion: ran ${remoteTotal} remotely${remoteWhere ? ` (${remoteWhere})` : ''}, ${r.local} locally, ${r.cached} from cache`;
   if (r.bytes) where += `; moved ${formatBytes(r.bytes.uploaded)} up, ${formatBytes(r.bytes.downloaded)} down`;
   lines.push(where);
+  if (r.transfer && r.transfer.peerBytes + r.transfer.headBytes > 0) {
+    lines.push(`orion: nodes fetched ${formatBytes(r.transfer.peerBytes)} of inputs from each other and ${formatBytes(r.transfer.headBytes)} from the head`);
+  }
   if (r.criticalPath.length > 0) {
     lines.push(`orion: critical path ${formatMs(r.criticalPathMs)}: ${r.criticalPath.map((a) => `${a.label} ${formatMs(a.ms)}`).join(' > ')}`);
   }

@@ -8,6 +8,8 @@ import { createLogger } from '../../common/logger.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
 import { createExecutor } from '../../node/executor.js';
+import { createExecRootCache } from '../../node/exec-root-cache.js';
+import { createPeerFetcher, startPeerEndpoint } from '../../node/peer-endpoint.js';
 import { startWorkerLoop } from '../../node/worker.js';
 import { createProcessRunner, type ActionRunner } from '../../sandbox/runner.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
@@ -36,6 +38,10 @@ export interface NodeCommandOptions {
   healthPort?: number;
   /** Test only: misbehave on purpose (node/faults.ts). */
   faultInject?: NodeFault;
+  /** Serve this node's CAS to other nodes on this port of `host` (0: any free port; undefined: no peer transfers). */
+  peerPort?: number;
+  /** host:port other nodes should use to reach the peer endpoint (default: host:bound port). */
+  peerAddress?: string;
 }
 
 export async function runNode(o: NodeCommandOptions): Promise<void> {
@@ -65,8 +71,18 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   }
   const metrics = createNodeMetrics({ slots: o.slots });
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions }), metrics.headCas);
+  const local = createDiskBlobStore(path.join(o.workDir, 'cas'));
+  // Template trees from an earlier run are stale: exec roots start from a fresh one.
+  const templates = path.join(o.workDir, 'templates');
+  await rm(templates, { recursive: true, force: true });
+  // Peer transfers: this node serves its CAS to the others and reads their outputs there.
+  let peerToken: string | undefined;
+  const peerEndpoint = o.peerPort !== undefined ? await startPeerEndpoint({ host: o.host ?? '127.0.0.1', port: o.peerPort, store: local, token: () => peerToken }) : undefined;
+  const peers = peerEndpoint ? createPeerFetcher({ token: () => peerToken }) : undefined;
   const executor = metrics.meter(createExecutor({
-    local: createDiskBlobStore(path.join(o.workDir, 'cas')),
+    local,
+    peers,
+    roots: createExecRootCache({ local, dir: templates }),
     remote: o.faultInject === 'corrupt-outputs' ? createCorruptingBlobStore(remote, log) : remote,
     runner,
     workDir: actionsDir,
@@ -76,13 +92,21 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   }));
   const signal = daemonSignal(log);
   log.info({ nodeId, head: o.head, slots: o.slots, sandbox: runner.kind, processLimit: pids ? o.maxProcesses : 'none' }, 'node starting');
-  const loop = startWorkerLoop({ headAddress: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions, nodeId, slots: o.slots, address: '', executor, log, signal });
+  const address = peerEndpoint ? (o.peerAddress ?? peerEndpoint.address) : '';
+  if (peerEndpoint) log.info({ address, listening: peerEndpoint.address }, 'serving this node\'s CAS to peers');
+  const loop = startWorkerLoop({ headAddress: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions, nodeId, slots: o.slots, address, executor, log, signal, onPeerToken: (t) => (peerToken = t) });
   const endpoints = await startNodeEndpoints({ host: o.host ?? '127.0.0.1', metricsPort: o.metricsPort, healthPort: o.healthPort, metrics: metrics.registry, isServing: () => loop.connected() && !signal.aborted });
   // Tests and scripts read these lines to learn the ports when 0 was given.
   if (endpoints.metricsUrl) process.stdout.write(`orion node metrics on ${endpoints.metricsUrl}/metrics\n`);
   if (endpoints.healthAddress) process.stdout.write(`orion node health on ${endpoints.healthAddress}\n`);
-  await loop.done;
-  await endpoints.close();
-  remote.close();
+  try {
+    await loop.done;
+  } finally {
+    // Also when the head refused this node: nothing may keep the process alive.
+    await endpoints.close();
+    remote.close();
+    peers?.close();
+    await peerEndpoint?.close();
+  }
   log.info('node stopped');
 }

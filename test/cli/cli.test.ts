@@ -130,8 +130,8 @@ describe('orion head and node as real processes', () => {
     expect(lines[0]).toMatch(/^ID\s+ADDRESS\s+SLOTS\s+RUNNING\s+LOAD\s+STATUS\s+LAST HEARTBEAT$/);
     const rows = lines.slice(1).map((l) => l.split(/\s+/));
     expect(rows.map((r) => [...r.slice(0, 4), r[5]])).toEqual([
-      ['cli-n1', '-', '2', '0', 'active'],
-      ['cli-n2', '-', '2', '0', 'active'],
+      ['cli-n1', expect.stringMatching(/^127\.0\.0\.1:\d+$/), '2', '0', 'active'],
+      ['cli-n2', expect.stringMatching(/^127\.0\.0\.1:\d+$/), '2', '0', 'active'],
     ]);
     // The node's 1-minute load average, as it reported in its heartbeats.
     for (const r of rows) expect(r[4]).toMatch(/^\d+\.\d\d$/);

@@ -137,6 +137,8 @@ describe('worker protocol and execution through an in-process head', () => {
     node.send({
       finished: {
         assignmentId: a.assignmentId,
+        peerBytes: 0,
+        headBytes: 0,
         status: undefined,
         result: ActionResult.fromPartial({
           exitCode: result.exitCode,
@@ -278,7 +280,7 @@ describe('worker protocol and execution through an in-process head', () => {
       const pending = execute(head.address, actionDigest);
       const a = await node.nextAssign();
       const gone = digestOf(Buffer.from('evicted input'));
-      node.send({ finished: { assignmentId: a.assignmentId, result: undefined, status: statusToPb(Code.FAILED_PRECONDITION, '1 input blob(s) are not in the head\'s CAS', [gone]) } });
+      node.send({ finished: { assignmentId: a.assignmentId, peerBytes: 0, headBytes: 0, result: undefined, status: statusToPb(Code.FAILED_PRECONDITION, '1 input blob(s) are not in the head\'s CAS', [gone]) } });
       const out = await pending;
       expect(out.response!.status!.code).toBe(Code.FAILED_PRECONDITION);
       expect(out.response!.status!.message).toBe("node precondition: 1 input blob(s) are not in the head's CAS");
@@ -337,9 +339,9 @@ describe('worker protocol and execution through an in-process head', () => {
         await waitFor('the retry to reach the healthy node', () => healthy.messages.some((m) => m.assign));
         const retry = healthy.messages.find((m) => m.assign)!.assign!;
         expect(retry.assignmentId.endsWith('/2')).toBe(true);
-        healthy.stream.write({ finished: { assignmentId: retry.assignmentId, status: undefined, result: ActionResult.fromPartial({ exitCode: 0, stdoutDigest: EMPTY_DIGEST, stderrDigest: EMPTY_DIGEST }) } });
+        healthy.stream.write({ finished: { assignmentId: retry.assignmentId, peerBytes: 0, headBytes: 0, status: undefined, result: ActionResult.fromPartial({ exitCode: 0, stdoutDigest: EMPTY_DIGEST, stderrDigest: EMPTY_DIGEST }) } });
         // The silent node's late report of the cancelled assignment is ignored.
-        silent.stream.write({ finished: { assignmentId, status: undefined, result: ActionResult.fromPartial({ exitCode: 9 }) } });
+        silent.stream.write({ finished: { assignmentId, peerBytes: 0, headBytes: 0, status: undefined, result: ActionResult.fromPartial({ exitCode: 9 }) } });
         const out = await pending;
         expect(out.response!.result!.exitCode).toBe(0);
         silent.stream.end();

@@ -53,6 +53,12 @@ export interface RegisterResponse {
   /** Identifies this registration; the Connect stream's first message carries it. */
   sessionId: string;
   heartbeatIntervalMs: number;
+  /**
+   * Nodes present it (authorization: Bearer) when they read blobs from each
+   * other, and require it on their own peer endpoint. It changes when the head
+   * restarts.
+   */
+  peerToken: string;
 }
 
 export interface WorkerMessage {
@@ -78,7 +84,12 @@ export interface ActionFinished {
     | ActionResult
     | undefined;
   /** Non-OK when the action could not be executed (inputs missing, timeout, ...). */
-  status?: Status | undefined;
+  status?:
+    | Status
+    | undefined;
+  /** Input bytes the node fetched for this action from other nodes, and from the head. */
+  peerBytes: number;
+  headBytes: number;
 }
 
 export interface HeadMessage {
@@ -106,6 +117,19 @@ export interface AssignAction {
     | undefined;
   /** The client's build id (metadata 'x-orion-build-id' on Execute), for logs. */
   buildId: string;
+  /**
+   * Inputs another node produced and still holds: fetch them from there
+   * (falling back to the head, which has every blob too).
+   */
+  peerBlobs: PeerBlob[];
+}
+
+export interface PeerBlob {
+  digest?:
+    | Digest
+    | undefined;
+  /** host:port of the node's peer endpoint. */
+  address: string;
 }
 
 export interface CancelAction {
@@ -369,7 +393,7 @@ export const RegisterRequest_MetadataEntry: MessageFns<RegisterRequest_MetadataE
 };
 
 function createBaseRegisterResponse(): RegisterResponse {
-  return { sessionId: "", heartbeatIntervalMs: 0 };
+  return { sessionId: "", heartbeatIntervalMs: 0, peerToken: "" };
 }
 
 export const RegisterResponse: MessageFns<RegisterResponse> = {
@@ -379,6 +403,9 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
     }
     if (message.heartbeatIntervalMs !== 0) {
       writer.uint32(16).int64(message.heartbeatIntervalMs);
+    }
+    if (message.peerToken !== "") {
+      writer.uint32(26).string(message.peerToken);
     }
     return writer;
   },
@@ -412,6 +439,14 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
             message.heartbeatIntervalMs = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.peerToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -436,6 +471,11 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
         : isSet(object.heartbeat_interval_ms)
         ? globalThis.Number(object.heartbeat_interval_ms)
         : 0,
+      peerToken: isSet(object.peerToken)
+        ? globalThis.String(object.peerToken)
+        : isSet(object.peer_token)
+        ? globalThis.String(object.peer_token)
+        : "",
     };
   },
 
@@ -447,6 +487,9 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
     if (message.heartbeatIntervalMs !== 0) {
       obj.heartbeatIntervalMs = Math.round(message.heartbeatIntervalMs);
     }
+    if (message.peerToken !== "") {
+      obj.peerToken = message.peerToken;
+    }
     return obj;
   },
 
@@ -457,6 +500,7 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
     const message = createBaseRegisterResponse();
     message.sessionId = object.sessionId ?? "";
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
+    message.peerToken = object.peerToken ?? "";
     return message;
   },
 };
@@ -765,7 +809,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
 };
 
 function createBaseActionFinished(): ActionFinished {
-  return { assignmentId: "", result: undefined, status: undefined };
+  return { assignmentId: "", result: undefined, status: undefined, peerBytes: 0, headBytes: 0 };
 }
 
 export const ActionFinished: MessageFns<ActionFinished> = {
@@ -778,6 +822,12 @@ export const ActionFinished: MessageFns<ActionFinished> = {
     }
     if (message.status !== undefined) {
       Status.encode(message.status, writer.uint32(26).fork()).join();
+    }
+    if (message.peerBytes !== 0) {
+      writer.uint32(32).uint64(message.peerBytes);
+    }
+    if (message.headBytes !== 0) {
+      writer.uint32(40).uint64(message.headBytes);
     }
     return writer;
   },
@@ -819,6 +869,22 @@ export const ActionFinished: MessageFns<ActionFinished> = {
             message.status = Status.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.peerBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.headBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -840,6 +906,16 @@ export const ActionFinished: MessageFns<ActionFinished> = {
         : "",
       result: isSet(object.result) ? ActionResult.fromJSON(object.result) : undefined,
       status: isSet(object.status) ? Status.fromJSON(object.status) : undefined,
+      peerBytes: isSet(object.peerBytes)
+        ? globalThis.Number(object.peerBytes)
+        : isSet(object.peer_bytes)
+        ? globalThis.Number(object.peer_bytes)
+        : 0,
+      headBytes: isSet(object.headBytes)
+        ? globalThis.Number(object.headBytes)
+        : isSet(object.head_bytes)
+        ? globalThis.Number(object.head_bytes)
+        : 0,
     };
   },
 
@@ -853,6 +929,12 @@ export const ActionFinished: MessageFns<ActionFinished> = {
     }
     if (message.status !== undefined) {
       obj.status = Status.toJSON(message.status);
+    }
+    if (message.peerBytes !== 0) {
+      obj.peerBytes = Math.round(message.peerBytes);
+    }
+    if (message.headBytes !== 0) {
+      obj.headBytes = Math.round(message.headBytes);
     }
     return obj;
   },
@@ -869,6 +951,8 @@ export const ActionFinished: MessageFns<ActionFinished> = {
     message.status = (object.status !== undefined && object.status !== null)
       ? Status.fromPartial(object.status)
       : undefined;
+    message.peerBytes = object.peerBytes ?? 0;
+    message.headBytes = object.headBytes ?? 0;
     return message;
   },
 };
@@ -971,6 +1055,7 @@ function createBaseAssignAction(): AssignAction {
     command: undefined,
     execRootDigest: undefined,
     buildId: "",
+    peerBlobs: [],
   };
 }
 
@@ -996,6 +1081,9 @@ export const AssignAction: MessageFns<AssignAction> = {
     }
     if (message.buildId !== "") {
       writer.uint32(58).string(message.buildId);
+    }
+    for (const v of message.peerBlobs) {
+      PeerBlob.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1069,6 +1157,14 @@ export const AssignAction: MessageFns<AssignAction> = {
             message.buildId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.peerBlobs.push(PeerBlob.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1110,6 +1206,11 @@ export const AssignAction: MessageFns<AssignAction> = {
         : isSet(object.build_id)
         ? globalThis.String(object.build_id)
         : "",
+      peerBlobs: globalThis.Array.isArray(object?.peerBlobs)
+        ? object.peerBlobs.map((e: any) => PeerBlob.fromJSON(e))
+        : globalThis.Array.isArray(object?.peer_blobs)
+        ? object.peer_blobs.map((e: any) => PeerBlob.fromJSON(e))
+        : [],
     };
   },
 
@@ -1136,6 +1237,9 @@ export const AssignAction: MessageFns<AssignAction> = {
     if (message.buildId !== "") {
       obj.buildId = message.buildId;
     }
+    if (message.peerBlobs?.length) {
+      obj.peerBlobs = message.peerBlobs.map((e) => PeerBlob.toJSON(e));
+    }
     return obj;
   },
 
@@ -1159,6 +1263,94 @@ export const AssignAction: MessageFns<AssignAction> = {
       ? Digest.fromPartial(object.execRootDigest)
       : undefined;
     message.buildId = object.buildId ?? "";
+    message.peerBlobs = object.peerBlobs?.map((e) => PeerBlob.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePeerBlob(): PeerBlob {
+  return { digest: undefined, address: "" };
+}
+
+export const PeerBlob: MessageFns<PeerBlob> = {
+  encode(message: PeerBlob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.digest !== undefined) {
+      Digest.encode(message.digest, writer.uint32(10).fork()).join();
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerBlob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerBlob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.digest = Digest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PeerBlob {
+    return {
+      digest: isSet(object.digest) ? Digest.fromJSON(object.digest) : undefined,
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+    };
+  },
+
+  toJSON(message: PeerBlob): unknown {
+    const obj: any = {};
+    if (message.digest !== undefined) {
+      obj.digest = Digest.toJSON(message.digest);
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PeerBlob>, I>>(base?: I): PeerBlob {
+    return PeerBlob.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PeerBlob>, I>>(object: I): PeerBlob {
+    const message = createBasePeerBlob();
+    message.digest = (object.digest !== undefined && object.digest !== null)
+      ? Digest.fromPartial(object.digest)
+      : undefined;
+    message.address = object.address ?? "";
     return message;
   },
 };
