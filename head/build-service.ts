@@ -2,6 +2,7 @@
 import { BuildEvent_Kind, type BuildEvent, type BuildRequest, type BuildsServer, type ClientActionReport as ClientActionReportPb } from '../proto/gen/orion/v1/build.js';
 import { EMPTY_DIGEST } from '../cas/digest.js';
 import type { DagActionSpec } from './dag-build.js';
+import { callerOf, type Principal } from './auth.js';
 import type { DagAction } from '../proto/gen/orion/v1/build.js';
 import { actionResultToPb, digestFromPb, digestToPb, platformFromPb, statusToPb } from '../proto/convert.js';
 import { serverStream, unary } from '../proto/grpc-status.js';
@@ -66,10 +67,15 @@ export function dagEventToPb(ev: DagEvent): BuildEvent {
   };
 }
 
+/** The identity that owns a build it submits (undefined without authentication). */
+const identityOf = (p: Principal | undefined) => (p && p.role !== 'anonymous' ? p.identity : undefined);
+/** Whom a caller acts as on an existing build: admins (and everyone without authentication) on any. */
+const actingAs = (p: Principal | undefined) => (p && p.role !== 'anonymous' && p.role !== 'admin' ? p.identity : undefined);
+
 export function createBuildService(builds: DagBuilds): BuildsServer {
   return {
     build: serverStream(async (req: BuildRequest, call) => {
-      const request = dagRequestFromPb(req);
+      const request = { ...dagRequestFromPb(req), owner: identityOf(callerOf(call.metadata)) };
       const abort = new AbortController();
       call.on('cancelled', () => abort.abort());
       await builds.run(
@@ -80,8 +86,8 @@ export function createBuildService(builds: DagBuilds): BuildsServer {
         abort.signal,
       );
     }),
-    cancelBuild: unary(async (req) => ({ cancelled: builds.cancel(req.buildId, 'CancelBuild') })),
-    reportClientAction: unary(async (req: ClientActionReportPb) => {
+    cancelBuild: unary(async (req, call) => ({ cancelled: builds.cancel(req.buildId, 'CancelBuild', actingAs(callerOf(call.metadata))) })),
+    reportClientAction: unary(async (req: ClientActionReportPb, call) => {
       await builds.reportClientAction({
         buildId: req.buildId,
         actionId: req.actionId,
@@ -90,7 +96,7 @@ export function createBuildService(builds: DagBuilds): BuildsServer {
         deleted: req.deleted,
         rekeyed: req.rekeyed.map((a, i) => dagActionFromPb(a, `rekeyed[${i}]`)),
         message: req.message.slice(0, 10_000) || undefined,
-      });
+      }, actingAs(callerOf(call.metadata)));
       return {};
     }),
   };

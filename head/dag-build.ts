@@ -65,6 +65,8 @@ export interface DagBuildRequest {
   actions: DagActionSpec[];
   keepGoing: boolean;
   skipCacheLookup: boolean;
+  /** The submitter's identity (with authentication): only it (or an admin) may cancel or report into the build. */
+  owner?: string;
 }
 
 export type DagEventKind = 'accepted' | 'queued' | 'started' | 'cache-hit' | 'finished' | 'failed' | 'retried' | 'skipped' | 'build-finished';
@@ -112,10 +114,10 @@ export interface DagBuildsDeps {
 export interface DagBuilds {
   /** Validates and runs a build, reporting through `emit`; resolves with the summary (also the last event). */
   run(req: DagBuildRequest, emit: (ev: DagEvent) => void, signal: AbortSignal): Promise<DagSummary>;
-  /** Cancels a running build; false when none has that id. */
-  cancel(buildId: string, reason: string): boolean;
+  /** Cancels a running build; false when none has that id (or `as`, when given, is not its owner). */
+  cancel(buildId: string, reason: string, as?: string): boolean;
   /** The client ran one of its actions: its effects join the build (applied once the action's dependencies are done). */
-  reportClientAction(report: ClientActionReport): Promise<void>;
+  reportClientAction(report: ClientActionReport, as?: string): Promise<void>;
   active(): string[];
 }
 
@@ -144,7 +146,9 @@ const MAX_ID_LENGTH = 1000;
 const RESOLVE_CONCURRENCY = 64;
 
 export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
-  const running = new Map<string, { cancel(reason: string): void; report(r: ClientActionReport): Promise<void> }>();
+  const running = new Map<string, { owner?: string; cancel(reason: string): void; report(r: ClientActionReport): Promise<void> }>();
+  /** A caller acting as `as` (an identity; undefined: anyone, e.g. an admin or no authentication) may touch build `b`. */
+  const mayTouch = (b: { owner?: string }, as: string | undefined) => as === undefined || b.owner === undefined || b.owner === as;
   /** How many DAG builds wait on each execution: the last one to go cancels it. */
   const interest = new Map<string, number>();
   const knownComplete = new Set<string>();
@@ -322,6 +326,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     // at once; a cancel meanwhile takes effect as soon as the build is accepted.
     let cancelledEarly: string | undefined;
     running.set(buildId, {
+      owner: req.owner,
       cancel: (reason) => void (cancelledEarly ??= reason),
       report: async () => {
         throw new OrionError(Code.FAILED_PRECONDITION, `build ${buildId} has not been accepted yet`);
@@ -599,7 +604,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       summary.ok = false;
       stop(`cancelled: ${reason}`, true);
     };
-    running.set(buildId, { cancel, report });
+    running.set(buildId, { owner: req.owner, cancel, report });
     const onAbort = () => cancel('the client went away');
     signal.addEventListener('abort', onAbort, { once: true });
     log.info({ actions: nodes.size }, 'DAG build accepted');
@@ -622,15 +627,15 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
 
   return {
     run,
-    cancel(buildId, reason) {
+    cancel(buildId, reason, as) {
       const b = running.get(buildId);
-      if (!b) return false;
+      if (!b || !mayTouch(b, as)) return false;
       b.cancel(reason);
       return true;
     },
-    async reportClientAction(r) {
+    async reportClientAction(r, as) {
       const b = running.get(r.buildId);
-      if (!b) throw new OrionError(Code.NOT_FOUND, `no running build has id ${JSON.stringify(r.buildId.slice(0, 200))}`);
+      if (!b || !mayTouch(b, as)) throw new OrionError(Code.NOT_FOUND, `no running build has id ${JSON.stringify(r.buildId.slice(0, 200))}`);
       await b.report(r);
     },
     active: () => [...running.keys()],

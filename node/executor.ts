@@ -244,8 +244,15 @@ export function createExecutor(deps: ExecutorDeps): Executor {
     // Send the outputs the head does not have yet.
     const missing = await deps.remote.findMissing(toSend);
     for (const d of missing) {
-      if (d.sizeBytes > 4 * 1024 * 1024) await deps.remote.putStream(d, deps.local.getStream(d));
-      else await deps.remote.put(d, await deps.local.get(d));
+      try {
+        if (d.sizeBytes > 4 * 1024 * 1024) await deps.remote.putStream(d, deps.local.getStream(d));
+        else await deps.remote.put(d, await deps.local.get(d));
+      } catch (err) {
+        // The head refusing an output's bytes (a digest mismatch: this node's disk or memory
+        // went bad) is this node's fault, not the action's: INTERNAL lets the head retry elsewhere.
+        if (statusOf(err) === Code.INVALID_ARGUMENT) throw new OrionError(Code.INTERNAL, `node ${deps.nodeId} could not upload output ${digestKey(d)}: ${(err as Error).message}`, { cause: err });
+        throw err;
+      }
     }
     return { outputFiles, outputSymlinks, outputDirectories };
   }

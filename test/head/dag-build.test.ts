@@ -755,6 +755,18 @@ describe('DAG builds: cancellation', () => {
     expect(h.dags.cancel('doomed', 'again')).toBe(false);
   });
 
+  it('lets only the submitting identity (or an admin, acting as anyone) cancel or report into a build', async () => {
+    const h = harness();
+    const b = h.start({ ...(await cancellable(h)), buildId: 'alices', owner: 'token:alice' });
+    await settle();
+    expect(h.dags.cancel('alices', 'x', 'token:bob')).toBe(false);
+    await expect(h.dags.reportClientAction({ buildId: 'alices', actionId: 'a', exitCode: 0, written: [], deleted: [], rekeyed: [] }, 'token:bob')).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    expect(h.dags.active()).toEqual(['alices']);
+    expect(h.cancels()).toEqual([]);
+    expect(h.dags.cancel('alices', 'CancelBuild', 'token:alice')).toBe(true);
+    expectCancelled(h, b.events, await b.done, 'cancelled: CancelBuild');
+  });
+
   it('starts nothing for a client that went away while its build was being validated', async () => {
     const h = harness();
     const built = await cancellable(h);

@@ -211,6 +211,23 @@ describe('executor', () => {
     expect(await readdir(workDir)).toEqual([]);
   });
 
+  it('reports INTERNAL (so the head retries elsewhere) when the head refuses an output the node uploads as not matching its digest', async () => {
+    const root = await inputRoot({ 'in.txt': 'x' });
+    const honest = remote;
+    remote = {
+      ...honest,
+      put: async () => {
+        throw new OrionError(Code.INVALID_ARGUMENT, 'digest mismatch: expected abc, got def');
+      },
+    };
+    const err = await executor()
+      .execute(assignment(root, ['/bin/sh', '-c', 'echo out > out.txt'], { outputs: ['out.txt'] }), new AbortController().signal)
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OrionError);
+    expect((err as OrionError).code).toBe(Code.INTERNAL);
+    expect((err as OrionError).message).toMatch(/^node test-node could not upload output [0-9a-f]{64}\/\d+: digest mismatch/);
+  });
+
   it('fails with FAILED_PRECONDITION listing a missing input file blob', async () => {
     const root = await inputRoot({ 'a.c': 'int a;\n', 'b.c': 'int b;\n' });
     const gone = digestOf(Buffer.from('int b;\n'));
