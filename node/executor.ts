@@ -164,12 +164,16 @@ async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest, root
     has: (d) => local.has(d),
     findMissing: (ds) => local.findMissing(ds),
     async get(d) {
-      if (!(await local.has(d))) await local.put(d, await remote.get(d));
+      if (!(await local.has(d))) {
+        const data = await remote.get(d);
+        await local.put(d, data);
+        if (ctx) ctx.bytes.head += data.length;
+      }
       return local.get(d);
     },
   };
   const tree = await collectTree(root, pulling);
-  await fetchInto(local, remote, tree.fileDigests);
+  await fetchInto(local, remote, tree.fileDigests, ctx);
 }
 
 /** Like fetchTree, but skips the directories the node already holds completely. */
