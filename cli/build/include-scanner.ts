@@ -31,8 +31,9 @@ export function createIncludeScanner(root: string): IncludeScanner {
       } catch {
         e = false;
       }
-      // Only positive answers are kept: a header may be generated later in the build.
-      if (e) existence.set(p, e);
+      // Negative answers are kept too: every file the build creates goes through invalidate()
+      // (action outputs, and what a step with unknown effects wrote), which forgets them.
+      existence.set(p, e);
     }
     return e;
   };
