@@ -19,9 +19,12 @@
 #   BENCH_SCENARIOS           subset of: cold warm noop edit touch
 #   BENCH_CMD_TIMEOUT (3600)  seconds before one build is killed and counted as failed
 #   BENCH_SKIP_MEMORY=1, BENCH_SKIP_SCALE=1
-#   BENCH_SCALE_DISPATCH_ACTIONS (20000), BENCH_SCALE_DISPATCH_NODES (2), BENCH_SCALE_DISPATCH_SLOTS (4),
-#   BENCH_SCALE_SLEEP_ACTIONS (2000), BENCH_SCALE_SLEEP (0.05), BENCH_SCALE_SLEEP_NODES ("6 32"),
-#   BENCH_SCALE_SLEEP_SLOTS (4), BENCH_SCALE_SANDBOX (off|auto), BENCH_SCALE_TIMEOUT (1800)
+#   BENCH_SCALE_DISPATCH_ACTIONS (10000), BENCH_SCALE_DISPATCH_NODES (4), BENCH_SCALE_DISPATCH_SLOTS (8),
+#   BENCH_SCALE_DISPATCH_SHAPE (flat|fanin), BENCH_SCALE_DISPATCH_FAKE (1: also to fake nodes, the head alone),
+#   BENCH_SCALE_SLEEP_ACTIONS (2000: the synthetic C/C++ DAG),
+#   BENCH_SCALE_SLEEP_NODES ("6 32"), BENCH_SCALE_SLEEP_SLOTS (4), BENCH_SCALE_SEED (1),
+#   BENCH_SCALE_WARMUP (1: earlier builds the head learns durations from), BENCH_SCALE_SANDBOX (off|auto),
+#   BENCH_SCALE_TIMEOUT (1800)
 #   BENCH_TIMEOUT (21600)     seconds before the whole benchmark is stopped
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
