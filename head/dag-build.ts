@@ -9,8 +9,8 @@
  */
 import { posix } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Action as PbAction, Command as PbCommand } from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
-import { actionToPb, commandFromPb } from '../proto/convert.js';
+import { Action as PbAction } from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { actionToPb } from '../proto/convert.js';
 import type { Clock } from '../common/clock.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -23,7 +23,7 @@ import type { TreeOverlay } from '../cas/tree-overlay.js';
 import type { TreeFileEntry } from '../cas/merkle.js';
 import type { Action, ActionResult, Command, Digest, Platform } from '../cas/types.js';
 import type { BuildTracker } from './build-tracker.js';
-import { checkInputRoot, validateRelativePath, type ExecutionLimits } from './execution-service.js';
+import { checkInputRoot, loadCommand, validateRelativePath, type ExecutionLimits } from './execution-service.js';
 import type { InstanceCaches } from './instance-caches.js';
 import type { Execution, ExecutionStatus, Scheduler } from './scheduler.js';
 
@@ -154,27 +154,6 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
   const knownComplete = new Set<string>();
   const defaultMs = deps.defaultDurationMs ?? 1000;
 
-  async function loadCommand(d: Digest): Promise<Command> {
-    if (d.sizeBytes > deps.limits.maxMessageBytes) throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(d)} is ${d.sizeBytes} bytes; the limit for a message is ${deps.limits.maxMessageBytes}`);
-    let bytes: Buffer;
-    try {
-      bytes = await deps.cas.get(d);
-    } catch (err) {
-      if (statusOf(err) === Code.NOT_FOUND) throw new OrionError(Code.FAILED_PRECONDITION, `command ${digestKey(d)} is not in the CAS`, { missing: [d] });
-      throw err;
-    }
-    let command: Command;
-    try {
-      command = commandFromPb(PbCommand.decode(bytes));
-    } catch (err) {
-      throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(d)} is not a valid Command message: ${(err as Error).message}`);
-    }
-    if (command.arguments.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(d)} has no arguments`);
-    for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) validateRelativePath(p, 'output path');
-    if (command.workingDirectory) validateRelativePath(command.workingDirectory, 'working_directory');
-    return command;
-  }
-
   /** Checks the DAG's shape and loads what it names; throws the error the client should see. */
   async function prepare(req: DagBuildRequest): Promise<Map<string, Node>> {
     const { limits } = deps;
@@ -237,7 +216,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         }
         const key = digestKey(n.spec.commandDigest);
         let c = commands.get(key);
-        if (!c) commands.set(key, (c = limit(() => loadCommand(n.spec.commandDigest))));
+        if (!c) commands.set(key, (c = limit(() => loadCommand(deps.cas, n.spec.commandDigest, deps.limits))));
         n.command = await c;
         await limit(() => checkInputRoot(deps.cas, n.spec.inputRootDigest, knownComplete, limits));
       }),
@@ -273,7 +252,8 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
   async function unkeyedReads(n: Node, result: ActionResult, keyRoot: Digest): Promise<string[] | undefined> {
     const depfile = n.spec.depfile;
     if (!depfile) return [];
-    const file = outputsOf(n, result).get(posix.normalize(depfile));
+    const outputs = outputsOf(n, result);
+    const file = outputs.get(posix.normalize(depfile));
     if (!file) return [];
     const mount = n.command.platform?.properties.find((p) => p.name === MOUNT_PATH_PROPERTY)?.value;
     const wd = n.command.workingDirectory || '.';
@@ -287,7 +267,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     const missing: string[] = [];
     for (const abs of parseDepFile(text, posix.join(base, wd))) {
       const rel = posix.relative(base, abs);
-      if (rel.startsWith('..') || posix.isAbsolute(rel) || outputsOf(n, result).has(rel)) continue;
+      if (rel.startsWith('..') || posix.isAbsolute(rel) || outputs.has(rel)) continue;
       if (!(await deps.overlay.has(keyRoot, rel))) missing.push(rel);
     }
     return missing;

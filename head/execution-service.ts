@@ -14,7 +14,7 @@ import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { digestKey } from '../cas/digest.js';
-import type { Digest } from '../cas/types.js';
+import type { Command, Digest } from '../cas/types.js';
 import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, digestToPb, statusToPb } from '../proto/convert.js';
 import { serverStream } from '../proto/grpc-status.js';
 import { EXEC_ROOT_HEADER } from '../common/platform-properties.js';
@@ -110,37 +110,44 @@ export interface ExecutionServiceDeps {
 
 export type ExecutionLimits = Pick<HeadLimits, 'maxMessageBytes' | 'maxActionTimeoutMs' | 'maxInputTreeEntries' | 'maxInputTreeDepth'>;
 
-/** Loads and validates everything an Execute request names, or throws the REAPI error for it. */
-export async function loadExecution(cas: BlobStore, instanceName: string, actionDigest: Digest, knownComplete: Set<string>, limits: ExecutionLimits = DEFAULT_HEAD_LIMITS): Promise<ExecutionRequest> {
-  const getMessage = async (d: Digest, what: string) => {
-    // Messages are read whole: refuse one too big to be a message before reading it.
-    if (d.sizeBytes > limits.maxMessageBytes) throw new OrionError(Code.INVALID_ARGUMENT, `${what} ${digestKey(d)} is ${d.sizeBytes} bytes; the limit for a message is ${limits.maxMessageBytes}`);
-    try {
-      return await cas.get(d);
-    } catch (err) {
-      if (statusOf(err) === Code.NOT_FOUND) {
-        throw new OrionError(Code.FAILED_PRECONDITION, `${what} ${digestKey(d)} is not in the CAS`, { missing: [d] });
-      }
-      throw wrap(err, `reading ${what}`);
+/** Reads a message blob whole, refusing one too big to be a message before reading it. */
+async function readMessage(cas: BlobStore, d: Digest, what: string, limits: Pick<HeadLimits, 'maxMessageBytes'>): Promise<Buffer> {
+  if (d.sizeBytes > limits.maxMessageBytes) throw new OrionError(Code.INVALID_ARGUMENT, `${what} ${digestKey(d)} is ${d.sizeBytes} bytes; the limit for a message is ${limits.maxMessageBytes}`);
+  try {
+    return await cas.get(d);
+  } catch (err) {
+    if (statusOf(err) === Code.NOT_FOUND) {
+      throw new OrionError(Code.FAILED_PRECONDITION, `${what} ${digestKey(d)} is not in the CAS`, { missing: [d] });
     }
-  };
-  let action;
-  try {
-    action = actionFromPb(PbAction.decode(await getMessage(actionDigest, 'action')));
-  } catch (err) {
-    if (err instanceof OrionError) throw err;
-    throw new OrionError(Code.INVALID_ARGUMENT, `action ${digestKey(actionDigest)} is not a valid Action message: ${(err as Error).message}`);
+    throw wrap(err, `reading ${what}`);
   }
-  let command;
+}
+
+/** Loads and validates a Command (arguments present, relative output paths and working directory). */
+export async function loadCommand(cas: BlobStore, d: Digest, limits: Pick<HeadLimits, 'maxMessageBytes'> = DEFAULT_HEAD_LIMITS): Promise<Command> {
+  const bytes = await readMessage(cas, d, 'command', limits);
+  let command: Command;
   try {
-    command = commandFromPb(PbCommand.decode(await getMessage(action.commandDigest, 'command')));
+    command = commandFromPb(PbCommand.decode(bytes));
   } catch (err) {
-    if (err instanceof OrionError) throw err;
-    throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(action.commandDigest)} is not a valid Command message: ${(err as Error).message}`);
+    throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(d)} is not a valid Command message: ${(err as Error).message}`);
   }
-  if (command.arguments.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(action.commandDigest)} has no arguments`);
+  if (command.arguments.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, `command ${digestKey(d)} has no arguments`);
   for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) validateRelativePath(p, 'output path');
   if (command.workingDirectory) validateRelativePath(command.workingDirectory, 'working_directory');
+  return command;
+}
+
+/** Loads and validates everything an Execute request names, or throws the REAPI error for it. */
+export async function loadExecution(cas: BlobStore, instanceName: string, actionDigest: Digest, knownComplete: Set<string>, limits: ExecutionLimits = DEFAULT_HEAD_LIMITS): Promise<ExecutionRequest> {
+  const bytes = await readMessage(cas, actionDigest, 'action', limits);
+  let action;
+  try {
+    action = actionFromPb(PbAction.decode(bytes));
+  } catch (err) {
+    throw new OrionError(Code.INVALID_ARGUMENT, `action ${digestKey(actionDigest)} is not a valid Action message: ${(err as Error).message}`);
+  }
+  const command = await loadCommand(cas, action.commandDigest, limits);
   // REAPI: a timeout above the server's maximum MUST be rejected; none means "as long as the server allows".
   if (action.timeoutMs !== undefined && action.timeoutMs > limits.maxActionTimeoutMs) {
     throw new OrionError(Code.INVALID_ARGUMENT, `action ${digestKey(actionDigest)} asks for a timeout of ${action.timeoutMs} ms; this head allows at most ${limits.maxActionTimeoutMs} ms (--max-action-timeout)`);

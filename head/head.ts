@@ -39,6 +39,7 @@ import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
 import { createTreeOverlay } from '../cas/tree-overlay.js';
 import { createDagBuilds, type DagBuilds } from './dag-build.js';
 import { createBuildService } from './build-service.js';
+import { shutdownServer } from '../proto/server-shutdown.js';
 
 export interface HeadOptions {
   /** host:port to listen on; port 0 picks a free port. */
@@ -209,16 +210,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
       await http?.listener.close();
       clearInterval(sweeper);
       workers.closeAll();
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      await shutdownServer(server, 2000);
     },
   };
 }

@@ -8,7 +8,7 @@
  * head only walks what is new.
  */
 import { spawn } from 'node:child_process';
-import { chmod, copyFile, link, mkdir, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Code, OrionError, invalidArgument, wrap } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -233,7 +233,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     }
     const tmp = `${abs}.orion-tmp`;
     if (src) await copyFile(src, tmp);
-    else await deps.local.get(f.digest).then((b) => import('node:fs/promises').then((fs) => fs.writeFile(tmp, b)));
+    else await writeFile(tmp, await deps.local.get(f.digest));
     await chmod(tmp, f.isExecutable ? 0o555 : 0o444);
     await rename(tmp, abs);
   }

@@ -178,23 +178,24 @@ async function fetchTree(local: BlobStore, remote: BlobStore, root: Digest, root
 
 /** Like fetchTree, but skips the directories the node already holds completely. */
 async function fetchTreeIncremental(local: BlobStore, remote: BlobStore, root: Digest, roots: ExecRootCache, ctx?: FetchContext): Promise<void> {
-  const visited: Digest[] = [];
+  const visited = new Map<string, Digest>();
   const files: Digest[] = [];
   let level = [root];
   while (level.length > 0) {
     const next: Digest[] = [];
-    const todo = level.filter((d) => !roots.isComplete(d));
-    await fetchInto(local, remote, todo, ctx && { bytes: ctx.bytes });
-    for (const d of todo) {
+    // Each directory once (identical subtrees share a digest), and none the node already holds whole.
+    const unknown = [...new Map(level.map((d) => [digestKey(d), d])).entries()].filter(([k, d]) => !visited.has(k) && !roots.isComplete(d));
+    await fetchInto(local, remote, unknown.map(([, d]) => d), ctx && { bytes: ctx.bytes });
+    for (const [k, d] of unknown) {
       const dir = decodeDirectory(await local.get(d));
-      visited.push(d);
+      visited.set(k, d);
       for (const f of dir.files) files.push(f.digest);
       for (const sub of dir.directories) next.push(sub.digest);
     }
     level = next;
   }
   await fetchInto(local, remote, files, ctx);
-  roots.markComplete(visited);
+  roots.markComplete([...visited.values()]);
 }
 
 export function createExecutor(deps: ExecutorDeps): Executor {

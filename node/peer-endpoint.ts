@@ -17,6 +17,7 @@ import type { Digest } from '../cas/types.js';
 import { digestFromPb, digestToPb, statusToPb } from '../proto/convert.js';
 import { createGrpcBlobStore, type RemoteBlobStore } from '../proto/grpc-blob-store.js';
 import { serverStream, toServiceError, unary } from '../proto/grpc-status.js';
+import { shutdownServer } from '../proto/server-shutdown.js';
 
 /** The current peer token (undefined until the node registered). */
 export type PeerToken = () => string | undefined;
@@ -92,17 +93,7 @@ export async function startPeerEndpoint(opts: { host: string; port: number; stor
   );
   return {
     address: `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 1000);
-        server.tryShutdown(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      }),
+    close: () => shutdownServer(server, 1000),
   };
 }
 

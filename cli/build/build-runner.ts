@@ -137,6 +137,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   reporter.start(graph.actions.length);
 
   const settled = new Set<string>();
+  /** Records that an action ended (one way or another); false when it already had. */
+  const markSettled = (id: string): boolean => {
+    if (settled.has(id)) return false;
+    settled.add(id);
+    if (dag?.ids.has(id)) dag.left--;
+    return true;
+  };
   const effects = new Map<string, Pick<StepEffect, 'written' | 'deleted'>>();
   let dag: DagState | undefined;
   /** collect: cluster misses are deferred; started: the head has the rest of the DAG; off: one by one. */
@@ -149,7 +156,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       const d = stack.pop()!;
       if (waiting.get(d)! < 0 || settled.has(d)) continue;
       waiting.set(d, -1);
-      settled.add(d);
+      markSettled(d);
       summary.counts.skipped++;
       finished++;
       stack.push(...(dependents.get(d) ?? []));
@@ -304,11 +311,28 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   interface DagState {
     /** Actions the head runs. */
     ids: Set<string>;
+    /** How many of them have not ended yet. */
+    left: number;
     keys: Map<string, ActionKey>;
     run: ReturnType<DagClient['submit']>;
     /** The stream broke: what is left runs action by action. */
     broken: boolean;
     abort: AbortController;
+  }
+
+  /** A cluster action as the head's Builds service takes it. */
+  function dagSpecOf(a: BuildAction, key: ActionKey, edges: string[]): DagSpec {
+    const depfileAbs = key.depfileRel ? path.join(a.cwd, key.depfileRel) : key.depfileAbs && a.outputs.includes(key.depfileAbs) ? key.depfileAbs : undefined;
+    return {
+      id: a.id,
+      label: a.label,
+      deps: edges,
+      client: false,
+      commandDigest: key.action.commandDigest,
+      inputRootDigest: key.inputRoot.rootDigest,
+      producedInputs: key.producedInputs ?? [],
+      depfile: depfileAbs ? path.relative(graph.root, depfileAbs) : undefined,
+    };
   }
 
   /** Keys every action a node can run, uploads the tree and keys once, and submits the DAG. Undefined: the head has no Builds service. */
@@ -330,12 +354,12 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       const key = keys.get(a.id);
       const edges = [...new Set(a.deps)].filter((x) => inDag.has(x));
       if (!key) return { id: a.id, label: a.label, deps: edges, client: true, producedInputs: [] };
-      return specOf(a, key, edges);
+      return dagSpecOf(a, key, edges);
     });
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     deps.signal.addEventListener('abort', onAbort, { once: true });
-    const state: DagState = { ids: new Set(keys.keys()), keys, broken: false, abort, run: undefined as unknown as DagState['run'] };
+    const state: DagState = { ids: new Set(keys.keys()), left: keys.size, keys, broken: false, abort, run: undefined as unknown as DagState['run'] };
     state.run = d.client.submit({ buildId: d.buildId, sourceRoot, actions: specs, keepGoing: opts.keepGoing }, (ev) => void onDagEvent(state, ev), abort.signal);
     try {
       await state.run.accepted;
@@ -353,19 +377,6 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     );
     return state;
 
-    function specOf(a: BuildAction, key: ActionKey, edges: string[]): DagSpec {
-      const depfileAbs = key.depfileRel ? path.join(a.cwd, key.depfileRel) : key.depfileAbs && a.outputs.includes(key.depfileAbs) ? key.depfileAbs : undefined;
-      return {
-        id: a.id,
-        label: a.label,
-        deps: edges,
-        client: false,
-        commandDigest: key.action.commandDigest,
-        inputRootDigest: key.inputRoot.rootDigest,
-        producedInputs: key.producedInputs ?? [],
-        depfile: depfileAbs ? path.relative(root, depfileAbs) : undefined,
-      };
-    }
   }
 
   /**
@@ -453,8 +464,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     try {
       await Promise.all(before);
       if (ev.kind === 'skipped') {
-        if (!settled.has(a.id)) {
-          settled.add(a.id);
+        if (markSettled(a.id)) {
           waiting.set(a.id, -1);
           summary.counts.skipped++;
           finished++;
@@ -498,13 +508,15 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     await replay(result);
     // The compiler's dependency output: whatever it read that the key missed is keyed from the next build on.
     const dep = key.depfileRel ? result.outputFiles.find((f) => f.path === key.depfileRel) : key.depfileAbs ? result.outputFiles.find((f) => path.join(a.cwd, f.path) === key.depfileAbs) : undefined;
+    let learnt = false;
     if (dep) {
       const read = parseDepFile((await deps.localCas.get(dep.digest)).toString('utf8'), a.cwd).filter((f) => !a.outputs.includes(f));
       const missed = read.filter((f) => !key.inputs.has(f));
-      if (missed.length > 0) deps.keyDeps.manifest.add(a.id, missed);
+      if (missed.length > 0) learnt = deps.keyDeps.manifest.add(a.id, missed);
     }
-    // The key as the next build here computes it (inputs on disk now, whatever the compiler showed it read).
-    const finalKey = await computeActionKey(a, deps.keyDeps);
+    // The key as the next build here computes it (inputs on disk now, whatever the compiler showed it read):
+    // the submitted key itself unless it left produced inputs to the head or the manifest just grew.
+    const finalKey = learnt || (key.producedInputs?.length ?? 0) > 0 ? await computeActionKey(a, deps.keyDeps) : key;
     await deps.localAc.put(finalKey.actionDigest, result);
     if (finalKey.actionDigest.hash !== ev.actionDigest.hash && deps.remoteCache?.put) {
       await deps.remoteCache.put(finalKey, result).catch(() => undefined);
@@ -551,6 +563,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       const changed = new Set([...written.map((w) => path.join(root, w.path)), ...deleted.map((x) => path.join(root, x))]);
       const rekeyed: DagSpec[] = [];
       if (!failure && changed.size > 0) {
+        for (const f of changed) deps.keyDeps.files.forget(f);
         const stack = [...(dependents.get(a.id) ?? [])];
         const seen = new Set<string>();
         while (stack.length > 0) {
@@ -560,14 +573,12 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
           stack.push(...(dependents.get(id) ?? []));
           const key = state.keys.get(id);
           if (!key || settled.has(id) || ![...key.inputs.keys()].some((f) => changed.has(f))) continue;
-          for (const f of changed) deps.keyDeps.files.forget(f);
           const b = byId.get(id)!;
           const fresh = await computeActionKey(b, deps.keyDeps, { produced: producersFor(b) });
           if (fresh.inputRoot.rootDigest.hash === key.inputRoot.rootDigest.hash && (fresh.producedInputs ?? []).length === (key.producedInputs ?? []).length) continue;
           await deps.dag!.uploader.ensure([...fresh.blobs.keys()].map(fromDigestKey), (d) => fresh.blobs.get(`${d.hash}/${d.sizeBytes}`));
           state.keys.set(id, fresh);
-          const depfileAbs = fresh.depfileRel ? path.join(b.cwd, fresh.depfileRel) : fresh.depfileAbs && b.outputs.includes(fresh.depfileAbs) ? fresh.depfileAbs : undefined;
-          rekeyed.push({ id, label: b.label, deps: [], client: false, commandDigest: fresh.action.commandDigest, inputRootDigest: fresh.inputRoot.rootDigest, producedInputs: fresh.producedInputs ?? [], depfile: depfileAbs ? path.relative(root, depfileAbs) : undefined });
+          rekeyed.push(dagSpecOf(b, fresh, []));
         }
       }
       await deps.dag!.client.report({ buildId: deps.dag!.buildId, actionId: a.id, exitCode: failure ? 1 : 0, written: failure ? [] : written, deleted: failure ? [] : deleted, rekeyed, message: failure });
@@ -599,8 +610,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
 
   /** Records an action's end and makes its dependents ready (or skips them when it failed). */
   function settle(a: BuildAction, outcome: ActionOutcome, error?: string) {
-    if (settled.has(a.id)) return;
-    settled.add(a.id);
+    if (!markSettled(a.id)) return;
     if (outcome === 'failed') summary.failures.push({ action: a, message: error ?? 'failed' });
     summary.counts[outcome]++;
     finished++;
@@ -655,7 +665,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
           });
         return;
       }
-      const headBusy = dag && !dag.broken && !deps.signal.aborted && [...dag.ids].some((id) => !settled.has(id));
+      const headBusy = dag && !dag.broken && !deps.signal.aborted && dag.left > 0;
       if (running === 0 && (stopping || ready.length === 0) && !headBusy) resolve();
     };
     wake = pump;
