@@ -7,15 +7,33 @@ import type { BlobStore } from '../../cas/blob-store.js';
 import type { Digest } from '../../cas/types.js';
 import { actionResultFromPb, actionResultToPb, digestToPb } from '../../proto/convert.js';
 import { fromServiceError } from '../../proto/grpc-status.js';
+import { digestKey } from '../../cas/digest.js';
+import { retryTransient } from '../../common/retry.js';
 import type { RemoteActionCache } from './build-runner.js';
 
-export function createRemoteActionCache(deps: { address: string; credentials: ChannelCredentials; channelOptions?: Partial<ClientOptions>; remote: BlobStore; local: BlobStore; instanceName?: string; buildId?: string }): RemoteActionCache {
+export interface RemoteActionCacheDeps {
+  address: string;
+  credentials: ChannelCredentials;
+  channelOptions?: Partial<ClientOptions>;
+  remote: BlobStore;
+  local: BlobStore;
+  instanceName?: string;
+  buildId?: string;
+  /** How long to keep retrying a download when the head is unreachable (it may be restarting; its CAS is durable). */
+  retryBudgetMs?: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export function createRemoteActionCache(deps: RemoteActionCacheDeps): RemoteActionCache {
   const client = new ActionCacheClient(deps.address, deps.credentials, { ...deps.channelOptions });
   // A head with authentication keeps clients out of its action cache: once told so, stop asking.
   let writesRefused = false;
   const fetch = async (d: Digest | undefined) => {
     if (!d || (await deps.local.has(d))) return;
-    await deps.local.putStream(d, deps.remote.getStream(d));
+    await retryTransient(`downloading ${digestKey(d)} from the head`, () => deps.local.putStream(d, deps.remote.getStream(d)), {
+      budgetMs: deps.retryBudgetMs ?? 120_000,
+      sleep: deps.sleep,
+    });
   };
   return {
     async get(key, a) {

@@ -8,7 +8,8 @@ import { Metadata, type ChannelCredentials, type ClientOptions } from '@grpc/grp
 import { ExecuteOperationMetadata, ExecuteResponse, ExecutionClient, ExecutionStage_Value } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { actionMetadata } from './action-metadata.js';
 import type { Operation } from '../../proto/gen/google/longrunning/operations.js';
-import { Code, OrionError, statusOf, wrap } from '../../common/errors.js';
+import { Code, OrionError } from '../../common/errors.js';
+import { retryTransient } from '../../common/retry.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import type { ActionKey } from './action-key.js';
 import { EXEC_ROOT_HEADER } from '../../common/platform-properties.js';
@@ -166,28 +167,9 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     await deps.local.putStream(d, deps.remote.getStream(d));
   }
 
-  const budget = deps.retryBudgetMs ?? 120_000;
-  const random = deps.random ?? Math.random;
-  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-
-  /** Retries transient failures (head restarting, network blips) with jittered exponential backoff. */
-  async function withRetries<T>(what: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + budget;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        const code = statusOf(err);
-        const transient = code === Code.UNAVAILABLE || code === Code.ABORTED || code === Code.RESOURCE_EXHAUSTED;
-        if (!transient || signal.aborted || Date.now() > deadline) throw err;
-        // The head may have restarted: what it held is durable, but check again.
-        present.clear();
-        const delay = Math.min(10_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + random() / 2);
-        await sleep(delay);
-        if (Date.now() > deadline) throw wrap(err, `${what}: gave up after ${attempt} attempts`);
-      }
-    }
-  }
+  /** Retries transient failures (head restarting, network blips); the head may have restarted, so what it held is checked again. */
+  const withRetries = <T>(what: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> =>
+    retryTransient(what, fn, { budgetMs: deps.retryBudgetMs ?? 120_000, signal, random: deps.random, sleep: deps.sleep, onRetry: () => present.clear() });
 
   return {
     async run(a, key, signal): Promise<ExecOutcome> {
