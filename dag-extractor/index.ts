@@ -8,7 +8,7 @@ export { createNinjaExtractor } from './ninja.js';
 export { createCompdbExtractor } from './compdb.js';
 export { createProcessCommandRunner, type CommandRunner, type CommandResult, type RunOptions } from './command-runner.js';
 export { classifyCommandLine, type ClassifyOptions, type LineClassification } from './command-line-classifier.js';
-export { parseMakeDryRun, type DryRunCommand } from './make-dry-run-parser.js';
+export { parseMakeDryRun, type DryRunCommand, type MakeRecipe } from './make-dry-run-parser.js';
 export { parseNinjaManifest, type NinjaEdge, type NinjaManifest } from './ninja-manifest.js';
 export { tokenizeShell, ShellSyntaxError, type ShellToken, type ShellWord, type ShellOperator } from './shell-tokenizer.js';
 export { commandId, assignActionIds } from './action-id.js';

@@ -1,9 +1,10 @@
 /**
  * Extracts the build graph of a GNU Make project from a dry run:
- * `make -n -B -w [makeArgs] -j1` prints every command of a full build (-B
+ * `make -n -B -w --trace [makeArgs] -j1` prints every command of a full build (-B
  * treats every target as out of date) without running it, with the directory
  * of every sub-make (-w); the trailing -j1 keeps sub-make output from
- * interleaving even when makeArgs ask for parallel jobs. Each printed line
+ * interleaving even when makeArgs ask for parallel jobs; --trace names the
+ * rule (target, prerequisites) of each recipe. Each printed line
  * is classified into compile, archive, link or 'other' actions, and edges
  * come from the files they exchange plus barriers around the 'other' steps
  * (see ordered-graph.ts).
@@ -20,10 +21,10 @@ import type { ActionDraft } from './action-draft.js';
 import { classifyCommandLine } from './command-line-classifier.js';
 import { createProcessCommandRunner, environmentWith, tail, type CommandRunner } from './command-runner.js';
 import type { ExtractOptions, GraphExtractor } from './extractor.js';
-import { parseMakeDryRun } from './make-dry-run-parser.js';
+import { parseMakeDryRun, type MakeRecipe } from './make-dry-run-parser.js';
 import { buildOrderedActions } from './ordered-graph.js';
 import { resolveDirectory } from './project-dir.js';
-import type { BuildGraph } from './types.js';
+import type { BuildAction, BuildGraph } from './types.js';
 
 export interface MakeExtractorDeps {
   runner?: CommandRunner;
@@ -55,19 +56,45 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
         }
       }
       const root = await resolveDirectory(projectDir);
-      const args = ['-n', '-B', '-w', ...makeArgs, '-j1', ...(await assumeOldArgs(root, makeProgram, makeArgs))];
+      const args = ['-n', '-B', '-w', '--trace', ...makeArgs, '-j1', ...(await assumeOldArgs(root, makeProgram, makeArgs))];
       const overrides: Record<string, string | undefined> = { LC_ALL: 'C' };
       for (const name of INHERITED_MAKE_VARIABLES) overrides[name] = undefined;
       const result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
       if (result.exitCode !== 0) throw makeFailure(makeProgram, args, root, result.exitCode, result.stderr);
 
       const drafts: ActionDraft[] = [];
+      const recipes: (MakeRecipe | undefined)[] = [];
       for (const command of parseMakeDryRun(result.stdout, root, makeNames)) {
-        drafts.push(...classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split' }).drafts);
+        for (const draft of classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split' }).drafts) {
+          drafts.push(draft);
+          recipes.push(command.rule);
+        }
       }
-      return { root, tool: 'make', actions: buildOrderedActions(drafts, root) };
+      const actions = buildOrderedActions(drafts, root);
+      attachMakeRules(actions, recipes);
+      return { root, tool: 'make', actions };
     },
   };
+}
+
+/**
+ * Gives the steps of each recipe make's own up-to-date rule (see BuildAction.makeRule).
+ * Only recipes whose commands are all steps qualify: steps are barriers, so the
+ * first of them runs after everything make would have run before the recipe and
+ * before any of its commands, which is where make decides. Recipes without
+ * prerequisites are left out: make runs those when the target is missing, or
+ * always when it is phony, which the trace does not tell.
+ */
+function attachMakeRules(actions: BuildAction[], recipes: readonly (MakeRecipe | undefined)[]) {
+  const members = new Map<MakeRecipe, BuildAction[]>();
+  actions.forEach((a, i) => {
+    const r = recipes[i];
+    if (r) members.set(r, [...(members.get(r) ?? []), a]);
+  });
+  for (const [r, list] of members) {
+    if (r.prereqs.length === 0 || list.some((a) => a.cacheable)) continue;
+    for (const a of list) a.makeRule = { recipe: list[0]!.id, target: r.target, prereqs: r.prereqs };
+  }
 }
 
 /**

@@ -22,6 +22,21 @@ export interface BuildAction {
   cacheable: boolean;
   /** Short label for humans, e.g. "CC src/foo.o". */
   label: string;
+  /**
+   * For a step from a Make recipe whose commands are all steps: the rule it
+   * belongs to, so that the step is skipped when make would find the target
+   * up to date (it exists and no prerequisite is newer).
+   */
+  makeRule?: MakeRule;
+}
+
+export interface MakeRule {
+  /** Shared by every action of one run of the recipe (the id of its first action). */
+  recipe: string;
+  /** Absolute path of the rule's target. */
+  target: string;
+  /** Absolute paths of its prerequisites (at least one). */
+  prereqs: string[];
 }
 
 export interface BuildGraph {

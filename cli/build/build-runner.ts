@@ -18,6 +18,7 @@ import { writeOutputs } from './output-writer.js';
 import { assertSafeResult } from './result-guard.js';
 import type { Reporter } from './reporter.js';
 import { KEYED_ENV } from './action-key.js';
+import { makeFindsUpToDate } from './make-rule.js';
 import { diffSnapshots, stepKey, type StepCache, type StepEffect } from './step-cache.js';
 import { applyStepEffect, freshenOutputs } from './output-writer.js';
 import type { DagClient, DagClientEvent, DagSpec } from './dag-client.js';
@@ -70,7 +71,8 @@ export interface KeyHistory {
   record(actionId: string, key: ActionKey, argv: string[]): void;
 }
 
-export type ActionOutcome = 'cached' | 'remote-cached' | 'executed' | 'failed' | 'skipped' | 'dry-run';
+/** 'up-to-date': a step make would not run, its target being newer than every prerequisite. */
+export type ActionOutcome = 'cached' | 'remote-cached' | 'executed' | 'failed' | 'skipped' | 'dry-run' | 'up-to-date';
 
 export interface BuildSummary {
   ok: boolean;
@@ -126,7 +128,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   const summary: BuildSummary = {
     ok: true,
     total: graph.actions.length,
-    counts: { cached: 0, 'remote-cached': 0, executed: 0, failed: 0, skipped: 0, 'dry-run': 0 },
+    counts: { cached: 0, 'remote-cached': 0, executed: 0, failed: 0, skipped: 0, 'dry-run': 0, 'up-to-date': 0 },
     where: {},
     failures: [],
     durations: new Map(),
@@ -252,7 +254,18 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   }
 
   /** A step whose reads are unknown: keyed by the whole tree it starts from. */
+  /** Make's decision for each recipe with a rule, taken once, when its first step is ready. */
+  const recipeUpToDate = new Map<string, Promise<boolean>>();
+
   async function runStep(a: BuildAction): Promise<ActionOutcome> {
+    if (a.makeRule) {
+      let decision = recipeUpToDate.get(a.makeRule.recipe);
+      if (!decision) recipeUpToDate.set(a.makeRule.recipe, (decision = makeFindsUpToDate(a.makeRule)));
+      if (await decision) {
+        effects.set(a.id, { written: [], deleted: [] });
+        return 'up-to-date';
+      }
+    }
     const files = deps.keyDeps.files;
     const snap = await files.snapshot();
     const before = new Map(snap.entries);

@@ -41,14 +41,34 @@ export interface Sink {
   stderr(s: string | Buffer): void;
 }
 
-const TAG: Record<ActionOutcome, string> = {
+export const OUTCOME_TAG: Record<ActionOutcome, string> = {
   cached: 'cached',
   'remote-cached': 'cached (remote)',
   executed: '',
   failed: 'FAILED',
   skipped: 'skipped',
   'dry-run': 'would run',
+  'up-to-date': 'up to date',
 };
+
+/** "orion: build finished in 1.23s: 100 actions, 2 run (2 on local), 95 cached, 3 up to date" */
+export function summaryLine(s: BuildSummary, wallMs: number, paint: (code: string, text: string) => string = (_c, t) => t): string {
+  const c = s.counts;
+  const where = Object.entries(s.where)
+    .map(([w, n]) => `${n} on ${w}`)
+    .join(', ');
+  const head = s.ok ? paint('32', 'build finished') : paint('1;31', 'build FAILED');
+  const parts = [
+    `${s.total} actions`,
+    `${c.executed} run${where ? ` (${where})` : ''}`,
+    `${c.cached + c['remote-cached']} cached${c['remote-cached'] ? ` (${c['remote-cached']} from the cluster)` : ''}`,
+    ...(c['up-to-date'] ? [`${c['up-to-date']} up to date`] : []),
+    ...(c.failed ? [`${c.failed} failed`] : []),
+    ...(c.skipped ? [`${c.skipped} not run`] : []),
+    ...(c['dry-run'] ? [`${c['dry-run']} would run`] : []),
+  ];
+  return `orion: ${head} in ${(wallMs / 1000).toFixed(2)}s: ${parts.join(', ')}\n`;
+}
 
 export function createPlainReporter(sink: Sink, opts: { quiet: boolean; verbose: boolean; root: string }): Reporter {
   let total = 0;
@@ -61,7 +81,7 @@ export function createPlainReporter(sink: Sink, opts: { quiet: boolean; verbose:
     },
     finished(a, outcome, done) {
       if (opts.quiet && outcome !== 'failed') return;
-      const tag = TAG[outcome];
+      const tag = OUTCOME_TAG[outcome];
       sink.stdout(`[${done}/${total}] ${a.label}${tag ? ` (${tag})` : ''}\n`);
     },
     actionStdout: (d) => sink.stdout(d),
@@ -73,13 +93,8 @@ export function createPlainReporter(sink: Sink, opts: { quiet: boolean; verbose:
       sink.stderr(`orion: ${message}\n`);
     },
     summary(s, wallMs) {
-      const c = s.counts;
-      const where = Object.entries(s.where)
-        .map(([w, n]) => `${n} on ${w}`)
-        .join(', ');
-      const line = `orion: ${s.ok ? 'build finished' : 'build FAILED'} in ${(wallMs / 1000).toFixed(2)}s: ${s.total} actions, ${c.executed} run${where ? ` (${where})` : ''}, ${c.cached + c['remote-cached']} cached${c['remote-cached'] ? ` (${c['remote-cached']} from the cluster)` : ''}${c.failed ? `, ${c.failed} failed` : ''}${c.skipped ? `, ${c.skipped} not run` : ''}${c['dry-run'] ? `, ${c['dry-run']} would run` : ''}\n`;
-      if (!opts.quiet || !s.ok) sink.stderr(line);
-      for (const f of s.failures) if (!opts.quiet || true) sink.stderr(`orion: failed: ${f.message}\n`);
+      if (!opts.quiet || !s.ok) sink.stderr(summaryLine(s, wallMs));
+      for (const f of s.failures) sink.stderr(`orion: failed: ${f.message}\n`);
     },
     report(r) {
       if (opts.quiet) return;

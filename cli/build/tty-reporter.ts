@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import type { ActionOutcome } from './build-runner.js';
 import { formatMs, formatReport } from './build-report.js';
-import type { Reporter, Sink } from './reporter.js';
+import { OUTCOME_TAG, summaryLine, type Reporter, type Sink } from './reporter.js';
 
 export interface TtyReporterOptions {
   verbose: boolean;
@@ -126,7 +126,7 @@ export function createTtyReporter(sink: Sink, opts: TtyReporterOptions): TtyRepo
         return;
       }
       if (opts.verbose) {
-        const tag = outcome === 'executed' ? '' : ` (${outcome === 'remote-cached' ? 'cached (remote)' : outcome === 'dry-run' ? 'would run' : outcome})`;
+        const tag = outcome === 'executed' ? '' : ` (${OUTCOME_TAG[outcome]})`;
         above(() => sink.stdout(`[${n}/${total}] ${a.label}${tag}\n`));
       } else changed();
     },
@@ -136,14 +136,7 @@ export function createTtyReporter(sink: Sink, opts: TtyReporterOptions): TtyRepo
     error: (message) => above(() => sink.stderr(`orion: ${message}\n`)),
     summary(s, wallMs) {
       stop();
-      const c = s.counts;
-      const where = Object.entries(s.where)
-        .map(([w, n]) => `${n} on ${w}`)
-        .join(', ');
-      const head = s.ok ? paint('32', 'build finished') : paint('1;31', 'build FAILED');
-      sink.stderr(
-        `orion: ${head} in ${(wallMs / 1000).toFixed(2)}s: ${s.total} actions, ${c.executed} run${where ? ` (${where})` : ''}, ${c.cached + c['remote-cached']} cached${c['remote-cached'] ? ` (${c['remote-cached']} from the cluster)` : ''}${c.failed ? `, ${c.failed} failed` : ''}${c.skipped ? `, ${c.skipped} not run` : ''}${c['dry-run'] ? `, ${c['dry-run']} would run` : ''}\n`,
-      );
+      sink.stderr(summaryLine(s, wallMs, paint));
       for (const f of s.failures) sink.stderr(`orion: failed: ${f.message}\n`);
     },
     report(r) {

@@ -171,7 +171,7 @@ describe('make extractor options and failures', () => {
     await writeFile(path.join(project, 'Makefile'), 'all:\n    echo spaces instead of a tab\n');
     const failure = extractor.extract(project);
     await expect(failure).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
-    await expect(failure).rejects.toThrow(/make -n -B -w -j1 failed with exit code 2 in .*:\nMakefile:2: \*\*\* missing separator/);
+    await expect(failure).rejects.toThrow(/make -n -B -w --trace -j1 failed with exit code 2 in .*:\nMakefile:2: \*\*\* missing separator/);
   });
 
   it('reports an unknown target as FAILED_PRECONDITION naming the target', async () => {
@@ -212,7 +212,7 @@ describe('make extractor options and failures', () => {
     }
     expect(calls).toHaveLength(1);
     expect(calls[0].file).toBe('make');
-    expect(calls[0].args).toEqual(['-n', '-B', '-w', 'all', 'V=1', '-j1']);
+    expect(calls[0].args).toEqual(['-n', '-B', '-w', '--trace', 'all', 'V=1', '-j1']);
     expect(calls[0].env.LC_ALL).toBe('C');
     expect(calls[0].env.MAKEFLAGS).toBeUndefined();
   });

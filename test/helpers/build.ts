@@ -81,18 +81,20 @@ export interface Summary {
   where: Record<string, number>;
   cached: number;
   fromCluster: number;
+  /** Steps make would not run either (target newer than every prerequisite). */
+  upToDate: number;
   failed: number;
   notRun: number;
   wouldRun: number;
 }
 
 const SUMMARY =
-  /^orion: (build finished|build FAILED) in [\d.]+s: (\d+) actions, (\d+) run(?: \(([^)]*)\))?, (\d+) cached(?: \((\d+) from the cluster\))?(?:, (\d+) failed)?(?:, (\d+) not run)?(?:, (\d+) would run)?$/m;
+  /^orion: (build finished|build FAILED) in [\d.]+s: (\d+) actions, (\d+) run(?: \(([^)]*)\))?, (\d+) cached(?: \((\d+) from the cluster\))?(?:, (\d+) up to date)?(?:, (\d+) failed)?(?:, (\d+) not run)?(?:, (\d+) would run)?$/m;
 
 /** Parses the summary line `orion build` prints on stderr. */
 export function parseSummary(stderr: string): Summary {
   const m = SUMMARY.exec(stderr);
-  if (!m) return { ok: false, total: -1, run: -1, where: {}, cached: -1, fromCluster: -1, failed: -1, notRun: -1, wouldRun: -1 };
+  if (!m) return { ok: false, total: -1, run: -1, where: {}, cached: -1, fromCluster: -1, upToDate: -1, failed: -1, notRun: -1, wouldRun: -1 };
   const where: Record<string, number> = {};
   for (const part of (m[4] ?? '').split(', ').filter(Boolean)) {
     const w = /^(\d+) on (.+)$/.exec(part);
@@ -105,13 +107,14 @@ export function parseSummary(stderr: string): Summary {
     where,
     cached: Number(m[5]),
     fromCluster: Number(m[6] ?? 0),
-    failed: Number(m[7] ?? 0),
-    notRun: Number(m[8] ?? 0),
-    wouldRun: Number(m[9] ?? 0),
+    upToDate: Number(m[7] ?? 0),
+    failed: Number(m[8] ?? 0),
+    notRun: Number(m[9] ?? 0),
+    wouldRun: Number(m[10] ?? 0),
   };
 }
 
-export type Tag = 'run' | 'cached' | 'cached (remote)' | 'FAILED' | 'skipped' | 'would run';
+export type Tag = 'run' | 'cached' | 'cached (remote)' | 'FAILED' | 'skipped' | 'would run' | 'up to date';
 
 export interface ProgressLine {
   label: string;
@@ -124,7 +127,7 @@ export function parseProgress(stdout: string): ProgressLine[] {
   for (const line of stdout.split('\n')) {
     const m = /^\[\d+\/\d+\] (.*)$/.exec(line);
     if (!m) continue;
-    const t = / \((cached|cached \(remote\)|FAILED|skipped|would run)\)$/.exec(m[1]!);
+    const t = / \((cached|cached \(remote\)|FAILED|skipped|would run|up to date)\)$/.exec(m[1]!);
     out.push(t ? { label: m[1]!.slice(0, t.index), tag: t[1] as Tag } : { label: m[1]!, tag: 'run' });
   }
   return out;

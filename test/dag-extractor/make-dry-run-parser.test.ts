@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { parseMakeDryRun } from '../../dag-extractor/make-dry-run-parser.js';
+
+const names = new Set(['make']);
+
+describe('parseMakeDryRun with --trace', () => {
+  it('gives each command the rule of the recipe it belongs to, resolving target and prerequisites in the make directory', () => {
+    const out = [
+      "Makefile:4: update target 'gen.c' due to: a.json b.json ../tools/gen.py",
+      'python3 ../tools/gen.py > gen.c',
+      "Makefile:6: update target 'prog' due to: gen.c",
+      'cc -o prog gen.c',
+      'install prog prog2',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p/src', names);
+    expect(cmds.map((c) => c.text)).toEqual(['python3 ../tools/gen.py > gen.c', 'cc -o prog gen.c', 'install prog prog2']);
+    expect(cmds[0]!.rule).toEqual({ target: '/p/src/gen.c', prereqs: ['/p/src/a.json', '/p/src/b.json', '/p/tools/gen.py'] });
+    expect(cmds[1]!.rule).toEqual({ target: '/p/src/prog', prereqs: ['/p/src/gen.c'] });
+    // Both lines of one recipe share one rule object: the recipe is decided once.
+    expect(cmds[2]!.rule).toBe(cmds[1]!.rule);
+  });
+
+  it('records a target without prerequisites ("does not exist") with none, and keeps each sub-make\'s rule apart', () => {
+    const out = [
+      "Makefile:11: target 'all' does not exist",
+      'cd lib && make all',
+      "make[1]: Entering directory '/p/lib'",
+      "Makefile:2: update target 'x' due to: y",
+      'echo x > x',
+      "make[1]: Leaving directory '/p/lib'",
+      'echo done',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p', names);
+    expect(cmds.map((c) => [c.text, c.cwd, c.rule])).toEqual([
+      ['cd lib && make all', '/p', { target: '/p/all', prereqs: [] }],
+      ['echo x > x', '/p/lib', { target: '/p/lib/x', prereqs: ['/p/lib/y'] }],
+      // After the sub-make, the parent's recipe continues.
+      ['echo done', '/p', { target: '/p/all', prereqs: [] }],
+    ]);
+  });
+
+  it("reads the trace of make's built-in rules (<builtin>:) as a trace, not as a command", () => {
+    const out = ["<builtin>: update target 'lapi.o' due to: lapi.c lua.h", 'cc -c -o lapi.o lapi.c'].join('\n');
+    const cmds = parseMakeDryRun(out, '/p/lua', names);
+    expect(cmds).toEqual([{ text: 'cc -c -o lapi.o lapi.c', cwd: '/p/lua', rule: { target: '/p/lua/lapi.o', prereqs: ['/p/lua/lapi.c', '/p/lua/lua.h'] } }]);
+  });
+
+  it('leaves commands printed without a trace line (make without --trace) without a rule', () => {
+    const cmds = parseMakeDryRun('cc -c a.c -o a.o\n', '/p', names);
+    expect(cmds).toEqual([{ text: 'cc -c a.c -o a.o', cwd: '/p' }]);
+  });
+});
