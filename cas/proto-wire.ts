@@ -1,12 +1,14 @@
 /**
  * A minimal protobuf wire codec for the REAPI messages that are content
- * addressed (Digest, FileNode, DirectoryNode, SymlinkNode, Directory, Tree).
+ * addressed (Digest, FileNode, DirectoryNode, SymlinkNode, Directory, Tree;
+ * Command and Action are only encoded, for keying actions without loading
+ * the generated gRPC code).
  * Their digests must match what Bazel computes, so encoding is canonical:
  * fields in field-number order, proto3 default values omitted. Decoding skips
  * unknown fields (e.g. node_properties) and rejects malformed input.
  */
 import { invalidArgument } from '../common/errors.js';
-import type { Digest, Directory, DirectoryNode, FileNode, SymlinkNode, Tree } from './types.js';
+import type { Action, Command, Digest, Directory, DirectoryNode, FileNode, Platform, SymlinkNode, Tree } from './types.js';
 
 const WIRE_VARINT = 0;
 const WIRE_FIXED64 = 1;
@@ -42,6 +44,11 @@ class Writer {
 
   string(field: number, s: string): this {
     return s === '' ? this : this.bytes(field, Buffer.from(s, 'utf8'));
+  }
+
+  /** An element of a repeated string field: written even when empty. */
+  element(field: number, s: string): this {
+    return this.bytes(field, Buffer.from(s, 'utf8'));
   }
 
   /** Length-delimited field; written even when empty (used for sub-messages, whose presence matters). */
@@ -176,6 +183,35 @@ function decodeSymlinkNode(buf: Buffer): SymlinkNode {
     else if (f === 2) n.target = expectString(v, 'SymlinkNode', 'target');
   }
   return n;
+}
+
+function encodePlatform(p: Platform): Buffer {
+  const w = new Writer();
+  for (const x of p.properties) w.bytes(1, new Writer().string(1, x.name).string(2, x.value).finish());
+  return w.finish();
+}
+
+/** build.bazel.remote.execution.v2.Command, canonical (fields in number order, defaults omitted). */
+export function encodeCommandMessage(c: Command): Buffer {
+  const w = new Writer();
+  for (const a of c.arguments) w.element(1, a);
+  for (const v of c.environmentVariables) w.bytes(2, new Writer().string(1, v.name).string(2, v.value).finish());
+  for (const f of c.outputFiles) w.element(3, f);
+  for (const d of c.outputDirectories) w.element(4, d);
+  if (c.platform) w.bytes(5, encodePlatform(c.platform));
+  w.string(6, c.workingDirectory);
+  for (const p of c.outputPaths) w.element(7, p);
+  return w.finish();
+}
+
+/** build.bazel.remote.execution.v2.Action, canonical. */
+export function encodeActionMessage(a: Action): Buffer {
+  const w = new Writer().bytes(1, encodeDigestMessage(a.commandDigest)).bytes(2, encodeDigestMessage(a.inputRootDigest));
+  if (a.timeoutMs) w.bytes(6, new Writer().uint(1, Math.floor(a.timeoutMs / 1000)).uint(2, (a.timeoutMs % 1000) * 1e6).finish());
+  w.bool(7, a.doNotCache);
+  if (a.salt && a.salt.length > 0) w.bytes(9, a.salt);
+  if (a.platform) w.bytes(10, encodePlatform(a.platform));
+  return w.finish();
 }
 
 export function encodeDirectoryMessage(d: Directory): Buffer {

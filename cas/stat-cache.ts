@@ -24,6 +24,8 @@ export interface StatCache {
   digestFileCached(path: string, stats?: Stats): Promise<Digest>;
   /** Writes the cache atomically if anything changed since it was loaded. */
   save(): Promise<void>;
+  /** Files this process had to hash (new, or changed since they were cached): what an edit touched. */
+  rehashed(): ReadonlySet<string>;
 }
 
 export interface StatCacheDeps {
@@ -47,8 +49,10 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
   let entries: Promise<Map<string, Entry>> | undefined;
   let dirty = false;
   const loaded = () => (entries ??= load(file));
+  const hashed = new Set<string>();
 
   return {
+    rehashed: () => hashed,
     async digestFileCached(path, stats) {
       const abs = resolve(path);
       const st = stats ?? (await stat(abs));
@@ -58,6 +62,7 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
         return { hash: e[4], sizeBytes: st.size };
       }
       const hashedAt = clock.now();
+      hashed.add(abs);
       const d = await hashFile(abs);
       const racy = Math.max(st.mtimeMs, st.ctimeMs) > hashedAt - RACY_WINDOW_MS;
       if (!racy && d.sizeBytes === st.size) {

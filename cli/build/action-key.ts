@@ -7,8 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { Action as PbAction, Command as PbCommand } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
-import { actionToPb, commandToPb } from '../../proto/convert.js';
+import { encodeActionMessage, encodeCommandMessage } from '../../cas/proto-wire.js';
 import { digestOf } from '../../cas/digest.js';
 import { buildTreeFromEntries, type MerkleTree, type TreeFileEntry } from '../../cas/merkle.js';
 import type { Action, Command, Digest } from '../../cas/types.js';
@@ -149,10 +148,10 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   };
   // Outputs outside the working directory cannot be named in REAPI; keep them in the key anyway.
   if (!remotable) command.arguments = [...a.argv, `\u0000orion-outputs:${a.outputs.map((o) => relTo(root, o)).sort().join(':')}`];
-  const commandBlob = Buffer.from(PbCommand.encode(commandToPb(command)).finish());
+  const commandBlob = encodeCommandMessage(command);
   const commandDigest = digestOf(commandBlob);
   const action: Action = { commandDigest, inputRootDigest: inputRoot.rootDigest, doNotCache: false };
-  const actionBlob = Buffer.from(PbAction.encode(actionToPb(action)).finish());
+  const actionBlob = encodeActionMessage(action);
   const actionDigest = digestOf(actionBlob);
   const blobs = new Map<string, Buffer>(inputRoot.directories);
   blobs.set(`${commandDigest.hash}/${commandDigest.sizeBytes}`, commandBlob);

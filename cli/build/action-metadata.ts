@@ -1,6 +1,4 @@
 /** The gRPC metadata that tells the head which build and which graph action a request belongs to. */
-import { randomBytes } from 'node:crypto';
-import os from 'node:os';
 import { Metadata } from '@grpc/grpc-js';
 import { ACTION_DEPS_HEADER, ACTION_ID_HEADER, ACTION_LABEL_HEADER, BUILD_ID_HEADER } from '../../common/request-headers.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
@@ -22,10 +20,4 @@ export function actionMetadata(buildId: string, a: BuildAction): Metadata {
   }
   if (deps) md.set(ACTION_DEPS_HEADER, deps);
   return md;
-}
-
-/** A new build id: readable and unique enough ("hostname-20240501T101500-1a2b3c"). */
-export function newBuildId(now = new Date(), host = os.hostname()): string {
-  const t = now.toISOString().replace(/[-:]/g, '').slice(0, 15);
-  return `${host.replace(/[^A-Za-z0-9.-]/g, '').slice(0, 40) || 'build'}-${t}-${randomBytes(3).toString('hex')}`;
 }

@@ -63,6 +63,12 @@ export interface BuildRunnerDeps {
    * Without the service, or when its stream breaks, actions go one by one.
    */
   dag?: { client: DagClient; uploader: Pick<RemoteExecutor, 'uploadTree' | 'ensure'>; buildId: string };
+  /**
+   * Files that changed since the last build (as far as is known yet). Actions
+   * reading one are probably cache misses: they start first, and the cache
+   * hits are keyed while their compilers run.
+   */
+  changedFiles?: () => ReadonlySet<string>;
   signal: AbortSignal;
 }
 
@@ -645,7 +651,11 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   await new Promise<void>((resolve) => {
     const pump = () => {
       if (deps.signal.aborted) stopping = true;
-      ready.sort((x, y) => priority.get(x.id)! - priority.get(y.id)!);
+      const changed = deps.changedFiles?.();
+      if (changed && changed.size > 0) {
+        const likelyMiss = new Map(ready.map((a) => [a.id, a.inputs.some((f) => changed.has(f)) ? 1 : 0]));
+        ready.sort((x, y) => likelyMiss.get(x.id)! - likelyMiss.get(y.id)! || priority.get(x.id)! - priority.get(y.id)!);
+      } else ready.sort((x, y) => priority.get(x.id)! - priority.get(y.id)!);
       while (!stopping && running < opts.jobs && ready.length > 0) {
         const a = ready.pop()!;
         running++;

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
 import { Code, OrionError } from '../../common/errors.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createDiskActionCache } from '../../cas/disk-action-cache.js';
@@ -9,24 +8,21 @@ import { createCompletenessCheckingActionCache } from '../../cas/complete-action
 import { createStatCache } from '../../cas/stat-cache.js';
 import { extractGraph } from '../../dag-extractor/index.js';
 import { createProcessRunner } from '../../sandbox/runner.js';
-import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
-import { criticalPathLengths, runBuild, type BuildSummary } from '../build/build-runner.js';
+import { runBuild, type BuildSummary } from '../build/build-runner.js';
+import type { ClientAuthOptions } from '../../common/credentials.js';
+import type { HeadConnection } from '../build/head-connection.js';
 import { loadDepManifest } from '../build/dep-manifest.js';
 import { loadOrExtractGraph } from '../build/graph-cache.js';
 import { createIncludeScanner } from '../build/include-scanner.js';
 import { createInPlaceExecutor } from '../build/in-place-executor.js';
 import { loadKeyHistory } from '../build/key-history.js';
 import { createProjectFiles } from '../build/project-files.js';
-import { createRemoteActionCache } from '../build/remote-action-cache.js';
-import { createRemoteExecutor } from '../build/remote-executor.js';
-import { createDagClient, type DagClient } from '../build/dag-client.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
 import { createToolResolver } from '../build/tool-resolver.js';
 import { createDiskStepCache } from '../build/step-cache.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { writeFile } from 'node:fs/promises';
-import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
-import { newBuildId } from '../build/action-metadata.js';
+import { newBuildId } from '../build/build-id.js';
 import { buildReport } from '../build/build-report.js';
 import { fanOutReporter } from '../build/fan-out-reporter.js';
 import { createTimeline } from '../build/timeline.js';
@@ -86,23 +82,18 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const buildId = o.head ? newBuildId() : undefined;
   const bytes = { uploaded: 0, downloaded: 0 };
   const meter = { read: (n: number) => void (bytes.downloaded += n), written: (n: number) => void (bytes.uploaded += n) };
-  const observe = { buildId, onStage: (a: BuildAction, stage: 'queued' | 'executing', worker?: string) => reporter.running?.(a, stage === 'executing' ? (worker ?? 'remote') : 'remote') };
+  const onStage = (a: BuildAction, stage: 'queued' | 'executing', worker?: string) => reporter.running?.(a, stage === 'executing' ? (worker ?? 'remote') : 'remote');
   if (buildId && o.verbose) sink.stderr(`orion: build ${buildId} on ${o.head}\n`);
   const runner = createProcessRunner();
   const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
   const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env };
 
-  let remote: ReturnType<typeof createGrpcBlobStore> | undefined;
-  let remoteExecutor: ReturnType<typeof createRemoteExecutor> | undefined;
-  let dagClient: DagClient | undefined;
-  const headAuth = o.head ? loadClientAuth(o.auth ?? {}) : undefined;
+  let head: HeadConnection | undefined;
   try {
-    if (o.head) {
-      const auth = headAuth!;
-      remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions }), meter);
-      const chain = criticalPathLengths(graph.actions);
-      remoteExecutor = createRemoteExecutor({ priorityOf: (a) => -(chain.get(a.id) ?? 0), address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions, remote, local: localCas, files, ...observe });
-      if (o.dag !== false) dagClient = createDagClient({ address: o.head, credentials: auth.credentials, channelOptions: auth.channelOptions });
+    if (o.head && buildId) {
+      // Loaded only here: a local build does not need gRPC.
+      const { connectToHead } = await import('../build/head-connection.js');
+      head = connectToHead({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: graph.actions, localCas, files, meter, onStage });
     }
     const summary = await runBuild(
       {
@@ -110,13 +101,14 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         keyDeps,
         localCas,
         localAc,
-        remoteCache: o.head && remote ? createRemoteActionCache({ address: o.head, credentials: headAuth!.credentials, channelOptions: headAuth!.channelOptions, remote, local: localCas, buildId }) : undefined,
-        executor: remoteExecutor ?? localExecutor,
+        remoteCache: head?.remoteCache,
+        executor: head?.remoteExecutor ?? localExecutor,
         localExecutor,
         stepCache: createDiskStepCache(path.join(o.cacheDir, 'steps')),
         reporter,
         history,
-        dag: dagClient && remoteExecutor && buildId ? { client: dagClient, uploader: remoteExecutor, buildId } : undefined,
+        changedFiles: statCache.rehashed,
+        dag: head?.dagClient && buildId ? { client: head.dagClient, uploader: head.remoteExecutor, buildId } : undefined,
         signal,
       },
       { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain },
@@ -140,8 +132,6 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     throw err;
   } finally {
     await Promise.all([statCache.save(), manifest.save(), history.save()]);
-    remoteExecutor?.close();
-    dagClient?.close();
-    remote?.close();
+    head?.close();
   }
 }

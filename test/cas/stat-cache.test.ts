@@ -37,6 +37,24 @@ describe('stat cache', () => {
     expect(h.calls).toEqual([path]);
   });
 
+  it('lists the files it had to hash: new or changed since they were cached, not those served from their stat', async () => {
+    const dir = await tempDir();
+    const [a, b] = [join(dir, 'a.c'), join(dir, 'b.c')];
+    const file = join(dir, 'stat-cache.json');
+    await writeFile(a, 'int a;');
+    await writeFile(b, 'int b;');
+    const first = createStatCache(file, { clock: laterClock() });
+    await first.digestFileCached(a);
+    await first.digestFileCached(b);
+    expect([...first.rehashed()].sort()).toEqual([a, b]);
+    await first.save();
+    await writeFile(b, 'int bb;');
+    const second = createStatCache(file, { clock: laterClock() });
+    await second.digestFileCached(a);
+    await second.digestFileCached(b);
+    expect([...second.rehashed()]).toEqual([b]);
+  });
+
   it('persists across instances once saved', async () => {
     const dir = await tempDir();
     const path = join(dir, 'a.c');

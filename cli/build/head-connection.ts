@@ -1,0 +1,63 @@
+/**
+ * Everything `orion build --head` needs to talk to a head: the remote CAS,
+ * the REAPI executor, the whole-DAG client and the remote action cache.
+ * Kept out of the local build path: the command imports this module only
+ * with --head, so a local build does not load gRPC or the generated stubs.
+ */
+import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
+import type { BlobStore } from '../../cas/blob-store.js';
+import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
+import type { BuildAction } from '../../dag-extractor/types.js';
+import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
+import { criticalPathLengths, type RemoteActionCache } from './build-runner.js';
+import { createDagClient, type DagClient } from './dag-client.js';
+import type { ProjectFiles } from './project-files.js';
+import { createRemoteActionCache } from './remote-action-cache.js';
+import { createRemoteExecutor, type RemoteExecutor } from './remote-executor.js';
+
+export interface HeadConnection {
+  remoteExecutor: RemoteExecutor;
+  remoteCache: RemoteActionCache;
+  /** Undefined with --no-dag. */
+  dagClient?: DagClient;
+  close(): void;
+}
+
+export function connectToHead(o: {
+  head: string;
+  auth: ClientAuthOptions;
+  dag: boolean;
+  buildId: string;
+  actions: BuildAction[];
+  localCas: BlobStore;
+  files: ProjectFiles;
+  meter: { read(n: number): void; written(n: number): void };
+  onStage: (a: BuildAction, stage: 'queued' | 'executing', worker?: string) => void;
+}): HeadConnection {
+  const { credentials, channelOptions } = loadClientAuth(o.auth);
+  const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials, channelOptions }), o.meter);
+  const chain = criticalPathLengths(o.actions);
+  const remoteExecutor = createRemoteExecutor({
+    priorityOf: (a) => -(chain.get(a.id) ?? 0),
+    address: o.head,
+    credentials,
+    channelOptions,
+    remote,
+    local: o.localCas,
+    files: o.files,
+    buildId: o.buildId,
+    onStage: o.onStage,
+  });
+  const dagClient = o.dag ? createDagClient({ address: o.head, credentials, channelOptions }) : undefined;
+  const remoteCache = createRemoteActionCache({ address: o.head, credentials, channelOptions, remote, local: o.localCas, buildId: o.buildId });
+  return {
+    remoteExecutor,
+    remoteCache,
+    dagClient,
+    close() {
+      remoteExecutor.close();
+      dagClient?.close();
+      remote.close();
+    },
+  };
+}
