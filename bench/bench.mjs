@@ -58,6 +58,8 @@ cfg.scale = {
   dispatchShape: env0.BENCH_SCALE_DISPATCH_SHAPE || 'flat',
   // Also dispatch to fake nodes that finish every assignment at once: the head's own throughput.
   dispatchFake: env0.BENCH_SCALE_DISPATCH_FAKE !== '0',
+  // The fake-node run also gives the head's memory with the issue's 20,000-action DAG.
+  dispatchFakeActions: Number(env0.BENCH_SCALE_DISPATCH_FAKE_ACTIONS || (cfg.quick ? 500 : 20000)),
   sleepActions: Number(env0.BENCH_SCALE_SLEEP_ACTIONS || (cfg.quick ? 200 : 2000)),
   sleepNodes: (env0.BENCH_SCALE_SLEEP_NODES || '6 32').split(/\s+/).filter(Boolean).map(Number),
   sleepSlots: Number(env0.BENCH_SCALE_SLEEP_SLOTS || 4),
@@ -467,7 +469,8 @@ async function runScale() {
   const s = cfg.scale;
   const dispatchArgs = ['dispatch', '--actions', String(s.dispatchActions), '--nodes', String(s.dispatchNodes), '--slots', String(s.dispatchSlots), '--shape', s.dispatchShape];
   const dispatch = await runOne(dispatchArgs);
-  const dispatchFake = s.dispatchFake ? await runOne([...dispatchArgs, '--workers', 'fake']) : undefined;
+  const fakeArgs = ['dispatch', '--actions', String(s.dispatchFakeActions), '--nodes', String(s.dispatchNodes), '--slots', String(s.dispatchSlots), '--shape', s.dispatchShape, '--workers', 'fake'];
+  const dispatchFake = s.dispatchFake ? await runOne(fakeArgs) : undefined;
   const sleeps = [];
   for (const k of s.sleepNodes) {
     sleeps.push(await runOne(['sleep', '--actions', String(s.sleepActions), '--nodes', String(k), '--slots', String(s.sleepSlots), '--seed', String(s.seed), '--warmup', String(s.warmup)]));
@@ -623,6 +626,11 @@ function report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, 
     L.push('| run | seconds | Orion process peak RSS | largest process (`/usr/bin/time %M`) |');
     L.push('|---|---|---|---|');
     for (const [k, v] of Object.entries(memory)) L.push(`| ${k === 'cold' ? 'cold (empty cache)' : 'no-op'}${v.ok ? '' : ' (FAILED)'} | ${fmtS(v.seconds)} | ${kb(v.orionProcessPeakRssKb)} | ${kb(v.largestProcessInTreePeakRssKb)} |`);
+    const cold = memory.cold;
+    if (cold?.orionProcessPeakRssKb) {
+      const mb = (cold.orionProcessPeakRssKb * 1024) / 1e6;
+      L.push('', `Target \`orion build\` ≤ 200 MB on this project: ${mb.toFixed(0)} MB cold, ${mb <= 200 ? 'met' : '**not met**'}. The head's target (≤ 256 MB with a 20,000-action DAG) is under Synthetic scale.`);
+    }
   }
   L.push('');
   L.push('## Synthetic scale (head and nodes on 127.0.0.1, orion.v1 Builds service)', '');
@@ -661,7 +669,11 @@ function report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, 
     }
     const f = scale.dispatchFake;
     if (f?.failed === true) L.push(`- Dispatch to fake nodes: FAILED (${f.error})`);
-    else if (f) L.push(`- The head alone (the same DAG, ${f.nodes} fake nodes × ${f.slotsPerNode} slots in one process that report every assignment done at once, no outputs): **${f.actionsPerSecond.toFixed(0)} actions/s**, head CPU ${f.headCpuMsPerAction.toFixed(2)} ms per action, head peak RSS ${kb(f.headPeakRssKb)}${f.failed ? `, ${f.failed} failed (${f.firstError})` : ''}`);
+    else if (f) {
+      L.push(`- The head alone (${f.actions} such actions, ${f.nodes} fake nodes × ${f.slotsPerNode} slots in one process that report every assignment done at once, no outputs): **${f.actionsPerSecond.toFixed(0)} actions/s**, head CPU ${f.headCpuMsPerAction.toFixed(2)} ms per action${f.failed ? `, ${f.failed} failed (${f.firstError})` : ''}`);
+      const mb = (f.headPeakRssKb * 1024) / 1e6;
+      L.push(`- Head peak RSS with ${f.actions} actions in one DAG (the fake-node run): **${kb(f.headPeakRssKb)}** (${mb.toFixed(0)} MB; target ≤ 256 MB${f.actions === 20000 ? `: ${mb <= 256 ? 'met' : '**not met**'}` : ', needs the 20,000-action run'})`);
+    }
     const reduced = cfg.scale.sleepActions !== 2000 || cfg.scale.sleepSlots !== 4 || cfg.scale.dispatchActions !== 10000;
     if (reduced) L.push('', `Reduced from the issue's numbers (2,000-action DAG on K × 4 slots; 10,000 dispatch actions): sleep DAG of ${cfg.scale.sleepActions} actions on K × ${cfg.scale.sleepSlots} slots, dispatch ${cfg.scale.dispatchActions} actions.`);
   }
@@ -699,11 +711,15 @@ async function main() {
   const data = { startedAt, finishedAt, machine: mach, config: { ...cfg, scale: cfg.scale }, peers, summary: sum, runs, memory, scale };
   mkdirSync(path.dirname(cfg.json), { recursive: true });
   writeFileSync(cfg.json, `${JSON.stringify(data, null, 2)}\n`);
-  // The hand-written analysis at the end of the results file survives a re-run (update it by hand).
+  writeResults({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, scale });
+}
+
+/** Writes RESULTS.md; the hand-written analysis at its end survives a re-run (update it by hand). */
+function writeResults(r) {
   const ANALYSIS = '\n## Where the time goes';
   const previous = existsSync(cfg.out) ? readFileSync(cfg.out, 'utf8') : '';
   const analysis = previous.includes(ANALYSIS) ? previous.slice(previous.indexOf(ANALYSIS)) : '';
-  const md = report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, scale }) + analysis;
+  const md = report(r) + analysis;
   mkdirSync(path.dirname(cfg.out), { recursive: true });
   writeFileSync(cfg.out, md);
   process.stdout.write(md);
@@ -718,7 +734,16 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
-main().then(
+// BENCH_RENDER_ONLY=1: rewrite RESULTS.md from the last results.json (after changing the report), running nothing.
+const run = env0.BENCH_RENDER_ONLY === '1'
+  ? async () => {
+      const d = JSON.parse(readFileSync(cfg.json, 'utf8'));
+      cfg.reps = d.config.reps;
+      writeResults({ startedAt: d.startedAt, finishedAt: d.finishedAt, mach: d.machine, peers: d.peers, tools: defineTools(d.peers), sum: d.summary, runs: d.runs, memory: d.memory, scale: d.scale });
+    }
+  : main;
+
+run().then(
   async () => {
     await stopAllDaemons();
     process.exit(0);

@@ -336,7 +336,7 @@ function unary(client, method, req) {
 
 /**
  * The .cpuprofile files in `dir`: the top functions by self time, and the top Orion functions
- * (frames of dist/orion.mjs) by inclusive time, as "ms  function  file:line".
+ * (frames of dist/orion.mjs and its chunks) by inclusive time, as "ms  function  file:line".
  */
 function summarizeProfiles(dir, top = 25) {
   const out = [];
@@ -359,7 +359,7 @@ function summarizeProfiles(dir, top = 25) {
       const seen = new Set();
       for (let id = n.id; id !== undefined; id = parent.get(id)) {
         const cf = byId.get(id).callFrame;
-        if (!cf.url.endsWith('orion.mjs') || seen.has(name(cf))) continue;
+        if (!/\/dist\/(orion|chunks\/.*)\.mjs$/.test(cf.url) || seen.has(name(cf))) continue;
         seen.add(name(cf));
         inclusive.set(name(cf), (inclusive.get(name(cf)) ?? 0) + us);
       }
@@ -437,7 +437,9 @@ async function main() {
   if (profDir) mkdirSync(profDir, { recursive: true });
   const prof = (name) => (profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${name}.cpuprofile`] : []);
   try {
-    const head = startDaemon(['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(tmp, 'head'), '--log-level', 'warn'], prof('head'));
+    // BENCH_HEAD_NODE_FLAGS: extra Node flags for the head (e.g. --heapsnapshot-signal=SIGUSR2 to look at its memory).
+    const headFlags = (process.env.BENCH_HEAD_NODE_FLAGS || '').split(/\s+/).filter(Boolean);
+    const head = startDaemon(['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(tmp, 'head'), '--log-level', 'warn'], [...prof('head'), ...headFlags]);
     const address = await waitFor('head to listen', () => /orion head listening on (\S+)/.exec(head.output())?.[1], 30_000);
     const nodeIds = [];
     if (opts.workers === 'fake') {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import './young-generation.js';
+import './v8-flags.js';
 import { runCli } from './cli.js';
 
 process.exitCode = await runCli(process.argv.slice(2));
