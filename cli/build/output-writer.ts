@@ -1,11 +1,11 @@
 /** Writes cached or remote outputs into the project tree, exactly where the build would. */
-import { chmod, lstat, mkdir, readlink, rename, rm, symlink, utimes } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
+import { chmod, copyFile, lstat, mkdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
+import { constants, createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Code, OrionError } from '../../common/errors.js';
 import type { BlobStore } from '../../cas/blob-store.js';
-import type { ActionResult } from '../../cas/types.js';
+import type { ActionResult, Digest } from '../../cas/types.js';
 import type { ProjectFiles } from './project-files.js';
 import { confineToRoot } from '../../sandbox/path-guard.js';
 import type { StepEffect } from './step-cache.js';
@@ -35,8 +35,7 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
     if (current && current.digest.hash === f.digest.hash && current.isExecutable === f.isExecutable) continue;
     await mkdir(path.dirname(abs), { recursive: true });
     const tmp = `${abs}.orion-tmp-${process.pid}`;
-    await pipeline(cas.getStream(f.digest), createWriteStream(tmp, { mode: f.isExecutable ? 0o755 : 0o644 }));
-    await chmod(tmp, f.isExecutable ? 0o755 : 0o644);
+    await copyFromCas(cas, f.digest, tmp, f.isExecutable ? 0o755 : 0o644);
     await rename(tmp, abs);
     files.record(abs, { digest: f.digest, isExecutable: f.isExecutable, mtimeMs: Date.now() });
     written++;
@@ -54,6 +53,32 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
   }
   return written;
 }
+
+/**
+ * Writes blob `d` to `dest` with `mode`: a kernel copy (a reflink where the file
+ * system has them) from a disk store's file, else through a stream.
+ */
+async function copyFromCas(cas: BlobStore, d: Digest, dest: string, mode: number): Promise<void> {
+  const src = cas.localPath?.(d);
+  if (src) {
+    try {
+      await copyFile(src, dest, constants.COPYFILE_FICLONE);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !(await exists(src))) throw new OrionError(Code.NOT_FOUND, `blob ${d.hash}/${d.sizeBytes} not found`);
+      throw err;
+    }
+    // As a stream read would: a stored file of the wrong size is no copy of the blob.
+    if ((await stat(dest)).size !== d.sizeBytes) {
+      await rm(dest, { force: true });
+      throw new OrionError(Code.NOT_FOUND, `blob ${d.hash}/${d.sizeBytes} not found (stored file has another size)`);
+    }
+  } else {
+    await pipeline(cas.getStream(d), createWriteStream(dest, { mode }));
+  }
+  await chmod(dest, mode);
+}
+
+const exists = (p: string) => stat(p).then(() => true, () => false);
 
 /** Replays a step's recorded effect on the tree; returns the absolute paths it touched. */
 export async function applyStepEffect(effect: StepEffect, files: ProjectFiles, cas: BlobStore): Promise<string[]> {
