@@ -24,6 +24,7 @@ import { applyStepEffect, freshenOutputs } from './output-writer.js';
 import type { DagClient, DagClientEvent, DagSpec } from './dag-client.js';
 import type { RemoteExecutor } from './remote-executor.js';
 import { fromDigestKey } from '../../cas/digest.js';
+import { createLimiter } from '../../cas/concurrency.js';
 import type { Digest } from '../../cas/types.js';
 
 export interface RemoteActionCache {
@@ -141,6 +142,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   };
   let running = 0;
   let finished = 0;
+  // `jobs` commands run at once; more actions than that are in flight, so cache hits
+  // (keying, copying outputs: file-system work) proceed while commands run.
+  const execSlots = createLimiter(opts.jobs);
+  const inFlightMax = Math.max(opts.jobs, Math.min(opts.jobs * 4, 16));
   let stopping = false;
   reporter.start(graph.actions.length);
 
@@ -228,9 +233,12 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return 'remote-cached';
     }
     const executor = key.remotable ? deps.executor : deps.localExecutor;
-    const started = Date.now();
-    reporter.running?.(a, executor === deps.localExecutor ? 'local' : 'remote');
-    const out = await executor.run(a, key, deps.signal);
+    let started = 0;
+    const out = await execSlots(() => {
+      started = Date.now();
+      reporter.running?.(a, executor === deps.localExecutor ? 'local' : 'remote');
+      return executor.run(a, key, deps.signal);
+    });
     summary.durations.set(a.id, Date.now() - started);
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), sentAt: out.sentAt, metadata: out.result.executionMetadata, exitCode: out.result.exitCode });
     deps.keyDeps.scanner.invalidate(a.outputs);
@@ -286,9 +294,12 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return 'cached';
     }
     if (opts.dryRun) return 'dry-run';
-    const started = Date.now();
-    reporter.running?.(a, 'local');
-    const out = await deps.localExecutor.run(a, undefined, deps.signal);
+    let started = 0;
+    const out = await execSlots(() => {
+      started = Date.now();
+      reporter.running?.(a, 'local');
+      return deps.localExecutor.run(a, undefined, deps.signal);
+    });
     summary.durations.set(a.id, Date.now() - started);
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), exitCode: out.result.exitCode });
     files.forgetAll();
@@ -656,7 +667,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         const likelyMiss = new Map(ready.map((a) => [a.id, a.inputs.some((f) => changed.has(f)) ? 1 : 0]));
         ready.sort((x, y) => likelyMiss.get(x.id)! - likelyMiss.get(y.id)! || priority.get(x.id)! - priority.get(y.id)!);
       } else ready.sort((x, y) => priority.get(x.id)! - priority.get(y.id)!);
-      while (!stopping && running < opts.jobs && ready.length > 0) {
+      while (!stopping && running < inFlightMax && ready.length > 0) {
         const a = ready.pop()!;
         running++;
         announced.add(a.id);
