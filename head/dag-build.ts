@@ -9,8 +9,7 @@
  */
 import { posix } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Action as PbAction } from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
-import { actionToPb } from '../proto/convert.js';
+import { encodeActionMessage } from '../cas/proto-wire.js';
 import type { Clock } from '../common/clock.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -276,7 +275,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
   /** The action keyed on `root`: its digest, after storing the Action in the CAS. */
   async function keyOn(n: Node, root: Digest): Promise<{ action: Action; digest: Digest }> {
     const action: Action = { commandDigest: n.spec.commandDigest, inputRootDigest: root, timeoutMs: n.spec.timeoutMs, doNotCache: n.spec.doNotCache, platform: n.spec.platform };
-    const bytes = Buffer.from(PbAction.encode(actionToPb(action)).finish());
+    const bytes = encodeActionMessage(action);
     const digest = digestOf(bytes);
     await deps.cas.put(digest, bytes);
     return { action, digest };
