@@ -1,8 +1,14 @@
 /**
  * A persistent map from a file's stat (path, size, mtime, inode, ctime) to its
  * digest, like git's index: unchanged files are not re-hashed between builds.
- * As in git, a file modified within RACY_WINDOW_MS of being hashed is not
- * cached, since a later change in the same timestamp tick would go unnoticed.
+ * As in git, a file modified shortly before it was hashed is not cached, since
+ * a later change within the same timestamp tick would go unnoticed. "Shortly"
+ * depends on the file system's timestamps: where they have sub-second
+ * precision (ext4, xfs, btrfs, tmpfs), a kernel tick is a few milliseconds
+ * and FINE_RACY_WINDOW_MS is ample; where every timestamp is a whole second
+ * (FAT, some network file systems), RACY_WINDOW_MS. A build that runs right
+ * after another (CI steps, an edit moments later) then still finds the
+ * outputs it just wrote in the cache instead of hashing them again.
  */
 import { readFile, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
@@ -14,6 +20,13 @@ import { digestOfFile } from './digest.js';
 import type { Digest } from './types.js';
 
 export const RACY_WINDOW_MS = 2000;
+export const FINE_RACY_WINDOW_MS = 100;
+
+/** The racy window for a file whose timestamps are these. */
+export function racyWindowMs(st: Pick<Stats, 'mtimeMs' | 'ctimeMs'>): number {
+  const wholeSeconds = Number.isInteger(st.mtimeMs / 1000) && Number.isInteger(st.ctimeMs / 1000);
+  return wholeSeconds ? RACY_WINDOW_MS : FINE_RACY_WINDOW_MS;
+}
 const FORMAT_VERSION = 1;
 
 /** [size, mtimeMs, ino, ctimeMs, hash] */
@@ -64,7 +77,7 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
       const hashedAt = clock.now();
       hashed.add(abs);
       const d = await hashFile(abs);
-      const racy = Math.max(st.mtimeMs, st.ctimeMs) > hashedAt - RACY_WINDOW_MS;
+      const racy = Math.max(st.mtimeMs, st.ctimeMs) > hashedAt - racyWindowMs(st);
       if (!racy && d.sizeBytes === st.size) {
         map.set(abs, [st.size, st.mtimeMs, st.ino, st.ctimeMs, d.hash]);
         dirty = true;

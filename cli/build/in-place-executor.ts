@@ -68,7 +68,7 @@ export function createInPlaceExecutor(deps: InPlaceDeps): BuildExecutor {
             const digest = await digestOfFile(abs);
             await deps.cas.putStream(digest, createReadStream(abs));
             const isExecutable = (st.mode & 0o100) !== 0;
-            deps.files.record(abs, { digest, isExecutable });
+            deps.files.record(abs, { digest, isExecutable, mtimeMs: st.mtimeMs });
             outputFiles.push({ path: rel, digest, isExecutable });
           }
         }

@@ -84,6 +84,22 @@ describe("orion build applies make's up-to-date rule to steps", () => {
     expect((await run(['make', '-q', `LOG=${log}`], { cwd: dir })).code).toBe(0);
   });
 
+  it('after an edit that leaves the object identical, the cached link is made newer than it, so the install runs and make finds nothing to do', async () => {
+    const before = await readFile(path.join(dir, 'main.o'));
+    await appendFile(path.join(dir, 'main.c'), '/* a comment only */\n');
+    const b = await build();
+    expect(b.code, b.stderr).toBe(0);
+    expect(tag(b, 'CC main.o')).toBe('run');
+    expect(await readFile(path.join(dir, 'main.o'))).toEqual(before);
+    expect(tag(b, 'LD prog')).toBe('cached');
+    // make would relink prog (main.o is newer) and so reinstall its copy: Orion touches the
+    // cached prog, and the install's rule sees it newer than the copy.
+    expect(tag(b, 'GEN prog-copy')).toBe('run');
+    expect((await run(['make', '-q', `LOG=${log}`], { cwd: dir })).code, 'make -q: nothing left to do').toBe(0);
+    const again = await build();
+    expect(tag(again, 'GEN prog-copy')).toBe('up to date');
+  });
+
   it('runs the generator again once a prerequisite is newer than its target, and the program sees the new output', async () => {
     await writeFile(path.join(dir, 'spec.txt'), '9\n');
     await writeFile(path.join(dir, 'main.c'), 'int gen(void);\nint main(void) { return gen() == 9 ? 0 : 3; }\n');

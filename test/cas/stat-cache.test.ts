@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createManualClock } from '../../common/clock.js';
 import { digestOf, digestOfFile } from '../../cas/digest.js';
 import { buildTreeFromDisk } from '../../cas/merkle.js';
-import { createStatCache, RACY_WINDOW_MS } from '../../cas/stat-cache.js';
+import { createStatCache, FINE_RACY_WINDOW_MS, RACY_WINDOW_MS, racyWindowMs } from '../../cas/stat-cache.js';
 import type { Digest } from '../../cas/types.js';
 import { useTempDirs } from './tmpdir.js';
 
@@ -94,16 +94,43 @@ describe('stat cache', () => {
     expect(h.calls.length).toBe(3);
   });
 
-  it('does not cache a file modified within the racy window of hashing it', async () => {
+  it('does not cache a file modified within the racy window of hashing it (sub-second timestamps: 100 ms)', async () => {
     const dir = await tempDir();
     const path = join(dir, 'a.c');
     await writeFile(path, 'int a;');
-    const mtime = (await stat(path)).mtimeMs;
+    const st = await stat(path);
+    expect(racyWindowMs(st)).toBe(FINE_RACY_WINDOW_MS);
+    const newest = Math.max(st.mtimeMs, st.ctimeMs);
+    const racy = countingHasher();
+    const early = createStatCache(join(dir, 'sc1.json'), { ...racy, clock: createManualClock(newest + FINE_RACY_WINDOW_MS / 2) });
+    await early.digestFileCached(path);
+    await early.digestFileCached(path);
+    expect(racy.calls.length).toBe(2);
+    // Well past a kernel tick, but within what whole-second file systems need: cached.
+    const settled = countingHasher();
+    const later = createStatCache(join(dir, 'sc2.json'), { ...settled, clock: createManualClock(newest + FINE_RACY_WINDOW_MS * 3) });
+    await later.digestFileCached(path);
+    await later.digestFileCached(path);
+    expect(settled.calls.length).toBe(1);
+  });
+
+  it('waits RACY_WINDOW_MS for files whose timestamps are whole seconds', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const real = await stat(path);
+    const whole = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { mtimeMs: 1_700_000_000_000, ctimeMs: 1_700_000_000_000 });
+    expect(racyWindowMs(whole)).toBe(RACY_WINDOW_MS);
     const h = countingHasher();
-    const cache = createStatCache(join(dir, 'sc.json'), { ...h, clock: createManualClock(mtime + RACY_WINDOW_MS / 2) });
-    await cache.digestFileCached(path);
-    await cache.digestFileCached(path);
+    const cache = createStatCache(join(dir, 'sc.json'), { ...h, clock: createManualClock(1_700_000_000_000 + RACY_WINDOW_MS / 2) });
+    await cache.digestFileCached(path, whole);
+    await cache.digestFileCached(path, whole);
     expect(h.calls.length).toBe(2);
+    const h2 = countingHasher();
+    const cache2 = createStatCache(join(dir, 'sc2.json'), { ...h2, clock: createManualClock(1_700_000_000_000 + RACY_WINDOW_MS + 1) });
+    await cache2.digestFileCached(path, whole);
+    await cache2.digestFileCached(path, whole);
+    expect(h2.calls.length).toBe(1);
   });
 
   it('starts empty when the cache file is corrupt', async () => {
