@@ -124,6 +124,13 @@ export function criticalPathLengths(actions: BuildAction[], dependents = depende
   return memo;
 }
 
+/** A command still waiting for a `-j` slot when the build began to stop: like make after a failure, it is not started. */
+class NotStarted extends Error {
+  constructor() {
+    super('not started: the build stopped after a failure');
+  }
+}
+
 export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions): Promise<BuildSummary> {
   const { graph, reporter } = deps;
   const byId = new Map(graph.actions.map((a) => [a.id, a]));
@@ -146,6 +153,11 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   // (keying, copying outputs: file-system work) proceed while commands run.
   const execSlots = createLimiter(opts.jobs);
   const inFlightMax = Math.max(opts.jobs, Math.min(opts.jobs * 4, 16));
+  /** A failed command stops the build before its slot goes to a waiting one (unless -k). */
+  const stopOnFailure = <T extends { result: { exitCode: number } }>(out: T): T => {
+    if (out.result.exitCode !== 0 && !opts.keepGoing) stopping = true;
+    return out;
+  };
   let stopping = false;
   reporter.start(graph.actions.length);
 
@@ -235,9 +247,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const executor = key.remotable ? deps.executor : deps.localExecutor;
     let started = 0;
     const out = await execSlots(() => {
+      if (stopping) throw new NotStarted();
       started = Date.now();
       reporter.running?.(a, executor === deps.localExecutor ? 'local' : 'remote');
-      return executor.run(a, key, deps.signal);
+      return executor.run(a, key, deps.signal).then(stopOnFailure);
     });
     summary.durations.set(a.id, Date.now() - started);
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), sentAt: out.sentAt, metadata: out.result.executionMetadata, exitCode: out.result.exitCode });
@@ -296,9 +309,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (opts.dryRun) return 'dry-run';
     let started = 0;
     const out = await execSlots(() => {
+      if (stopping) throw new NotStarted();
       started = Date.now();
       reporter.running?.(a, 'local');
-      return deps.localExecutor.run(a, undefined, deps.signal);
+      return deps.localExecutor.run(a, undefined, deps.signal).then(stopOnFailure);
     });
     summary.durations.set(a.id, Date.now() - started);
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), exitCode: out.result.exitCode });
@@ -630,11 +644,16 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         outcome = o;
       }
     } catch (err) {
-      outcome = 'failed';
-      error = err instanceof Error ? err.message : String(err);
-      if (statusOf(err) !== Code.ABORTED) reporter.error(`${a.label}: ${error}`);
+      if (err instanceof NotStarted) {
+        outcome = 'skipped';
+        error = err.message;
+      } else {
+        outcome = 'failed';
+        error = err instanceof Error ? err.message : String(err);
+        if (statusOf(err) !== Code.ABORTED) reporter.error(`${a.label}: ${error}`);
+      }
     }
-    if (dag && !dag.broken && !dag.ids.has(a.id)) await reportToHead(a, outcome === 'failed' ? (error ?? 'failed') : undefined);
+    if (dag && !dag.broken && !dag.ids.has(a.id)) await reportToHead(a, outcome === 'failed' || outcome === 'skipped' ? (error ?? 'failed') : undefined);
     settle(a, outcome, error);
   }
 
