@@ -31,7 +31,7 @@ proto-check: proto
 # tsc type-checks and emits dist/; esbuild then bundles the CLI into dist/orion.mjs, which
 # starts in half the time of loading a few hundred modules (a no-op build is mostly start-up).
 # Each command's modules go to their own chunk (dist/chunks/), loaded only by that command:
-# `orion build` does not parse the head, the node or the gRPC stubs it does not use.
+# `orion build` does not parse the head, the node or the generated gRPC client code it does not use.
 build:
 	npx tsc -p tsconfig.json
 	rm -rf dist/chunks

@@ -89,8 +89,3 @@ export function wrap(err: unknown, context: string): OrionError {
     missing: err instanceof OrionError ? err.missing : undefined,
   });
 }
-
-export function isRetryable(err: unknown): boolean {
-  const c = statusOf(err);
-  return c === Code.UNAVAILABLE || c === Code.DEADLINE_EXCEEDED || c === Code.ABORTED || c === Code.RESOURCE_EXHAUSTED || c === Code.INTERNAL || c === Code.UNKNOWN;
-}

@@ -89,7 +89,10 @@ function attachMakeRules(actions: BuildAction[], recipes: readonly (MakeRecipe |
   const members = new Map<MakeRecipe, BuildAction[]>();
   actions.forEach((a, i) => {
     const r = recipes[i];
-    if (r) members.set(r, [...(members.get(r) ?? []), a]);
+    if (!r) return;
+    const list = members.get(r);
+    if (list) list.push(a);
+    else members.set(r, [a]);
   });
   for (const [r, list] of members) {
     if (r.prereqs.length === 0 || list.some((a) => a.cacheable)) continue;

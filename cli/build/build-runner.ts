@@ -13,7 +13,7 @@ import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
 import { computeActionKey, type ActionKey, type KeyDeps } from './action-key.js';
 import { parseDepFile } from '../../common/depfile.js';
-import type { BuildExecutor } from './in-place-executor.js';
+import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
 import { assertSafeResult } from './result-guard.js';
 import type { Reporter } from './reporter.js';
@@ -153,11 +153,6 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   // (keying, copying outputs: file-system work) proceed while commands run.
   const execSlots = createLimiter(opts.jobs);
   const inFlightMax = Math.max(opts.jobs, Math.min(opts.jobs * 4, 16));
-  /** A failed command stops the build before its slot goes to a waiting one (unless -k). */
-  const stopOnFailure = <T extends { result: { exitCode: number } }>(out: T): T => {
-    if (out.result.exitCode !== 0 && !opts.keepGoing) stopping = true;
-    return out;
-  };
   let stopping = false;
   reporter.start(graph.actions.length);
 
@@ -245,14 +240,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return 'remote-cached';
     }
     const executor = key.remotable ? deps.executor : deps.localExecutor;
-    let started = 0;
-    const out = await execSlots(() => {
-      if (stopping) throw new NotStarted();
-      started = Date.now();
-      reporter.running?.(a, executor === deps.localExecutor ? 'local' : 'remote');
-      return executor.run(a, key, deps.signal).then(stopOnFailure);
-    });
-    summary.durations.set(a.id, Date.now() - started);
+    const { out, started } = await runCommand(a, executor === deps.localExecutor ? 'local' : 'remote', () => executor.run(a, key, deps.signal));
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), sentAt: out.sentAt, metadata: out.result.executionMetadata, exitCode: out.result.exitCode });
     deps.keyDeps.scanner.invalidate(a.outputs);
     if (out.stdout.length > 0) reporter.actionStdout(out.stdout);
@@ -280,10 +268,27 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     return 'executed';
   }
 
-  /** A step whose reads are unknown: keyed by the whole tree it starts from. */
+  /**
+   * Runs an action's command in one of the `-j` slots; records how long it took. A command
+   * still waiting for a slot once the build stops is not started (as make, after a failure),
+   * and a failing one stops the build before its slot goes to the next (unless -k).
+   */
+  async function runCommand<T extends ExecOutcome>(a: BuildAction, where: string, run: () => Promise<T>): Promise<{ out: T; started: number }> {
+    return execSlots(async () => {
+      if (stopping) throw new NotStarted();
+      const started = Date.now();
+      reporter.running?.(a, where);
+      const out = await run();
+      if (out.result.exitCode !== 0 && !opts.keepGoing) stopping = true;
+      summary.durations.set(a.id, Date.now() - started);
+      return { out, started };
+    });
+  }
+
   /** Make's decision for each recipe with a rule, taken once, when its first step is ready. */
   const recipeUpToDate = new Map<string, Promise<boolean>>();
 
+  /** A step whose reads are unknown: skipped by make's rule, or keyed by the whole tree it starts from. */
   async function runStep(a: BuildAction): Promise<ActionOutcome> {
     if (a.makeRule) {
       let decision = recipeUpToDate.get(a.makeRule.recipe);
@@ -307,14 +312,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return 'cached';
     }
     if (opts.dryRun) return 'dry-run';
-    let started = 0;
-    const out = await execSlots(() => {
-      if (stopping) throw new NotStarted();
-      started = Date.now();
-      reporter.running?.(a, 'local');
-      return deps.localExecutor.run(a, undefined, deps.signal).then(stopOnFailure);
-    });
-    summary.durations.set(a.id, Date.now() - started);
+    const { out, started } = await runCommand(a, 'local', () => deps.localExecutor.run(a, undefined, deps.signal));
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), exitCode: out.result.exitCode });
     files.forgetAll();
     if (out.stdout.length > 0) reporter.actionStdout(out.stdout);

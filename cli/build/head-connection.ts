@@ -2,7 +2,7 @@
  * Everything `orion build --head` needs to talk to a head: the remote CAS,
  * the REAPI executor, the whole-DAG client and the remote action cache.
  * Kept out of the local build path: the command imports this module only
- * with --head, so a local build does not load gRPC or the generated stubs.
+ * with --head, so a local build does not load gRPC or the generated client code.
  */
 import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
 import type { BlobStore } from '../../cas/blob-store.js';

@@ -166,15 +166,12 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
       dirty.clear();
     },
     list() {
-      return (firstListing ??= Promise.resolve().then(() => {
-        const { files: f, symlinks, dirs } = walk();
-        return { files: f, symlinks, dirs };
-      }));
+      return (firstListing ??= Promise.resolve().then(walk));
     },
     async snapshot() {
       if (!live) {
         const listing = walk();
-        firstListing ??= Promise.resolve({ files: listing.files, symlinks: listing.symlinks, dirs: listing.dirs });
+        firstListing ??= Promise.resolve(listing);
         const next = new Map<string, Entry>();
         for (const s of listing.symlinks) next.set(s.path, { kind: 'symlink', target: s.target });
         for (const d of listing.dirs) next.set(d, { kind: 'dir' });

@@ -9,6 +9,8 @@ import {
 } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Operation } from '../../proto/gen/google/longrunning/operations.js';
 import { digestOf } from '../../cas/digest.js';
+import type { BlobStore } from '../../cas/blob-store.js';
+import { buildTreeFromEntries } from '../../cas/merkle.js';
 import type { Digest } from '../../cas/types.js';
 import { createGrpcBlobStore, type RemoteBlobStore } from '../../proto/grpc-blob-store.js';
 
@@ -16,10 +18,24 @@ export function casClient(address: string, instanceName = ''): RemoteBlobStore {
   return createGrpcBlobStore({ address, credentials: credentials.createInsecure(), instanceName });
 }
 
-export async function uploadBlob(cas: RemoteBlobStore, data: Buffer): Promise<Digest> {
+export async function uploadBlob(cas: BlobStore, data: Buffer): Promise<Digest> {
   const d = digestOf(data);
   await cas.put(d, data);
   return d;
+}
+
+/** Uploads `files` (path → content) and the directories of their Merkle tree; returns the root's digest. */
+export async function uploadTree(cas: BlobStore, files: Record<string, string>): Promise<Digest> {
+  for (const content of Object.values(files)) await cas.put(digestOf(Buffer.from(content)), Buffer.from(content));
+  const tree = buildTreeFromEntries(Object.entries(files).map(([p, content]) => ({ path: p, digest: digestOf(Buffer.from(content)), isExecutable: false })));
+  for (const bytes of tree.directories.values()) await cas.put(digestOf(bytes), bytes);
+  return tree.rootDigest;
+}
+
+/** Uploads a Command running `argv` with PATH=/usr/bin:/bin and declaring `outputs`; returns its digest. */
+export async function uploadCommand(cas: BlobStore, argv: string[], outputs: string[]): Promise<Digest> {
+  const bytes = Buffer.from(Command.encode(Command.fromPartial({ arguments: argv, environmentVariables: [{ name: 'PATH', value: '/usr/bin:/bin' }], outputPaths: outputs, workingDirectory: '' })).finish());
+  return uploadBlob(cas, bytes);
 }
 
 export async function makeAction(cas: RemoteBlobStore, opts: { argv: string[]; outputs: string[]; inputRoot: Digest; env?: Record<string, string>; timeoutSeconds?: number; upload?: boolean }) {

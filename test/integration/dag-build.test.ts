@@ -3,15 +3,13 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Command } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { BuildEvent_Kind, BuildRequest, BuildsClient, DagAction, type BuildEvent } from '../../proto/gen/orion/v1/build.js';
 import { digestOf } from '../../cas/digest.js';
-import { buildTreeFromEntries } from '../../cas/merkle.js';
 import type { Digest } from '../../cas/types.js';
 import type { RemoteBlobStore } from '../../proto/grpc-blob-store.js';
 import { listNodes, startHeadProcess, startNodeProcess, tempDir, waitFor, waitForActiveNodes, type Daemon } from '../helpers/daemons.js';
 import { processesMatching } from '../helpers/processes.js';
-import { casClient } from '../helpers/reapi.js';
+import { casClient, uploadCommand, uploadTree } from '../helpers/reapi.js';
 
 const { ACCEPTED, QUEUED, STARTED, CACHE_HIT, FINISHED, FAILED, SKIPPED, BUILD_FINISHED } = BuildEvent_Kind;
 
@@ -23,7 +21,6 @@ const SOURCES: Record<string, string> = {
   'broken.c': 'int broken(void) { return missing_symbol; }\n',
 };
 const COMPILES = ['main', 'greet', 'name'];
-const CC_ENV = [{ name: 'PATH', value: '/usr/bin:/bin' }];
 
 interface Outcome {
   events: BuildEvent[];
@@ -44,28 +41,15 @@ describe('whole-DAG builds through a real head and two real nodes', () => {
   let sourceRoot: Digest;
   const workDirs = ['n1', 'n2'];
 
-  async function putTree(files: Record<string, string>): Promise<Digest> {
-    const entries = Object.entries(files).map(([p, content]) => ({ path: p, digest: digestOf(Buffer.from(content)), isExecutable: false }));
-    for (const [, content] of Object.entries(files)) await cas.put(digestOf(Buffer.from(content)), Buffer.from(content));
-    const tree = buildTreeFromEntries(entries);
-    for (const bytes of tree.directories.values()) await cas.put(digestOf(bytes), bytes);
-    return tree.rootDigest;
-  }
 
-  async function putCommand(argv: string[], outputs: string[]): Promise<Digest> {
-    const bytes = Buffer.from(Command.encode(Command.fromPartial({ arguments: argv, environmentVariables: CC_ENV, outputPaths: outputs, workingDirectory: '' })).finish());
-    const d = digestOf(bytes);
-    await cas.put(d, bytes);
-    return d;
-  }
 
   /** cc -c X.c -o X.o, keyed on X.c and the header it includes. */
   async function compile(id: string): Promise<DagAction> {
     return DagAction.fromPartial({
       id,
       label: `CC ${id}.o`,
-      commandDigest: await putCommand(['cc', '-c', `${id}.c`, '-o', `${id}.o`], [`${id}.o`]),
-      inputRootDigest: await putTree({ [`${id}.c`]: SOURCES[`${id}.c`]!, 'greet.h': SOURCES['greet.h']! }),
+      commandDigest: await uploadCommand(cas, ['cc', '-c', `${id}.c`, '-o', `${id}.o`], [`${id}.o`]),
+      inputRootDigest: await uploadTree(cas, { [`${id}.c`]: SOURCES[`${id}.c`]!, 'greet.h': SOURCES['greet.h']! }),
     });
   }
 
@@ -73,8 +57,8 @@ describe('whole-DAG builds through a real head and two real nodes', () => {
     return DagAction.fromPartial({
       id: 'link',
       label: 'LD hello',
-      commandDigest: await putCommand(['cc', ...objects.map((o) => `${o}.o`), '-o', 'hello'], ['hello']),
-      inputRootDigest: await putTree({}),
+      commandDigest: await uploadCommand(cas, ['cc', ...objects.map((o) => `${o}.o`), '-o', 'hello'], ['hello']),
+      inputRootDigest: await uploadTree(cas, {}),
       producedInputs: objects.map((o) => ({ path: `${o}.o`, producer: o })),
     });
   }
@@ -113,7 +97,7 @@ describe('whole-DAG builds through a real head and two real nodes', () => {
     await waitForActiveNodes(head.address, 2);
     cas = casClient(head.address);
     client = new BuildsClient(head.address, credentials.createInsecure());
-    sourceRoot = await putTree(SOURCES);
+    sourceRoot = await uploadTree(cas, SOURCES);
   });
 
   afterAll(async () => {
@@ -193,7 +177,7 @@ describe('whole-DAG builds through a real head and two real nodes', () => {
   });
 
   async function sleeper(id: string, marker: string): Promise<DagAction> {
-    return DagAction.fromPartial({ id, commandDigest: await putCommand(['sleep', marker], []), inputRootDigest: await putTree({}) });
+    return DagAction.fromPartial({ id, commandDigest: await uploadCommand(cas, ['sleep', marker], []), inputRootDigest: await uploadTree(cas, {}) });
   }
 
   async function expectNodesIdle(marker: string, cancelledAt: number) {

@@ -10,16 +10,14 @@ import { mkdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } fr
 import path from 'node:path';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Command } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { BuildEvent_Kind, BuildRequest, BuildsClient, DagAction, type BuildEvent } from '../../proto/gen/orion/v1/build.js';
 import { NodeStatus } from '../../proto/gen/orion/v1/cluster.js';
 import { digestOf } from '../../cas/digest.js';
-import { buildTreeFromEntries } from '../../cas/merkle.js';
 import type { Digest } from '../../cas/types.js';
 import type { RemoteBlobStore } from '../../proto/grpc-blob-store.js';
 import { listNodes, startHeadProcess, startNodeProcess, tempDir, waitFor, waitForActiveNodes, type Daemon } from '../helpers/daemons.js';
 import { isRunning, processesMatching, waitUntilGone } from '../helpers/processes.js';
-import { casClient } from '../helpers/reapi.js';
+import { casClient, uploadCommand, uploadTree } from '../helpers/reapi.js';
 
 const { STARTED, FINISHED, FAILED, RETRIED, SKIPPED, BUILD_FINISHED } = BuildEvent_Kind;
 
@@ -34,7 +32,6 @@ const SOURCES: Record<string, string> = {
   ...Object.fromEntries(FUNCS.map((f, i) => [`${f}.c`, `#include "f.h"\nint ${f}(void) { return ${i + 1} * ${i + 1} + 1000; }\n`])),
 };
 const EXPECTED_OUTPUT = `${FUNCS.map((_, i) => (i + 1) * (i + 1) + 1000).join(' ')}\n`;
-const CC_ENV = [{ name: 'PATH', value: '/usr/bin:/bin' }];
 const BUILD_DEADLINE_MS = 20_000;
 
 const pbDigest = (d: Digest | undefined) => ({ hash: d!.hash, sizeBytes: Number(d!.sizeBytes) });
@@ -59,20 +56,7 @@ describe('a node killed with SIGKILL in the middle of a whole-DAG build', () => 
   let cas: RemoteBlobStore;
   let client: BuildsClient;
 
-  async function putTree(files: Record<string, string>): Promise<Digest> {
-    const entries = Object.entries(files).map(([p, content]) => ({ path: p, digest: digestOf(Buffer.from(content)), isExecutable: false }));
-    for (const content of Object.values(files)) await cas.put(digestOf(Buffer.from(content)), Buffer.from(content));
-    const tree = buildTreeFromEntries(entries);
-    for (const bytes of tree.directories.values()) await cas.put(digestOf(bytes), bytes);
-    return tree.rootDigest;
-  }
 
-  async function putCommand(argv: string[], outputs: string[]): Promise<Digest> {
-    const bytes = Buffer.from(Command.encode(Command.fromPartial({ arguments: argv, environmentVariables: CC_ENV, outputPaths: outputs, workingDirectory: '' })).finish());
-    const d = digestOf(bytes);
-    await cas.put(d, bytes);
-    return d;
-  }
 
   beforeAll(async () => {
     tmp = await tempDir('node-loss');
@@ -108,22 +92,22 @@ describe('a node killed with SIGKILL in the middle of a whole-DAG build', () => 
   });
 
   it('completes: the lost actions are retried on the other node (at most 3 runs each), every object byte-identical to a local compile, the head alive', async () => {
-    const sourceRoot = await putTree(SOURCES);
+    const sourceRoot = await uploadTree(cas, SOURCES);
     const compiles = await Promise.all(
       IDS.map(async (id) =>
         DagAction.fromPartial({
           id,
           label: `CC ${id}.o`,
-          commandDigest: await putCommand(['sh', '-c', `${SLEEP}; cc -c ${id}.c -o ${id}.o`], [`${id}.o`]),
-          inputRootDigest: await putTree({ [`${id}.c`]: SOURCES[`${id}.c`]!, 'f.h': SOURCES['f.h']! }),
+          commandDigest: await uploadCommand(cas, ['sh', '-c', `${SLEEP}; cc -c ${id}.c -o ${id}.o`], [`${id}.o`]),
+          inputRootDigest: await uploadTree(cas, { [`${id}.c`]: SOURCES[`${id}.c`]!, 'f.h': SOURCES['f.h']! }),
         }),
       ),
     );
     const link = DagAction.fromPartial({
       id: 'link',
       label: 'LD prog',
-      commandDigest: await putCommand(['cc', ...IDS.map((id) => `${id}.o`), '-o', 'prog'], ['prog']),
-      inputRootDigest: await putTree({}),
+      commandDigest: await uploadCommand(cas, ['cc', ...IDS.map((id) => `${id}.o`), '-o', 'prog'], ['prog']),
+      inputRootDigest: await uploadTree(cas, {}),
       producedInputs: IDS.map((id) => ({ path: `${id}.o`, producer: id })),
     });
 

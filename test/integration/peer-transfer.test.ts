@@ -16,22 +16,20 @@ import net from 'node:net';
 import path from 'node:path';
 import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Command, ContentAddressableStorageClient, type BatchReadBlobsResponse } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import { ContentAddressableStorageClient, type BatchReadBlobsResponse } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { ByteStreamClient } from '../../proto/gen/google/bytestream/bytestream.js';
 import { BuildEvent_Kind, BuildRequest, BuildsClient, DagAction, type BuildEvent, type BuildSummary } from '../../proto/gen/orion/v1/build.js';
 import { WorkerClient, type RegisterResponse } from '../../proto/gen/orion/v1/worker.js';
 import { digestOf } from '../../cas/digest.js';
-import { buildTreeFromEntries } from '../../cas/merkle.js';
 import type { Digest } from '../../cas/types.js';
 import type { RemoteBlobStore } from '../../proto/grpc-blob-store.js';
 import { formatBytes } from '../../cli/build/build-report.js';
 import { copyFixture, orionBuild, run, scratch } from '../helpers/build.js';
 import { listNodes, startHeadProcess, startNodeProcess, tempDir, waitFor, waitForActiveNodes, type Daemon } from '../helpers/daemons.js';
-import { casClient } from '../helpers/reapi.js';
+import { casClient, uploadCommand, uploadTree } from '../helpers/reapi.js';
 import { bearer, streamOutcome, unaryOutcome } from '../security/helpers.js';
 
 const { STARTED, FINISHED, BUILD_FINISHED } = BuildEvent_Kind;
-const CC_ENV = [{ name: 'PATH', value: '/usr/bin:/bin' }];
 
 /**
  * Objects of known, clearly measurable sizes: each holds a read-only array of
@@ -187,20 +185,7 @@ async function startCluster(dir: string, nodeArgs: Record<string, string[]>): Pr
   };
 }
 
-async function putTree(cas: RemoteBlobStore, files: Record<string, string>): Promise<Digest> {
-  const entries = Object.entries(files).map(([p, content]) => ({ path: p, digest: digestOf(Buffer.from(content)), isExecutable: false }));
-  for (const content of Object.values(files)) await cas.put(digestOf(Buffer.from(content)), Buffer.from(content));
-  const tree = buildTreeFromEntries(entries);
-  for (const bytes of tree.directories.values()) await cas.put(digestOf(bytes), bytes);
-  return tree.rootDigest;
-}
 
-async function putCommand(cas: RemoteBlobStore, argv: string[], outputs: string[]): Promise<Digest> {
-  const bytes = Buffer.from(Command.encode(Command.fromPartial({ arguments: argv, environmentVariables: CC_ENV, outputPaths: outputs, workingDirectory: '' })).finish());
-  const d = digestOf(bytes);
-  await cas.put(d, bytes);
-  return d;
-}
 
 /**
  * Compiles (each sleeping a little first, so that with one slot per node
@@ -214,8 +199,8 @@ async function program(cas: RemoteBlobStore, salt: string): Promise<{ sourceRoot
       DagAction.fromPartial({
         id,
         label: `CC ${id}.o`,
-        commandDigest: await putCommand(cas, ['sh', '-c', `sleep 0.3 && cc -c ${id}.c -o ${id}.o`], [`${id}.o`]),
-        inputRootDigest: await putTree(cas, { [`${id}.c`]: src[`${id}.c`]!, 'parts.h': src['parts.h']! }),
+        commandDigest: await uploadCommand(cas, ['sh', '-c', `sleep 0.3 && cc -c ${id}.c -o ${id}.o`], [`${id}.o`]),
+        inputRootDigest: await uploadTree(cas, { [`${id}.c`]: src[`${id}.c`]!, 'parts.h': src['parts.h']! }),
       }),
     );
   }
@@ -223,12 +208,12 @@ async function program(cas: RemoteBlobStore, salt: string): Promise<{ sourceRoot
     DagAction.fromPartial({
       id: 'link',
       label: 'LD prog',
-      commandDigest: await putCommand(cas, ['cc', ...COMPILES.map((o) => `${o}.o`), '-o', 'prog'], ['prog']),
-      inputRootDigest: await putTree(cas, {}),
+      commandDigest: await uploadCommand(cas, ['cc', ...COMPILES.map((o) => `${o}.o`), '-o', 'prog'], ['prog']),
+      inputRootDigest: await uploadTree(cas, {}),
       producedInputs: COMPILES.map((o) => ({ path: `${o}.o`, producer: o })),
     }),
   );
-  return { sourceRoot: await putTree(cas, src), actions };
+  return { sourceRoot: await uploadTree(cas, src), actions };
 }
 
 interface Outcome {
