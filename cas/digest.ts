@@ -1,5 +1,6 @@
 /** REAPI digests: lowercase hex SHA-256 of the content plus its size in bytes. */
 import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { invalidArgument, OrionError } from '../common/errors.js';
 import type { Digest } from './types.js';
@@ -30,14 +31,41 @@ export async function digestOfStream(src: AsyncIterable<Uint8Array>): Promise<Di
   return { hash: h.digest('hex'), sizeBytes: size };
 }
 
-/** Files up to this size are read whole: a stream costs more per file than it saves. */
-const READ_WHOLE_MAX = 4 * 1024 * 1024;
+/**
+ * Files up to this size are hashed with synchronous reads through one shared
+ * buffer: a fresh checkout's few thousand small files cost ~4 promise round
+ * trips and a buffer each otherwise (Redis: ~250 ms of a ~0.8 s warm build).
+ * Larger files are streamed, so the event loop is never blocked for long.
+ */
+const READ_SYNC_MAX = 8 * 1024 * 1024;
+const CHUNK = 1024 * 1024;
+let shared: Buffer | undefined;
+
+export function digestOfSmallFileSync(path: string): Digest | undefined {
+  const fd = openSync(path, 'r');
+  try {
+    const { size } = fstatSync(fd);
+    if (size > READ_SYNC_MAX) return undefined;
+    const buf = (shared ??= Buffer.allocUnsafe(CHUNK));
+    const h = createHash('sha256');
+    let total = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, CHUNK, null);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      total += n;
+    }
+    return { hash: h.digest('hex'), sizeBytes: total };
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export async function digestOfFile(path: string): Promise<Digest> {
+  const small = digestOfSmallFileSync(path);
+  if (small) return small;
   const fh = await open(path, 'r');
   try {
-    const { size } = await fh.stat();
-    if (size <= READ_WHOLE_MAX) return digestOf(await fh.readFile());
     return await digestOfStream(fh.createReadStream({ autoClose: false }));
   } finally {
     await fh.close();

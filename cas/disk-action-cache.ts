@@ -51,7 +51,17 @@ function deserialize(text: string): ActionResult {
   return result;
 }
 
-export function createDiskActionCache(dir: string): ActionCache {
+export interface DiskCacheOptions {
+  /**
+   * Flush each entry to disk before it becomes visible (default true: a head's cache).
+   * False for a client's local cache, as ccache and sccache: a crash may lose recent
+   * entries, never tear one (see writeFileAtomic).
+   */
+  durable?: boolean;
+}
+
+export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}): ActionCache {
+  const durable = opts.durable ?? true;
   const entryPath = (d: Digest) => join(dir, d.hash.slice(0, 2), `${d.hash}-${d.sizeBytes}.json`);
 
   return {
@@ -74,7 +84,7 @@ export function createDiskActionCache(dir: string): ActionCache {
     async put(actionDigest, result) {
       const path = entryPath(validateDigest(actionDigest));
       try {
-        await writeFileAtomic(path, serialize(result));
+        await writeFileAtomic(path, serialize(result), { durable });
       } catch (err) {
         throw wrap(err, `failed to write action cache entry ${path}`);
       }

@@ -16,6 +16,7 @@ import { notFound, wrap } from '../common/errors.js';
 import { findMissingWith, readRange, type BlobStore } from './blob-store.js';
 import { digestKey, digestMismatch, isEmptyDigest, validateDigest } from './digest.js';
 import { createLimiter } from './concurrency.js';
+import type { DiskCacheOptions } from './disk-action-cache.js';
 import type { Digest } from './types.js';
 
 const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
@@ -27,7 +28,8 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   }
 }
 
-export function createDiskBlobStore(dir: string): BlobStore {
+export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): BlobStore {
+  const durable = opts.durable ?? true;
   const tmpDir = join(dir, 'tmp');
   const madeDirs = new Map<string, Promise<unknown>>();
   const statLimit = createLimiter(64);
@@ -65,11 +67,15 @@ export function createDiskBlobStore(dir: string): BlobStore {
   };
   const has = async (d: Digest) => isEmptyDigest(validateDigest(d)) || present(blobPath(d), d);
 
-  /** Makes a complete temp file durable with `mode`, then renames it into place as `dest`. */
+  /**
+   * Gives a complete temp file `mode`, flushes it (when durable), then renames it into place as
+   * `dest`. A blob that is not flushed and lost in a crash comes back short or empty, which
+   * every reader here rejects by its size.
+   */
   const install = async (fh: FileHandle, tmp: string, dest: string, mode: number) => {
     try {
       await fh.chmod(mode);
-      await fh.datasync();
+      if (durable) await fh.datasync();
     } finally {
       await fh.close();
     }

@@ -92,7 +92,7 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
       const map = await loaded();
       dirty = false;
       try {
-        await writeFileAtomic(file, JSON.stringify({ version: FORMAT_VERSION, entries: Object.fromEntries(map) }));
+        await writeFileAtomic(file, JSON.stringify({ version: FORMAT_VERSION, entries: Object.fromEntries(map) }), { durable: false });
       } catch (err) {
         dirty = true;
         throw wrap(err, `failed to save stat cache ${file}`);

@@ -7,7 +7,7 @@ import { displayPath } from './paths.js';
 
 export interface ActionDraft {
   kind: ActionKind;
-  /** Short verb for the label: CC, CXX, AS, AR, RANLIB, LD, GEN or SH. */
+  /** Short verb for the label: CC, CXX, AS, AR, RANLIB, LD, INSTALL, CP, GEN or SH. */
   verb: string;
   cwd: string;
   argv: string[];

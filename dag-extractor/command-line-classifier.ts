@@ -8,7 +8,7 @@
  * segments move the working directory of the segments after them, and
  * recursive make invocations are left out (make runs them even in dry-run mode
  * and prints their commands itself). What remains:
- *  - compiles, archives and links only: one cacheable action per command
+ *  - compiles, archives, links and copies only: one cacheable action per command
  *    ('split' mode), or one action for the whole line ('single' mode, or when
  *    the line also removes the tool's own outputs first, as in
  *    `rm -f libx.a && ar rcs libx.a ...`);

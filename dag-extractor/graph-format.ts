@@ -9,6 +9,7 @@ const NODE_STYLE: Record<ActionKind, string> = {
   compile: 'shape=box',
   archive: 'shape=box3d',
   link: 'shape=box, style=bold',
+  copy: 'shape=note',
   other: 'shape=ellipse, style=dashed',
 };
 

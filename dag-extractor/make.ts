@@ -5,7 +5,7 @@
  * of every sub-make (-w); the trailing -j1 keeps sub-make output from
  * interleaving even when makeArgs ask for parallel jobs; --trace names the
  * rule (target, prerequisites) of each recipe. Each printed line
- * is classified into compile, archive, link or 'other' actions, and edges
+ * is classified into compile, archive, link, copy or 'other' actions, and edges
  * come from the files they exchange plus barriers around the 'other' steps
  * (see ordered-graph.ts).
  *

@@ -1,16 +1,17 @@
 /**
  * Recognises the commands Orion can run as cacheable actions: compiler driver
- * compiles and links, `ar` archives and `ranlib`, and works out the files each
- * one reads and writes from its argv.
+ * compiles and links, `ar` archives and `ranlib`, plain `install SRC DST` and
+ * `cp SRC DST` copies, and works out the files each one reads and writes from
+ * its argv.
  */
 import path from 'node:path';
 import { isUnder, replaceExtension, resolveIn, unique } from './paths.js';
 
-export type ToolKind = 'compile' | 'archive' | 'link';
+export type ToolKind = 'compile' | 'archive' | 'link' | 'copy';
 
 export interface ToolInvocation {
   kind: ToolKind;
-  /** Short verb for labels: CC, CXX, AS, AR, RANLIB or LD. */
+  /** Short verb for labels: CC, CXX, AS, AR, RANLIB, LD, INSTALL or CP. */
   verb: string;
   /** The command to run (a `ccache` prefix is removed: Orion's action cache takes its place). */
   argv: string[];
@@ -41,7 +42,7 @@ const OPTIONS_WITH_VALUE = new Set([
 ]);
 const AR_OPTIONS_WITH_VALUE = new Set(['--plugin', '--target', '--output']);
 
-/** Classifies argv run in `cwd`; undefined when it is not a compile, archive or link step. */
+/** Classifies argv run in `cwd`; undefined when it is not a compile, archive, link or copy step. */
 export function classifyToolInvocation(argv: readonly string[], cwd: string, root: string): ToolInvocation | undefined {
   let args = [...argv];
   if (args.length > 1 && LAUNCHERS.has(path.basename(args[0]))) args = args.slice(1);
@@ -50,6 +51,7 @@ export function classifyToolInvocation(argv: readonly string[], cwd: string, roo
   if (COMPILER.test(name)) return classifyCompilerDriver(args, cwd, root);
   if (ARCHIVER.test(name)) return classifyArchiver(args, cwd);
   if (RANLIB.test(name)) return classifyRanlib(args, cwd);
+  if (name === 'install' || name === 'cp') return classifyCopy(args, cwd, root);
   return undefined;
 }
 
@@ -197,4 +199,36 @@ function classifyRanlib(args: string[], cwd: string): ToolInvocation | undefined
   }
   if (archives.length === 0) return undefined;
   return { kind: 'archive', verb: 'RANLIB', argv: args, inputs: unique(archives), optionalInputs: [], outputs: unique(archives) };
+}
+
+/** Modes a restored output reproduces exactly (outputs are restored 0755 or 0644). */
+const RESTORABLE_MODES = new Set(['755', '0755', '644', '0644']);
+
+/**
+ * A copy of one file to a file path: `install [-c] [-m 755|644] SRC DST` (mode
+ * 0755 without -m) or `cp [-f] SRC DST` (Redis installs redis-server as
+ * redis-sentinel this way). Its output depends on SRC's content alone, so it is
+ * cached like a compile instead of running as a step with unknown effects.
+ * Anything else (other options, several sources, a destination directory named
+ * with a trailing slash, a file outside the project: `make install`) stays a step. A destination that turns out to be an
+ * existing directory is seen at run time (the build runs the copy as a step).
+ */
+function classifyCopy(args: string[], cwd: string, root: string): ToolInvocation | undefined {
+  const install = path.basename(args[0]) === 'install';
+  const operands: string[] = [];
+  for (let i = 1; i < args.length; i++) {
+    const a = args[i];
+    if (!a.startsWith('-') || a === '-') operands.push(a);
+    else if (install && a === '-c') continue;
+    else if (install && (a === '-m' || a === '--mode')) {
+      if (!RESTORABLE_MODES.has(args[++i] ?? '')) return undefined;
+    } else if (install && (a.startsWith('--mode=') || /^-m\d/.test(a))) {
+      if (!RESTORABLE_MODES.has(a.startsWith('--') ? a.slice('--mode='.length) : a.slice(2))) return undefined;
+    } else if (!install && a === '-f') continue;
+    else return undefined;
+  }
+  if (operands.length !== 2 || operands.some((o) => o.endsWith('/') || o === '.' || o === '..')) return undefined;
+  const [src, dst] = operands.map((o) => resolveIn(cwd, o));
+  if (src === dst || !isUnder(root, src) || !isUnder(root, dst)) return undefined;
+  return { kind: 'copy', verb: install ? 'INSTALL' : 'CP', argv: args, inputs: [src], optionalInputs: [], outputs: [dst] };
 }

@@ -1,6 +1,6 @@
 /** The build graph extracted from a project, independent of the build tool. */
 
-export type ActionKind = 'compile' | 'archive' | 'link' | 'other';
+export type ActionKind = 'compile' | 'archive' | 'link' | 'copy' | 'other';
 
 export interface BuildAction {
   /** Stable identifier, unique within the graph (same project + same command line gives the same id). */

@@ -36,7 +36,7 @@ export interface ActionKey {
   depfileRel?: string;
   /** Where the compile's dependency output will be (the command's own -MD file, or the one Orion adds). */
   depfileAbs?: string;
-  /** The action can run on a remote node (all outputs under its working directory). */
+  /** The action can run on a remote node (all outputs under its working directory; not a copy). */
   remotable: boolean;
   /**
    * With `produced` (computeActionKey's option): inputs other actions of the build write,
@@ -115,7 +115,8 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   const tool = await deps.tools.resolve(a.argv[0]!, a.cwd, a.env?.PATH ?? deps.env.PATH);
   const cwdRel = path.relative(root, a.cwd);
   const outputsRel = a.outputs.map((o) => path.relative(a.cwd, o)).sort();
-  const remotable = !cwdRel.startsWith('..') && outputsRel.every((o) => !o.startsWith('..') && !path.isAbsolute(o));
+  // A copy runs where its source already is: shipping it to a node and back costs more than the copy.
+  const remotable = a.kind !== 'copy' && !cwdRel.startsWith('..') && outputsRel.every((o) => !o.startsWith('..') && !path.isAbsolute(o));
   let depfileRel: string | undefined;
   let depfileAbs: string | undefined;
   if (compiler) {

@@ -4,7 +4,7 @@
  * keyed, looked up in the local then the remote action cache, and executed only
  * on a miss; failures stop the build the way make does (or not, with -k).
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
@@ -630,6 +630,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
   }
 
+  /** `cp SRC DIR` (and `install`) writes DIR/SRC's name: a copy whose destination is a directory now. */
+  function copyDestination(a: BuildAction): BuildAction {
+    const [src, dst] = [a.inputs[0], a.outputs[0]];
+    if (a.kind !== 'copy' || !src || !dst || !statSync(dst, { throwIfNoEntry: false })?.isDirectory()) return a;
+    return { ...a, outputs: [path.join(dst, path.basename(src))] };
+  }
+
   async function process1(a: BuildAction) {
     let outcome: ActionOutcome;
     let error: string | undefined;
@@ -637,7 +644,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       if (!a.cacheable) {
         outcome = await runStep(a);
       } else {
-        const o = await runCacheable(a);
+        const o = await runCacheable(copyDestination(a));
         if (o === 'deferred') return void deferred.add(a.id);
         outcome = o;
       }

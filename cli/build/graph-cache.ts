@@ -24,7 +24,7 @@ import { diffSnapshots, type StepEffect } from './step-cache.js';
 const BUILD_FILE = /(^|\/)(GNUmakefile|makefile|Makefile|CMakeLists\.txt|compile_commands\.json|build\.ninja)$|\.(mk|make|cmake|ninja)$/;
 const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LDLIBS', 'AR', 'ARFLAGS', 'MAKEFLAGS', 'PATH', 'SOURCE_DATE_EPOCH'];
 // 4: make steps carry their rule (target, prerequisites) for make's up-to-date check.
-const FORMAT = 4;
+const FORMAT = 5;
 
 export interface GraphCacheInput {
   files: ProjectFiles;
@@ -97,6 +97,6 @@ export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ grap
   const effect = diffSnapshots(beforeEntries, after.entries);
   for (const w of effect.written) await input.cas.putStream(w.digest, createReadStream(path.join(input.files.root, w.path)));
   await mkdir(path.dirname(file), { recursive: true });
-  await writeFileAtomic(file, JSON.stringify({ graph, effect } satisfies CachedGraph));
+  await writeFileAtomic(file, JSON.stringify({ graph, effect } satisfies CachedGraph), { durable: false });
   return { graph, cached: false };
 }

@@ -26,7 +26,7 @@ export async function loadKeyHistory(file: string): Promise<PersistentKeyHistory
       dirty = true;
     },
     async save() {
-      if (dirty) await writeFileAtomic(file, JSON.stringify({ version: 1, actions: data }));
+      if (dirty) await writeFileAtomic(file, JSON.stringify({ version: 1, actions: data }), { durable: false });
       dirty = false;
     },
   };

@@ -64,7 +64,7 @@ export function createDiskStepCache(dir: string): StepCache {
     },
     async put(key, effect) {
       await mkdir(path.dirname(file(key)), { recursive: true });
-      await writeFileAtomic(file(key), JSON.stringify(effect));
+      await writeFileAtomic(file(key), JSON.stringify(effect), { durable: false });
     },
   };
 }

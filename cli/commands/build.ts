@@ -62,7 +62,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const projectKey = createHash('sha256').update(root).digest('hex').slice(0, 16);
   const statCache = createStatCache(path.join(o.cacheDir, 'stat', `${projectKey}.json`));
   const files = createProjectFiles(root, statCache);
-  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'));
+  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'), { durable: false });
   const { graph } = await loadOrExtractGraph({
     files,
     cas: localCas,
@@ -72,7 +72,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     env,
     extract: () => extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal }),
   });
-  const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac')), localCas);
+  const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false }), localCas);
   const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
   const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.json`));
   const timeline = createTimeline();

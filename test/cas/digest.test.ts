@@ -30,11 +30,17 @@ describe('digest', () => {
     expect(digestOf(Buffer.from('abc'))).toEqual({ hash: ABC, sizeBytes: 3 });
   });
 
-  it('digestOfFile streams a file to the same digest as hashing it in memory', async () => {
-    const data = Buffer.alloc(3 * 1024 * 1024 + 7, 'orion');
-    const path = join(await tempDir(), 'f');
-    await writeFile(path, data);
-    expect(await digestOfFile(path)).toEqual(digestOf(data));
+  it('digestOfFile hashes files of every size to the same digest as hashing them in memory', async () => {
+    const dir = await tempDir();
+    // Empty, small, exactly one read chunk, several chunks (synchronous path), and above 8 MiB (streamed).
+    for (const size of [0, 5, 1024 * 1024, 3 * 1024 * 1024 + 7, 9 * 1024 * 1024 + 3]) {
+      const data = Buffer.alloc(size);
+      for (let i = 0; i < size; i += 4096) data[i] = (i / 4096) % 251;
+      const path = join(dir, `f${size}`);
+      await writeFile(path, data);
+      expect(await digestOfFile(path)).toEqual(digestOf(data));
+    }
+    await expect(digestOfFile(join(dir, 'missing'))).rejects.toThrow(/ENOENT/);
   });
 
   it('digestKey and formatDigest are hash/size', () => {

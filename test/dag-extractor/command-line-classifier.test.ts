@@ -66,6 +66,29 @@ describe('classifyCommandLine', () => {
     expect(link.optionalInputs).toEqual(['/proj/lib/libbar.so', '/proj/lib/libbar.a', '/proj/lib/libm.so', '/proj/lib/libm.a']);
   });
 
+  it('classifies a plain install or cp of one file to a file path as a cacheable copy', () => {
+    const [install] = classify('install redis-server redis-sentinel', '/proj/src').drafts;
+    expect(install).toMatchObject({ kind: 'copy', verb: 'INSTALL', cacheable: true, argv: ['install', 'redis-server', 'redis-sentinel'], inputs: ['/proj/src/redis-server'], outputs: ['/proj/src/redis-sentinel'] });
+    for (const line of ['install -c -m 755 app bin/app', 'install -m0644 a.h include/a.h', 'install --mode=0755 app bin/app', 'cp -f app bin/app', 'cp app bin/app']) {
+      expect(classify(line).drafts[0], line).toMatchObject({ kind: 'copy', cacheable: true });
+    }
+    // A restored output is 0755 or 0644, and anything beyond one file copied to a path stays a step.
+    for (const line of [
+      'install -m 0600 app bin/app',
+      'install -s app bin/app',
+      'install -d bin',
+      'install app bin/',
+      'cp -p app bin/app',
+      'cp -r dir other',
+      'cp a b dir',
+      'cp app app',
+      'cp app /usr/local/bin/app',
+      'cp ../outside.h inside.h',
+    ]) {
+      expect(classify(line).drafts[0], line).toMatchObject({ kind: 'other', cacheable: false });
+    }
+  });
+
   it('does not treat preprocessing, assembly output or syntax checks as compiles', () => {
     for (const line of ['cc -E a.c -o a.i', 'cc -S a.c -o a.s', 'cc -fsyntax-only -c a.c', 'cc -MM a.c']) {
       expect(classify(line).drafts[0].kind).toBe('other');
@@ -81,7 +104,7 @@ describe('classifyCommandLine', () => {
       outputs: ['/proj/gen/version.h'],
       cacheable: false,
     });
-    expect(classify('cp build/tool.h include/tool.h').drafts[0].outputs).toEqual(['/proj/include/tool.h']);
+    expect(classify('cp -r build/tool.h include/tool.h').drafts[0]).toMatchObject({ kind: 'other', outputs: ['/proj/include/tool.h'] });
     expect(classify('bison -o parser.c parser.y').drafts[0].outputs).toEqual(['/proj/parser.c']);
     expect(classify('mkdir -p gen').drafts[0]).toMatchObject({ verb: 'SH', outputs: [] });
   });
@@ -125,10 +148,13 @@ describe('classifyCommandLine', () => {
   });
 
   it('keeps the other commands of a recursive make line, without the make invocation', () => {
-    const { recursive, drafts } = classify('make -C lib && cp lib/libx.a dist/libx.a');
+    const { recursive, drafts } = classify('make -C lib && touch dist/stamp');
     expect(recursive).toBe(true);
     expect(drafts).toHaveLength(1);
-    expect(drafts[0]).toMatchObject({ kind: 'other', argv: ['/bin/sh', '-c', 'cp lib/libx.a dist/libx.a'], outputs: ['/proj/dist/libx.a'] });
+    expect(drafts[0]).toMatchObject({ kind: 'other', argv: ['/bin/sh', '-c', 'touch dist/stamp'], outputs: ['/proj/dist/stamp'] });
+    expect(classify('make -C lib && cp lib/libx.a dist/libx.a').drafts).toEqual([
+      expect.objectContaining({ kind: 'copy', argv: ['cp', 'lib/libx.a', 'dist/libx.a'], outputs: ['/proj/dist/libx.a'] }),
+    ]);
   });
 
   it('does not treat make as recursive when no make names are given (Ninja edges)', () => {

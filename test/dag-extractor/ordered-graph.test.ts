@@ -47,6 +47,20 @@ describe('buildOrderedActions', () => {
     expect(deps).toEqual([[], [0], [1], [1], [1, 2, 3], [4]]);
   });
 
+  it('makes a copy of a linked binary an ordinary action, and a copy of anything else (a header a compile may include) a barrier', () => {
+    const copy = (name: string, src: string, dst: string) => draft(name, { kind: 'copy', verb: 'INSTALL', argv: ['install', src, dst], inputs: [src], outputs: [dst] });
+    const deps = depIndices([
+      draft('a', { outputs: ['/p/a.o'] }), // 0
+      draft('app', { kind: 'link', verb: 'LD', inputs: ['/p/a.o'], outputs: ['/p/app'] }), // 1
+      copy('i1', '/p/app', '/p/app2'), // 2: copies a binary: only after its source
+      draft('b', { outputs: ['/p/b.o'] }), // 3: free to run beside the copy
+      copy('i2', '/p/app2', '/p/app3'), // 4: a copy of a copy of a binary
+      copy('h', '/p/config.h.in', '/p/config.h'), // 5: may be included: barrier
+      draft('c', { outputs: ['/p/c.o'] }), // 6: after the barrier
+    ]);
+    expect(deps).toEqual([[], [0], [1], [], [2], [0, 1, 2, 3, 4], [5]]);
+  });
+
   it('adds optional inputs (libraries found through -L/-l) only when an earlier action writes them', () => {
     const actions = buildOrderedActions(
       [

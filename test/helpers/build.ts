@@ -133,7 +133,7 @@ export function parseProgress(stdout: string): ProgressLine[] {
   return out;
 }
 
-export const CACHEABLE_KINDS = new Set(['compile', 'archive', 'link']);
+export const CACHEABLE_KINDS = new Set(['compile', 'archive', 'link', 'copy']);
 
 /** Labels of compile/archive/link actions that ran (were not served from a cache). */
 export function toolRuns(b: BuildRun, graph: BuildGraph): string[] {

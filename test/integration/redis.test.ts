@@ -1,12 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, readFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ORION, REPO, tempDir } from '../helpers/daemons.js';
 
 // Redis 7.0.15 from Debian's source package: orion build must match make byte for byte.
-const BINARIES = ['redis-server', 'redis-cli', 'redis-benchmark'];
+// The last three are `install redis-server NAME` copies, which Orion caches as actions.
+const BINARIES = ['redis-server', 'redis-cli', 'redis-benchmark', 'redis-sentinel', 'redis-check-rdb', 'redis-check-aof'];
 const ENV = { ...process.env, SOURCE_DATE_EPOCH: '1700000000', LC_ALL: 'C' };
 
 function freePort(): Promise<number> {
@@ -44,10 +45,11 @@ describe('Redis 7.0.15 built by orion build', () => {
     await tmp?.cleanup();
   });
 
-  it('produces redis-server, redis-cli and redis-benchmark byte-identical to make in the same directory', () => {
+  it('produces every Redis binary byte-identical to make in the same directory, executable', () => {
     for (const b of BINARIES) {
       const built = readFileSync(path.join(src, 'src', b));
       expect(built.equals(reference.get(b)!), `${b} differs from make's`).toBe(true);
+      expect(statSync(path.join(src, 'src', b)).mode & 0o777, `${b}'s mode`).toBe(0o755);
     }
   });
 
@@ -72,10 +74,22 @@ describe('Redis 7.0.15 built by orion build', () => {
 
   it('rebuilds nothing on a second run and make then finds everything up to date', () => {
     const out = execFileSync(process.execPath, [ORION, 'build', '--cache-dir', path.join(tmp.dir, 'cache'), '--', 'MALLOC=libc'], { cwd: src, env: ENV, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    const compiledAgain = out.split('\n').filter((l) => /\] (CC|CXX|LD|AR) /.test(l) && !l.includes('(cached)'));
+    const compiledAgain = out.split('\n').filter((l) => /\] (CC|CXX|LD|AR|INSTALL) /.test(l) && !l.includes('(cached)'));
     expect(compiledAgain).toEqual([]);
     // make -q exits 0 only when nothing is out of date for it either.
-    const q = execFileSync('make', ['-q', '-C', 'src', 'redis-server', 'redis-cli', 'redis-benchmark', 'MALLOC=libc'], { cwd: src, env: ENV, stdio: 'ignore' });
+    const q = execFileSync('make', ['-q', '-C', 'src', ...BINARIES, 'MALLOC=libc'], { cwd: src, env: ENV, stdio: 'ignore' });
+    expect(q).toBeDefined();
+  });
+
+  it('after a comment-only edit runs the one compile, serves the rest from the cache, and make agrees', () => {
+    appendFileSync(path.join(src, 'src/t_string.c'), '\n/* a comment */\n');
+    const out = execFileSync(process.execPath, [ORION, 'build', '--cache-dir', path.join(tmp.dir, 'cache'), '--', 'MALLOC=libc'], { cwd: src, env: ENV, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const ran = out.split('\n').filter((l) => /^\[\d+\/\d+\] /.test(l) && !/\((cached|up to date)\)/.test(l)).map((l) => l.replace(/^\[\d+\/\d+\] /, ''));
+    expect(ran).toEqual(['CC src/t_string.o']);
+    expect(out).toMatch(/INSTALL src\/redis-sentinel \(cached\)/);
+    for (const b of BINARIES) expect(readFileSync(path.join(src, 'src', b)).equals(reference.get(b)!), `${b} differs from make's`).toBe(true);
+    // The relink make would do is a cache hit: its output is made newer than the object, so make -q agrees.
+    const q = execFileSync('make', ['-q', '-C', 'src', ...BINARIES, 'MALLOC=libc'], { cwd: src, env: ENV, stdio: 'ignore' });
     expect(q).toBeDefined();
   });
 });
