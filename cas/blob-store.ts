@@ -1,4 +1,5 @@
 /** The content-addressable storage interface. Every implementation verifies content on write. */
+import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Code, OrionError } from '../common/errors.js';
 import { digestKey } from './digest.js';
@@ -29,6 +30,17 @@ export interface BlobStore {
   localPath?(d: Digest): string | undefined;
   /** Disk stores: the path of an executable (mode 0555) copy of the blob, created on demand; undefined when absent. */
   localExecutablePath?(d: Digest): Promise<string | undefined>;
+  /**
+   * Disk stores: stores the file at `path`, which the caller has just hashed to `d`, by a
+   * kernel copy (a reflink where the file system has them) instead of reading it again.
+   * Only its size is checked: the caller vouches for the hash.
+   */
+  putHashedFile?(d: Digest, path: string): Promise<void>;
+}
+
+/** Stores a file just hashed to `d`: by a kernel copy where the store can, else streamed (and verified). */
+export function putHashedFile(cas: BlobStore, d: Digest, path: string): Promise<void> {
+  return cas.putHashedFile ? cas.putHashedFile(d, path) : cas.putStream(d, createReadStream(path));
 }
 
 /** Dedupes `ds` by digest and keeps those for which `present` is false. */

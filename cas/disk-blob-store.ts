@@ -9,7 +9,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { statSync } from 'node:fs';
+import { constants, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { notFound, wrap } from '../common/errors.js';
@@ -148,6 +148,26 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     put: (d, data) => putStream(d, [data]),
     putStream,
     localPath: (d) => (isEmptyDigest(validateDigest(d)) ? undefined : blobPath(d)),
+    async putHashedFile(d, path) {
+      if (isEmptyDigest(validateDigest(d)) || (await has(d))) return;
+      const tmp = await newTemp();
+      try {
+        await copyFile(path, tmp, constants.COPYFILE_FICLONE);
+        const fh = await open(tmp, 'r');
+        const { size } = await fh.stat().catch(async (err: unknown) => {
+          await fh.close();
+          throw err;
+        });
+        if (size !== d.sizeBytes) {
+          await fh.close();
+          throw digestMismatch(d, { hash: 'unknown (changed since it was hashed)', sizeBytes: size });
+        }
+        await install(fh, tmp, blobPath(d), 0o444);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw err;
+      }
+    },
     async localExecutablePath(d) {
       if (isEmptyDigest(validateDigest(d))) return undefined;
       const dest = execPath(d);

@@ -35,6 +35,13 @@ type Entry = [number, number, number, number, string];
 export interface StatCache {
   /** The file's digest: from the cache when its stat is unchanged, else freshly hashed. */
   digestFileCached(path: string, stats?: Stats): Promise<Digest>;
+  /**
+   * Records the digest of a file Orion itself just wrote, or a finished action wrote,
+   * with the file's stat taken after the write: kept even inside the racy window,
+   * since nothing else writes a build's outputs while it runs. The next build then
+   * does not hash the outputs of this one again (a cold build's ~60 MB on Redis).
+   */
+  remember(path: string, stats: Stats, digest: Digest): void;
   /** Writes the cache atomically if anything changed since it was loaded. */
   save(): Promise<void>;
   /** Files this process had to hash (new, or changed since they were cached): what an edit touched. */
@@ -86,6 +93,14 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
         dirty = true;
       }
       return d;
+    },
+    remember(path, st, digest) {
+      if (!st.isFile() || st.size !== digest.sizeBytes) return;
+      const abs = resolve(path);
+      void loaded().then((map) => {
+        map.set(abs, [st.size, st.mtimeMs, st.ino, st.ctimeMs, digest.hash]);
+        dirty = true;
+      });
     },
     async save() {
       if (!dirty) return;

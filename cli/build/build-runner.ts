@@ -4,11 +4,11 @@
  * keyed, looked up in the local then the remote action cache, and executed only
  * on a miss; failures stop the build the way make does (or not, with -k).
  */
-import { createReadStream, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
-import type { BlobStore } from '../../cas/blob-store.js';
+import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
 import { computeActionKey, type ActionKey, type KeyDeps } from './action-key.js';
@@ -154,6 +154,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   const execSlots = createLimiter(opts.jobs);
   const inFlightMax = Math.max(opts.jobs, Math.min(opts.jobs * 4, 16));
   let stopping = false;
+  /** Likely misses (they read files changed since the last build) being keyed: lookups wait for them. */
+  const keyingFirst = new Set<string>();
   reporter.start(graph.actions.length);
 
   const settled = new Set<string>();
@@ -274,6 +276,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
    * and a failing one stops the build before its slot goes to the next (unless -k).
    */
   async function runCommand<T extends ExecOutcome>(a: BuildAction, where: string, run: () => Promise<T>): Promise<{ out: T; started: number }> {
+    if (keyingFirst.delete(a.id)) queueMicrotask(wake);
     return execSlots(async () => {
       if (stopping) throw new NotStarted();
       const started = Date.now();
@@ -322,7 +325,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const change = diffSnapshots(before, after.entries);
     deps.keyDeps.scanner.invalidate([...change.written.map((w) => w.path), ...change.deleted].map((p) => path.join(graph.root, p)));
     if (out.result.exitCode !== 0) throw new OrionError(Code.ABORTED, `${a.label} failed with exit code ${out.result.exitCode}`, { hint: 'exit' });
-    for (const w of change.written) await deps.localCas.putStream(w.digest, createReadStream(path.join(graph.root, w.path)));
+    for (const w of change.written) await putHashedFile(deps.localCas, w.digest, path.join(graph.root, w.path));
     const effect: StepEffect = { ...change, stdout: out.result.stdoutDigest, stderr: out.result.stderrDigest };
     effects.set(a.id, change);
     await deps.localCas.put(out.result.stdoutDigest!, out.stdout);
@@ -687,17 +690,24 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const pump = () => {
       if (deps.signal.aborted) stopping = true;
       const changed = deps.changedFiles?.();
+      let likelyMiss: Map<string, number> | undefined;
       if (changed && changed.size > 0) {
-        const likelyMiss = new Map(ready.map((a) => [a.id, a.inputs.some((f) => changed.has(f)) ? 1 : 0]));
-        ready.sort((x, y) => likelyMiss.get(x.id)! - likelyMiss.get(y.id)! || priority.get(x.id)! - priority.get(y.id)!);
+        likelyMiss = new Map(ready.map((a) => [a.id, a.inputs.some((f) => changed.has(f)) ? 1 : 0]));
+        ready.sort((x, y) => likelyMiss!.get(x.id)! - likelyMiss!.get(y.id)! || priority.get(x.id)! - priority.get(y.id)!);
       } else ready.sort((x, y) => priority.get(x.id)! - priority.get(y.id)!);
       while (!stopping && running < inFlightMax && ready.length > 0) {
+        const miss = likelyMiss?.get(ready[ready.length - 1]!.id) === 1;
+        // Cache lookups wait until the likely misses are keyed and their commands started:
+        // keying shares this thread, and the misses' commands are what the build waits for.
+        if (!miss && keyingFirst.size > 0) break;
         const a = ready.pop()!;
+        if (miss && a.cacheable) keyingFirst.add(a.id);
         running++;
         announced.add(a.id);
         reporter.started(a);
         void process1(a).finally(() => {
           running--;
+          keyingFirst.delete(a.id);
           pump();
         });
       }

@@ -2,11 +2,10 @@
  * Runs an action where make would: in the project tree itself (the embedded
  * default). Outputs are then put in the local CAS so the next build can reuse them.
  */
-import { createReadStream } from 'node:fs';
 import { lstat, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { BlobStore } from '../../cas/blob-store.js';
+import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import { digestOf, digestOfFile } from '../../cas/digest.js';
 import type { ActionResult, OutputFile, OutputSymlink } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
@@ -66,9 +65,9 @@ export function createInPlaceExecutor(deps: InPlaceDeps): BuildExecutor {
           if (st.isSymbolicLink()) outputSymlinks.push({ path: rel, target: await readlink(abs) });
           else if (st.isFile()) {
             const digest = await digestOfFile(abs);
-            await deps.cas.putStream(digest, createReadStream(abs));
+            await putHashedFile(deps.cas, digest, abs);
             const isExecutable = (st.mode & 0o100) !== 0;
-            deps.files.record(abs, { digest, isExecutable, mtimeMs: st.mtimeMs });
+            deps.files.record(abs, { digest, isExecutable, mtimeMs: st.mtimeMs }, st);
             outputFiles.push({ path: rel, digest, isExecutable });
           }
         }

@@ -37,7 +37,8 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
     const tmp = `${abs}.orion-tmp-${process.pid}`;
     await copyFromCas(cas, f.digest, tmp, f.isExecutable ? 0o755 : 0o644);
     await rename(tmp, abs);
-    files.record(abs, { digest: f.digest, isExecutable: f.isExecutable, mtimeMs: Date.now() });
+    const st = await lstat(abs);
+    files.record(abs, { digest: f.digest, isExecutable: f.isExecutable, mtimeMs: st.mtimeMs }, st);
     written++;
   }
   for (const s of result.outputSymlinks) {
@@ -122,6 +123,7 @@ export async function freshenOutputs(outputs: string[], inputs: Iterable<string>
     if (s?.mtimeMs === undefined || s.mtimeMs >= newest) continue;
     const now = new Date();
     await utimes(o, now, now);
-    files.record(o, { ...s, mtimeMs: now.getTime() });
+    const st = await lstat(o);
+    files.record(o, { ...s, mtimeMs: st.mtimeMs }, st);
   }
 }

@@ -32,8 +32,11 @@ export interface ProjectFiles {
   readonly root: string;
   /** The file's content digest, or undefined when it does not exist (or is not a regular file). */
   state(abs: string): Promise<FileState | undefined>;
-  /** An action wrote `abs` with known content. */
-  record(abs: string, state: FileState): void;
+  /**
+   * An action wrote `abs` with known content. With the file's stat after the write, the
+   * stat cache keeps its digest for later builds too.
+   */
+  record(abs: string, state: FileState, stats?: Stats): void;
   /** `abs` may have changed in ways Orion did not see: look again next time. */
   forget(abs: string): void;
   /** Anything in the tree may have changed (a step with unknown effects ran). */
@@ -145,7 +148,8 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
       }
       return p;
     },
-    record(abs, state) {
+    record(abs, state, stats) {
+      if (stats) statCache.remember(abs, stats, state.digest);
       states.set(abs, Promise.resolve(state));
       const rel = relOf(abs);
       if (rel !== undefined && live) {

@@ -6,7 +6,6 @@ import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createDiskActionCache } from '../../cas/disk-action-cache.js';
 import { createCompletenessCheckingActionCache } from '../../cas/complete-action-cache.js';
 import { createStatCache } from '../../cas/stat-cache.js';
-import { extractGraph } from '../../dag-extractor/index.js';
 import { createProcessRunner } from '../../sandbox/runner.js';
 import { runBuild, type BuildSummary } from '../build/build-runner.js';
 import type { ClientAuthOptions } from '../../common/credentials.js';
@@ -70,7 +69,8 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     args: o.args,
     buildDir: o.buildDir,
     env,
-    extract: () => extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal }),
+    // Loaded only on a graph-cache miss: a rebuild does not parse the extractors (and fast-glob).
+    extract: async () => (await import('../../dag-extractor/index.js')).extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal }),
   });
   const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false }), localCas);
   const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));

@@ -2,7 +2,7 @@
  * After an edit, the actions reading a changed file start before the cache
  * hits are keyed, so their compilers run while the rest is checked.
  */
-import { appendFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, orionBuild, scratch, sh } from '../helpers/build.js';
@@ -47,5 +47,20 @@ describe('orion build starts the actions whose inputs changed first', () => {
     expect(second.lines.find((l) => l.label === 'CC a.o')?.tag).toBe('run');
     expect(second.lines.filter((l) => l.label !== 'CC a.o' && l.label !== 'AR lib.a').every((l) => l.tag === 'cached')).toBe(true);
     expect(second.lines.at(-1)).toEqual({ label: 'AR lib.a', tag: 'run' });
+  });
+
+  it('with more actions in flight than jobs, cache lookups wait until the edited compile is keyed and started', async () => {
+    await appendFile(path.join(dir, 'e.c'), 'int e2(void) { return 2; }\n');
+    const trace = path.join(path.dirname(dir), 'trace.json');
+    const b = await orionBuild(dir, { cacheDir: cache, args: ['-j', '2', '--profile', trace], env: baseEnv() });
+    expect(b.code, b.stderr).toBe(0);
+    type Event = { ph: string; ts: number; name: string; cat?: string };
+    const events = (JSON.parse(await readFile(trace, 'utf8')) as { traceEvents: Event[] }).traceEvents.filter((e) => e.ph === 'X');
+    const compile = events.find((e) => e.name === 'CC e.o' && e.cat === 'compile');
+    const lookups = events.filter((e) => e.cat === 'cache');
+    expect(compile, 'the edited compile ran').toBeDefined();
+    expect(lookups.map((e) => e.name).sort()).toEqual(NAMES.filter((n) => n !== 'e').map((n) => `CC ${n}.o`).sort());
+    // Keying shares the build's one thread: lookups started beside it would delay the command.
+    for (const l of lookups) expect(l.ts, `${l.name} started before the edited compile`).toBeGreaterThanOrEqual(compile!.ts);
   });
 });

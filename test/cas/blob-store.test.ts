@@ -1,9 +1,9 @@
-import { chmod, readdir, readFile, stat, truncate } from 'node:fs/promises';
+import { chmod, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Code, OrionError } from '../../common/errors.js';
-import type { BlobStore } from '../../cas/blob-store.js';
+import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import { digestKey, digestOf, EMPTY_DIGEST } from '../../cas/digest.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createMemoryBlobStore } from '../../cas/memory-blob-store.js';
@@ -126,6 +126,30 @@ describe('disk blob store', () => {
     expect(store.localPath!(d)).toBe(path);
     expect(await readFile(path)).toEqual(data);
     expect((await stat(path)).mode & 0o777).toBe(0o444);
+  });
+
+  it('putHashedFile stores a file by copy, read-only, and refuses one whose size is not the digest\'s; durable or not', async () => {
+    for (const durable of [true, false]) {
+      const dir = await tempDirs();
+      const store = createDiskBlobStore(join(dir, 'cas'), { durable });
+      const file = join(dir, 'out.o');
+      await writeFile(file, data);
+      await store.putHashedFile!(d, file);
+      expect(await store.get(d)).toEqual(data);
+      expect((await stat(store.localPath!(d)!)).mode & 0o777).toBe(0o444);
+      // Stored already: a second call changes nothing.
+      await store.putHashedFile!(d, file);
+      await writeFile(file, 'changed since it was hashed');
+      const other = digestOf(Buffer.from('x'.repeat(data.length + 1)));
+      const err = await rejection(store.putHashedFile!({ ...other, sizeBytes: data.length }, file));
+      expect(err.code).toBe(Code.INVALID_ARGUMENT);
+      expect(await readdir(join(dir, 'cas', 'tmp'))).toEqual([]);
+      // Through the helper, a store without the method streams and verifies instead.
+      const memory = createMemoryBlobStore();
+      await writeFile(file, data);
+      await putHashedFile(memory, d, file);
+      expect(await memory.get(d)).toEqual(data);
+    }
   });
 
   it('keeps blobs across store instances on the same directory', async () => {

@@ -114,6 +114,30 @@ describe('stat cache', () => {
     expect(settled.calls.length).toBe(1);
   });
 
+  it('remembers the digest of a file Orion just wrote even inside the racy window, across instances, until its stat changes', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'out.o');
+    await writeFile(path, 'object');
+    const st = await stat(path);
+    const newest = Math.max(st.mtimeMs, st.ctimeMs);
+    const file = join(dir, 'sc.json');
+    const writer = createStatCache(file, { ...countingHasher(), clock: createManualClock(newest) });
+    writer.remember(path, st, digestOf(Buffer.from('object')));
+    // A directory, or a stat whose size is not the digest's, is not remembered.
+    writer.remember(dir, await stat(dir), digestOf(Buffer.from('object')));
+    writer.remember(join(dir, 'other'), st, digestOf(Buffer.from('other size')));
+    await writer.save();
+    const h = countingHasher();
+    const next = createStatCache(file, { ...h, clock: createManualClock(newest + 1) });
+    expect(await next.digestFileCached(path)).toEqual(digestOf(Buffer.from('object')));
+    expect(h.calls).toEqual([]);
+    expect(Object.keys((JSON.parse(await readFile(file, 'utf8')) as { entries: object }).entries)).toEqual([path]);
+    // Rewritten afterwards: the stat differs, so it is hashed again.
+    await writeFile(path, 'object v2');
+    expect(await next.digestFileCached(path)).toEqual(digestOf(Buffer.from('object v2')));
+    expect(h.calls).toEqual([path]);
+  });
+
   it('waits RACY_WINDOW_MS for files whose timestamps are whole seconds', async () => {
     const dir = await tempDir();
     const path = join(dir, 'a.c');
