@@ -39,6 +39,7 @@ build:
 	  --outdir=dist --entry-names=orion --chunk-names=chunks/[name]-[hash] --out-extension:.js=.mjs \
 	  --external:pino --external:pino-pretty --log-level=warning \
 	  "--banner:js=import { createRequire as __orionRequire } from 'node:module'; const require = __orionRequire(import.meta.url);"
+	node scripts/launcher-header.mjs dist/orion.mjs
 	chmod +x dist/orion.mjs dist/cli/main.js
 
 test: build

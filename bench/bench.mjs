@@ -193,6 +193,8 @@ function baseEnv() {
     if (/^(MAKEFLAGS|MFLAGS|MAKELEVEL|MAKEOVERRIDES|GNUMAKEFLAGS|CC|CXX|CFLAGS|CPPFLAGS|LDFLAGS|NODE_OPTIONS)$/.test(k)) delete e[k];
     if (/^(CCACHE_|SCCACHE_|DISTCC_|ORION_|BENCH_)/.test(k)) delete e[k];
   }
+  // The orion launcher runs `node` from PATH: the one running this script.
+  e.PATH = `${path.dirname(process.execPath)}:${e.PATH ?? ''}`;
   e.SOURCE_DATE_EPOCH = '1700000000';
   e.LC_ALL = 'C';
   return e;
@@ -215,8 +217,9 @@ function readPeers() {
 
 // ---------- tools ----------
 const makeJ = `-j${cfg.nproc}`;
+/** `orion build` arguments; ORION runs as the `orion` command does (its launcher line, then node). */
 function orionBuildArgs(extra) {
-  return [ORION, 'build', ...extra, '--', ...cfg.makeArgs];
+  return ['build', ...extra, '--', ...cfg.makeArgs];
 }
 
 function defineTools(peers) {
@@ -300,14 +303,14 @@ function defineTools(peers) {
     },
     orion: {
       label: `orion build -j${cfg.nproc} (embedded)`,
-      command: () => [process.execPath, orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cacheDir('orion')])],
+      command: () => [ORION, orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cacheDir('orion')])],
       reset: () => rmSync(cacheDir('orion'), { recursive: true, force: true }),
     },
     'orion-cluster': {
       label: `orion build --head (head + ${cfg.clusterNodes} nodes x ${cfg.clusterSlots} slots on 127.0.0.1, -j${cfg.clusterNodes * cfg.clusterSlots})`,
       state: {},
       command() {
-        return [process.execPath, orionBuildArgs(['--head', this.state.address, '-j', String(cfg.clusterNodes * cfg.clusterSlots), '--cache-dir', cacheDir('orion-cluster')])];
+        return [ORION, orionBuildArgs(['--head', this.state.address, '-j', String(cfg.clusterNodes * cfg.clusterSlots), '--cache-dir', cacheDir('orion-cluster')])];
       },
       reset: () => rmSync(cacheDir('orion-cluster'), { recursive: true, force: true }),
       async setUp() {
@@ -316,12 +319,12 @@ function defineTools(peers) {
         mkdirSync(dir, { recursive: true });
         const headLog = path.join(LOGS, 'head.log');
         writeFileSync(headLog, '');
-        const head = startDaemon(process.execPath, [ORION, 'head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(dir, 'head'), '--log-level', 'warn'], { env: baseEnv(), logFile: headLog });
+        const head = startDaemon(ORION, ['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(dir, 'head'), '--log-level', 'warn'], { env: baseEnv(), logFile: headLog });
         this.state.daemons = [head];
         this.state.address = await waitFor('the head to listen', () => /orion head listening on (\S+)/.exec(readFileSync(headLog, 'utf8'))?.[1], 30_000);
         for (let i = 0; i < cfg.clusterNodes; i++) {
           this.state.daemons.push(
-            startDaemon(process.execPath, [ORION, 'node', '--head', this.state.address, '--id', `bench-n${i + 1}`, '--slots', String(cfg.clusterSlots), '--work-dir', path.join(dir, `n${i + 1}`), '--log-level', 'warn'], {
+            startDaemon(ORION, ['node', '--head', this.state.address, '--id', `bench-n${i + 1}`, '--slots', String(cfg.clusterSlots), '--work-dir', path.join(dir, `n${i + 1}`), '--log-level', 'warn'], {
               env: baseEnv(),
               logFile: path.join(LOGS, `node-${i + 1}.log`),
             }),
@@ -423,8 +426,8 @@ async function measureMemory() {
     const env = { ...baseEnv(), NODE_OPTIONS: `--require ${path.join(REPO, 'bench/maxrss-preload.cjs')}`, BENCH_MAXRSS_FILE: rssFile };
     const haveTime = existsSync('/usr/bin/time');
     const [cmd, args] = haveTime
-      ? ['/usr/bin/time', ['-f', '%M', '-o', timeFile, process.execPath, ...orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cache])]]
-      : [process.execPath, orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cache])];
+      ? ['/usr/bin/time', ['-f', '%M', '-o', timeFile, ORION, ...orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cache])]]
+      : [ORION, orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cache])];
     const r = await runTimed(cmd, args, { cwd: TREE, env, logFile: path.join(LOGS, `memory-orion-${which}.log`) });
     const self = existsSync(rssFile)
       ? readFileSync(rssFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((x) => x.argv?.[0] === 'build')

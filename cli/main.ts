@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import '../common/extra-ca-certs.js';
 import './v8-flags.js';
 import { runCli } from './cli.js';
 

@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { credentials, InterceptingCall, ServerCredentials, type ChannelCredentials, type ClientOptions, type Interceptor } from '@grpc/grpc-js';
 import { Code, OrionError } from './errors.js';
 
@@ -104,6 +105,24 @@ export function bearerTokenInterceptor(token: string): Interceptor {
     });
 }
 
+/**
+ * Without --tls-ca the head is checked against Node's bundled roots plus NODE_EXTRA_CA_CERTS,
+ * as for Node's own TLS (grpc-js alone would leave that file out; and the launcher keeps it
+ * from Node's start-up). Null: grpc-js's defaults.
+ */
+export function systemRoots(extraFile = process.env.NODE_EXTRA_CA_CERTS): Buffer | null {
+  if (!extraFile) return null;
+  let extra: string;
+  try {
+    extra = readFileSync(extraFile, 'utf8');
+  } catch (err) {
+    // As Node does at start-up: a warning, and the default roots.
+    process.emitWarning(`Ignoring extra certs from \`${extraFile}\`, load failed: ${(err as Error).message}`);
+    return null;
+  }
+  return Buffer.from(`${rootCertificates.join('\n')}\n${extra}`);
+}
+
 let silenced = false;
 /**
  * grpc-js sends the target host as TLS SNI even when it is an IP address, and Node
@@ -133,7 +152,7 @@ export function loadClientAuth(o: ClientAuthOptions, env: Record<string, string 
   if (tls) silenceIpServerNameWarning();
   const channel = tls
     ? credentials.createSsl(
-        o.tlsCa ? readFlagFile(o.tlsCa, '--tls-ca') : null,
+        o.tlsCa ? readFlagFile(o.tlsCa, '--tls-ca') : systemRoots(),
         o.tlsKey ? readFlagFile(o.tlsKey, '--tls-key') : null,
         o.tlsCert ? readFlagFile(o.tlsCert, '--tls-cert') : null,
       )

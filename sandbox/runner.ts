@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { spawn as spawnProcess } from 'node:child_process';
 import { OrionError, Code } from '../common/errors.js';
 import { killProcessesUnder } from './stragglers.js';
 
@@ -33,7 +33,10 @@ export interface ActionRunner {
   run(spec: RunSpec): Promise<RunResult>;
 }
 
-export type Spawner = typeof execa;
+export type Spawner = typeof spawnProcess;
+
+/** Output kept per stream; beyond it a command's output is cut (a runaway printer, not a compiler). */
+const MAX_OUTPUT = 256 * 1024 * 1024;
 
 function killGroup(pid: number | undefined) {
   if (!pid) return;
@@ -44,11 +47,26 @@ function killGroup(pid: number | undefined) {
   }
 }
 
+/** Collects a stream's bytes up to MAX_OUTPUT. */
+function collect(stream: NodeJS.ReadableStream | null): () => Buffer {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream?.on('data', (chunk: Buffer) => {
+    if (size >= MAX_OUTPUT) return;
+    const kept = chunk.subarray(0, MAX_OUTPUT - size);
+    chunks.push(kept);
+    size += kept.length;
+  });
+  return () => Buffer.concat(chunks, size);
+}
+
 /**
  * Runs the command as the leader of its own process group; on timeout, abort
  * or exit, the whole group is killed so no process of the action outlives it.
+ * Plain node:child_process: `orion build` starts every compile through here, and
+ * loading execa cost ~25 ms of each build's start-up.
  */
-export function createProcessRunner(spawn: Spawner = execa): ActionRunner {
+export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner {
   return {
     kind: 'process',
     async run(spec) {
@@ -58,13 +76,16 @@ export function createProcessRunner(spawn: Spawner = execa): ActionRunner {
       const child = spawn(spec.argv[0]!, spec.argv.slice(1), {
         cwd: spec.root ? mapToHost(spec.cwd, spec.root) : spec.cwd,
         env: spec.env,
-        extendEnv: false,
-        reject: false,
         detached: true,
-        stdin: 'ignore',
-        encoding: 'buffer',
-        stripFinalNewline: false,
-        maxBuffer: 256 * 1024 * 1024,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const stdout = collect(child.stdout);
+      const stderr = collect(child.stderr);
+      // 'close' comes once the process exited and its output pipes are drained; 'error' alone
+      // when it could not be started.
+      const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+        child.once('error', (error) => resolve({ code: null, signal: null, error }));
+        child.once('close', (code, signal) => resolve({ code, signal }));
       });
       let timedOut = false;
       let cancelled = false;
@@ -89,15 +110,15 @@ export function createProcessRunner(spawn: Spawner = execa): ActionRunner {
       // stops holding its output pipes open, which would keep the action from ending).
       child.once('exit', killAll);
       try {
-        const r = await child;
+        const r = await ended;
         if (cancelled) throw new OrionError(Code.CANCELLED, 'action cancelled');
-        if (r.failed && r.exitCode === undefined && !timedOut && !r.signal) {
-          throw new OrionError(Code.FAILED_PRECONDITION, `cannot run ${JSON.stringify(spec.argv[0])}: ${r.shortMessage ?? r.message}`);
+        if (r.error && child.pid === undefined) {
+          throw new OrionError(Code.FAILED_PRECONDITION, `cannot run ${JSON.stringify(spec.argv[0])}: ${r.error.message}`);
         }
         return {
-          exitCode: r.exitCode ?? (r.signal ? 128 + (signalNumber(r.signal) ?? 9) : 1),
-          stdout: Buffer.from(r.stdout as Uint8Array),
-          stderr: Buffer.from(r.stderr as Uint8Array),
+          exitCode: r.code ?? (r.signal ? 128 + (signalNumber(r.signal) ?? 9) : 1),
+          stdout: stdout(),
+          stderr: stderr(),
           timedOut,
           durationMs: Date.now() - started,
         };
