@@ -3,6 +3,7 @@
  * raw stdout/stderr in base64), replaced atomically so a crash never leaves a torn
  * entry. A file that cannot be parsed is treated as a miss and removed.
  */
+import { statSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wrap } from '../common/errors.js';
@@ -69,6 +70,8 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
       const path = entryPath(validateDigest(actionDigest));
       let text: string;
       try {
+        // Most lookups miss: a stat that returns nothing costs less than a failed open's exception.
+        if (!statSync(path, { throwIfNoEntry: false })) return undefined;
         text = await readFile(path, 'utf8');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;

@@ -99,6 +99,11 @@ export type DagLimits = ExecutionLimits & { maxDagActions: number };
 
 export interface DagBuildsDeps {
   cas: BlobStore;
+  /**
+   * Where the head's own derived blobs go (each action's Action message): the same store,
+   * but writes need not be flushed one by one, since they can be made again. Default: cas.
+   */
+  derivedCas?: BlobStore;
   caches: InstanceCaches;
   scheduler: Scheduler;
   overlay: TreeOverlay;
@@ -277,7 +282,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     const action: Action = { commandDigest: n.spec.commandDigest, inputRootDigest: root, timeoutMs: n.spec.timeoutMs, doNotCache: n.spec.doNotCache, platform: n.spec.platform };
     const bytes = encodeActionMessage(action);
     const digest = digestOf(bytes);
-    await deps.cas.put(digest, bytes);
+    await (deps.derivedCas ?? deps.cas).put(digest, bytes);
     return { action, digest };
   }
 

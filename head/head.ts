@@ -115,6 +115,10 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   const registry = createNodeRegistry({ clock, heartbeatTimeoutMs: opts.heartbeatTimeoutMs });
   const metrics = createHeadMetrics({ scheduler: () => scheduler!, registry, builds: () => builds });
   const cas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas')), metrics.cas);
+  // The same directory, for blobs the head derives itself (Action messages, the Directories of
+  // exec and key roots): not flushed one by one (a crash loses what can be computed again),
+  // which cost ~15% of the head's dispatch rate. Uploaded blobs and results stay durable.
+  const derivedCas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas'), { durable: false }), metrics.cas);
   const caches = createInstanceCaches(
     (dir): ActionCache => createMeteredActionCache(createCompletenessCheckingActionCache(createDiskActionCache(dir), cas), metrics.actionCacheLookup),
     path.join(opts.dataDir, 'ac'),
@@ -154,7 +158,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   server.addService(ExecutionService, createExecutionService({ cas, caches, scheduler, log, builds, limits }));
   server.addService(WorkerService, workers.service);
   server.addService(ClusterService, createClusterService(registry, builds));
-  const dags = createDagBuilds({ cas, caches, scheduler, overlay: createTreeOverlay(cas), clock, log, limits, builds });
+  const dags = createDagBuilds({ cas, derivedCas, caches, scheduler, overlay: createTreeOverlay(derivedCas), clock, log, limits, builds });
   server.addService(BuildsService, createBuildService(dags));
   server.addService(
     HealthService,

@@ -1,10 +1,9 @@
-import { createReadStream } from 'node:fs';
 import { chmod, copyFile, mkdir, rename, rm, lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../common/clock.js';
 import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { BlobStore } from '../cas/blob-store.js';
+import { putHashedFile, type BlobStore } from '../cas/blob-store.js';
 import { digestKey, digestOf, digestOfFile, fromDigestKey } from '../cas/digest.js';
 import { buildTreeFromDisk, collectTree, materializeTree, treeOf } from '../cas/merkle.js';
 import { encodeTree } from '../cas/directory.js';
@@ -203,7 +202,8 @@ export function createExecutor(deps: ExecutorDeps): Executor {
 
   async function upload(d: Digest, file: string | Buffer) {
     if (typeof file === 'string') {
-      await deps.local.putStream(d, createReadStream(file));
+      // Just hashed from this file (the action has exited): a kernel copy, not a second read.
+      await putHashedFile(deps.local, d, file);
     } else {
       await deps.local.put(d, file);
     }
