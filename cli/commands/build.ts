@@ -22,6 +22,7 @@ import { createDiskStepCache } from '../build/step-cache.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { writeFile } from 'node:fs/promises';
 import { newBuildId } from '../build/build-id.js';
+import { lazyHeadConnection } from '../build/lazy-head.js';
 import { buildReport } from '../build/build-report.js';
 import { fanOutReporter } from '../build/fan-out-reporter.js';
 import { createTimeline } from '../build/timeline.js';
@@ -91,9 +92,9 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   let head: HeadConnection | undefined;
   try {
     if (o.head && buildId) {
-      // Loaded only here: a local build does not need gRPC.
-      const { connectToHead } = await import('../build/head-connection.js');
-      head = connectToHead({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: graph.actions, localCas, files, meter, onStage });
+      // gRPC is loaded and the head connected on first use: a build the local cache serves
+      // whole (a warm CI checkout, a no-op) never waits for either.
+      head = lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: graph.actions, localCas, files, meter, onStage });
     }
     const summary = await runBuild(
       {

@@ -1,0 +1,129 @@
+/**
+ * `orion build --head` connects on first use: a build the local cache serves
+ * whole never loads gRPC or reaches for the head (a head that is not there
+ * fails the first action that needs it: test/integration/head-restart.test.ts).
+ */
+import net from 'node:net';
+import path from 'node:path';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lazyHeadConnection } from '../../cli/build/lazy-head.js';
+import type { HeadConnection } from '../../cli/build/head-connection.js';
+import { baseEnv, copyFixture, orionBuild, run, scratch } from '../helpers/build.js';
+import { ORION } from '../helpers/daemons.js';
+
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** A loader whose connection records calls, and counts how often it was loaded. */
+function fakeLoader() {
+  const calls: string[] = [];
+  let loads = 0;
+  const connection: HeadConnection = {
+    remoteExecutor: {
+      run: async () => {
+        calls.push('run');
+        throw new Error('not used');
+      },
+      uploadedBytes: () => 42,
+      uploadTree: async () => {
+        calls.push('uploadTree');
+        return { hash: 'a'.repeat(64), sizeBytes: 1 };
+      },
+      ensure: async () => [],
+      close: () => void calls.push('close executor'),
+    },
+    remoteCache: {
+      get: async () => {
+        calls.push('get');
+        return undefined;
+      },
+      fetch: async () => undefined,
+    },
+    dagClient: {
+      submit: () => {
+        calls.push('submit');
+        return { accepted: Promise.resolve('b1'), finished: Promise.resolve({ ok: true, executed: 0, cacheHits: 0, failed: 0, skipped: 0, peerBytes: 0, headBytes: 0 } as never) };
+      },
+      report: async () => void calls.push('report'),
+      close: () => void calls.push('close dag'),
+    },
+    close: () => void calls.push('close'),
+  };
+  const load = async () => {
+    loads++;
+    return { connectToHead: () => connection } as unknown as typeof import('../../cli/build/head-connection.js');
+  };
+  return { calls, load, loads: () => loads };
+}
+
+const OPTIONS = { head: '127.0.0.1:1', auth: {}, dag: true, buildId: 'b', actions: [], localCas: undefined as never, files: undefined as never, meter: { read() {}, written() {} }, onStage() {} };
+
+describe('lazyHeadConnection', () => {
+  it('loads and connects on the first call only, then delegates; closing before any use connects nothing', async () => {
+    const f = fakeLoader();
+    const head = lazyHeadConnection(OPTIONS, f.load);
+    expect(f.loads()).toBe(0);
+    expect(head.remoteExecutor.uploadedBytes()).toBe(0);
+    expect(await head.remoteCache.get(undefined as never)).toBeUndefined();
+    const run = head.dagClient!.submit(undefined as never, () => {}, new AbortController().signal);
+    expect(await run.accepted).toBe('b1');
+    await head.remoteExecutor.uploadTree();
+    expect(f.loads()).toBe(1);
+    expect(f.calls).toEqual(['get', 'submit', 'uploadTree']);
+    expect(head.remoteExecutor.uploadedBytes()).toBe(42);
+    head.close();
+    expect(f.calls.at(-1)).toBe('close');
+
+    const idle = fakeLoader();
+    lazyHeadConnection(OPTIONS, idle.load).close();
+    expect(idle.loads()).toBe(0);
+  });
+
+  it('has no DAG client with --no-dag', () => {
+    expect(lazyHeadConnection({ ...OPTIONS, dag: false }, fakeLoader().load).dagClient).toBeUndefined();
+  });
+});
+
+describe('orion build --head with a warm local cache', () => {
+  let dir: string;
+  let cache: string;
+
+  beforeAll(async () => {
+    const base = await scratch('lazy-head');
+    dir = await copyFixture('make-project', path.join(base, 'proj'));
+    cache = path.join(base, 'cache');
+  });
+
+  afterAll(async () => {
+    if (dir) await rm(path.dirname(dir), { recursive: true, force: true });
+  });
+
+  it('is served from the local cache without reaching the head (none listens there)', async () => {
+    const local = await orionBuild(dir, { cacheDir: cache, env: baseEnv() });
+    expect(local.code, local.stderr).toBe(0);
+    const head = `127.0.0.1:${await closedPort()}`;
+    await rm(path.join(dir, 'hello'));
+    // Records whether the process loaded Node's http2 module (what gRPC runs on).
+    const preload = path.join(path.dirname(dir), 'http2-probe.cjs');
+    const probe = path.join(path.dirname(dir), 'http2-loaded');
+    await writeFile(preload, `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(probe)}, String(process.moduleLoadList.some((m) => / http2$/.test(m)))));\n`);
+    const env = baseEnv({ NODE_OPTIONS: `--require ${preload}` });
+    const warm = await orionBuild(dir, { cacheDir: cache, head, env });
+    expect(warm.code, warm.stdout + warm.stderr).toBe(0);
+    // Only a step ran (here, as always); every compile and link came from the local cache.
+    expect(warm.stderr).toMatch(/ran 0 remotely, \d+ locally, 11 from cache/);
+    expect(warm.lines.find((l) => l.label === 'LD hello')?.tag).toBe('cached');
+    expect(await readFile(probe, 'utf8'), 'gRPC was loaded').toBe('false');
+    // The probe sees it when it is loaded: `orion status` talks to the head at once.
+    const status = await run([process.execPath, ORION, 'status', '--head', head], { cwd: dir, env });
+    expect(status.code).toBe(1);
+    expect(await readFile(probe, 'utf8')).toBe('true');
+    expect(warm.stderr).not.toMatch(/cannot reach/);
+  });
+});
