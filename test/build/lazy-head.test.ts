@@ -3,22 +3,13 @@
  * whole never loads gRPC or reaches for the head (a head that is not there
  * fails the first action that needs it: test/integration/head-restart.test.ts).
  */
-import net from 'node:net';
 import path from 'node:path';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lazyHeadConnection } from '../../cli/build/lazy-head.js';
 import type { HeadConnection } from '../../cli/build/head-connection.js';
 import { baseEnv, copyFixture, orionBuild, run, scratch } from '../helpers/build.js';
-import { ORION } from '../helpers/daemons.js';
-
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
+import { closedPort, ORION } from '../helpers/daemons.js';
 
 /** A loader whose connection records calls, and counts how often it was loaded. */
 function fakeLoader() {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,4 +78,13 @@ export async function waitForActiveNodes(head: string, n: number): Promise<NodeI
     const nodes = await listNodes(head, NodeStatus.NODE_STATUS_ACTIVE);
     return nodes.length >= n ? nodes : undefined;
   });
+}
+
+/** A local port with nothing listening on it. */
+export async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
 }
