@@ -215,7 +215,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (!again) explain(a, key);
     const local = await deps.localAc.get(key.actionDigest);
     if (local) {
-      await writeOutputs(local, a.cwd, deps.keyDeps.files, deps.localCas);
+      // The dependency file Orion asked a node for is no build output (an entry from before it was left out).
+      await writeOutputs(local, a.cwd, deps.keyDeps.files, deps.localCas, new Set(key.depfileRel ? [key.depfileRel] : []));
       await freshenOutputs(a.outputs, key.inputs.keys(), deps.keyDeps.files);
       deps.keyDeps.scanner.invalidate(a.outputs);
       await replay(local);
@@ -562,7 +563,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     // The key as the next build here computes it (inputs on disk now, whatever the compiler showed it read):
     // the submitted key itself unless it left produced inputs to the head or the manifest just grew.
     const finalKey = learnt || (key.producedInputs?.length ?? 0) > 0 ? await computeActionKey(a, deps.keyDeps) : key;
-    await deps.localAc.put(finalKey.actionDigest, result);
+    // Kept here without the dependency file Orion asked for: a later hit must not write it into the tree.
+    await deps.localAc.put(finalKey.actionDigest, outputs);
     if (finalKey.actionDigest.hash !== ev.actionDigest.hash && deps.remoteCache?.put) {
       await deps.remoteCache.put(finalKey, result).catch(() => undefined);
     }

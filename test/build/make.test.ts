@@ -143,6 +143,8 @@ defineFixtureSuite(
       expect(toolRuns(second, graph)).toEqual([]);
       expect(second.summary.cached).toBeGreaterThanOrEqual(graph.actions.filter((a) => CACHEABLE_KINDS.has(a.kind)).length);
       expect(second.summary.fromCluster).toBe(0);
+      // Served from the local cache, a result a node made leaves no dependency file of Orion's in the tree.
+      expect((await listFiles(dir)).filter((f) => f.includes('.orion-deps'))).toEqual([]);
     }, SLOW);
   },
 );
