@@ -41,7 +41,7 @@ const READ_SYNC_MAX = 8 * 1024 * 1024;
 const CHUNK = 1024 * 1024;
 let shared: Buffer | undefined;
 
-export function digestOfSmallFileSync(path: string): Digest | undefined {
+function digestOfSmallFileSync(path: string): Digest | undefined {
   const fd = openSync(path, 'r');
   try {
     const { size } = fstatSync(fd);

@@ -153,16 +153,9 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
       const tmp = await newTemp();
       try {
         await copyFile(path, tmp, constants.COPYFILE_FICLONE);
-        const fh = await open(tmp, 'r');
-        const { size } = await fh.stat().catch(async (err: unknown) => {
-          await fh.close();
-          throw err;
-        });
-        if (size !== d.sizeBytes) {
-          await fh.close();
-          throw digestMismatch(d, { hash: 'unknown (changed since it was hashed)', sizeBytes: size });
-        }
-        await install(fh, tmp, blobPath(d), 0o444);
+        const { size } = await stat(tmp);
+        if (size !== d.sizeBytes) throw digestMismatch(d, { hash: 'unknown (changed since it was hashed)', sizeBytes: size });
+        await install(await open(tmp, 'r'), tmp, blobPath(d), 0o444);
       } catch (err) {
         await rm(tmp, { force: true });
         throw err;

@@ -131,6 +131,11 @@ class NotStarted extends Error {
   }
 }
 
+/** A node's result without the dependency file Orion asked it for: that file is no build output. */
+function withoutOrionDepfile(result: ActionResult, key: ActionKey): ActionResult {
+  return key.depfileRel ? { ...result, outputFiles: result.outputFiles.filter((f) => f.path !== key.depfileRel) } : result;
+}
+
 export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions): Promise<BuildSummary> {
   const { graph, reporter } = deps;
   const byId = new Map(graph.actions.map((a) => [a.id, a]));
@@ -215,8 +220,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (!again) explain(a, key);
     const local = await deps.localAc.get(key.actionDigest);
     if (local) {
-      // The dependency file Orion asked a node for is no build output (an entry from before it was left out).
-      await writeOutputs(local, a.cwd, deps.keyDeps.files, deps.localCas, new Set(key.depfileRel ? [key.depfileRel] : []));
+      // An entry stored before dagDone left the dependency file out may still hold it.
+      await writeOutputs(withoutOrionDepfile(local, key), a.cwd, deps.keyDeps.files, deps.localCas);
       await freshenOutputs(a.outputs, key.inputs.keys(), deps.keyDeps.files);
       deps.keyDeps.scanner.invalidate(a.outputs);
       await replay(local);
@@ -229,8 +234,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const remoteRaw = await deps.remoteCache?.get(key, a);
     // Look again under the key that covers what the result shows was read (each round learns files, so this ends).
     if (remoteRaw && (await learnUnkeyedReads(a, key, remoteRaw))) return runCacheable(a, true);
-    // A node's result carries the dependency file Orion asked for; it is not a build output.
-    const remote = remoteRaw && key.depfileRel ? { ...remoteRaw, outputFiles: remoteRaw.outputFiles.filter((f) => f.path !== key.depfileRel) } : remoteRaw;
+    const remote = remoteRaw && withoutOrionDepfile(remoteRaw, key);
     if (remote) {
       assertSafeResult(remote, deps.keyDeps.files.root, a.cwd, `the cached result of ${a.label}`);
       await deps.remoteCache!.fetch(remote);
@@ -545,8 +549,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   async function dagDone(a: BuildAction, key: ActionKey, ev: Extract<DagClientEvent, { kind: 'done' }>): Promise<ActionOutcome> {
     const result = ev.result;
     await deps.remoteCache!.fetch(result);
-    const skip = new Set(key.depfileRel ? [key.depfileRel] : []);
-    const outputs = { ...result, outputFiles: result.outputFiles.filter((f) => !skip.has(f.path)) };
+    const outputs = withoutOrionDepfile(result, key);
     assertSafeResult(outputs, deps.keyDeps.files.root, a.cwd, `the result of ${a.label}`);
     await writeOutputs(outputs, a.cwd, deps.keyDeps.files, deps.localCas);
     await freshenOutputs(a.outputs, [...key.inputs.keys()], deps.keyDeps.files);

@@ -11,11 +11,10 @@
  * graph and written again when the cached graph is used on a tree that lacks them.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
-import type { BlobStore } from '../../cas/blob-store.js';
+import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { BuildGraph } from '../../dag-extractor/types.js';
 import { applyStepEffect } from './output-writer.js';
 import type { ProjectFiles, Snapshot } from './project-files.js';
@@ -95,7 +94,7 @@ export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ grap
   input.files.forgetAll();
   const after = await input.files.snapshot();
   const effect = diffSnapshots(beforeEntries, after.entries);
-  for (const w of effect.written) await input.cas.putStream(w.digest, createReadStream(path.join(input.files.root, w.path)));
+  for (const w of effect.written) await putHashedFile(input.cas, w.digest, path.join(input.files.root, w.path));
   await mkdir(path.dirname(file), { recursive: true });
   await writeFileAtomic(file, JSON.stringify({ graph, effect } satisfies CachedGraph), { durable: false });
   return { graph, cached: false };

@@ -67,7 +67,7 @@ export function createInPlaceExecutor(deps: InPlaceDeps): BuildExecutor {
             const digest = await digestOfFile(abs);
             await putHashedFile(deps.cas, digest, abs);
             const isExecutable = (st.mode & 0o100) !== 0;
-            deps.files.record(abs, { digest, isExecutable, mtimeMs: st.mtimeMs }, st);
+            deps.files.record(abs, digest, st);
             outputFiles.push({ path: rel, digest, isExecutable });
           }
         }

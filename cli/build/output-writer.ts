@@ -37,8 +37,7 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
     const tmp = `${abs}.orion-tmp-${process.pid}`;
     await copyFromCas(cas, f.digest, tmp, f.isExecutable ? 0o755 : 0o644);
     await rename(tmp, abs);
-    const st = await lstat(abs);
-    files.record(abs, { digest: f.digest, isExecutable: f.isExecutable, mtimeMs: st.mtimeMs }, st);
+    files.record(abs, f.digest, await lstat(abs));
     written++;
   }
   for (const s of result.outputSymlinks) {
@@ -123,7 +122,6 @@ export async function freshenOutputs(outputs: string[], inputs: Iterable<string>
     if (s?.mtimeMs === undefined || s.mtimeMs >= newest) continue;
     const now = new Date();
     await utimes(o, now, now);
-    const st = await lstat(o);
-    files.record(o, { ...s, mtimeMs: st.mtimeMs }, st);
+    files.record(o, s.digest, await lstat(o));
   }
 }

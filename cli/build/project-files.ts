@@ -33,10 +33,10 @@ export interface ProjectFiles {
   /** The file's content digest, or undefined when it does not exist (or is not a regular file). */
   state(abs: string): Promise<FileState | undefined>;
   /**
-   * An action wrote `abs` with known content. With the file's stat after the write, the
-   * stat cache keeps its digest for later builds too.
+   * `abs` was just written (by an action, or by Orion) and holds `digest`; `stats` is its
+   * lstat after the write. The stat cache keeps the digest for later builds too.
    */
-  record(abs: string, state: FileState, stats?: Stats): void;
+  record(abs: string, digest: Digest, stats: Stats): void;
   /** `abs` may have changed in ways Orion did not see: look again next time. */
   forget(abs: string): void;
   /** Anything in the tree may have changed (a step with unknown effects ran). */
@@ -63,6 +63,8 @@ export function snapshotHash(entries: ReadonlyMap<string, Entry>): string {
   return h.digest('hex');
 }
 
+const stateFrom = (digest: Digest, st: Stats): FileState => ({ digest, isExecutable: (st.mode & 0o100) !== 0, mtimeMs: st.mtimeMs });
+
 export function createProjectFiles(root: string, statCache: StatCache): ProjectFiles {
   const states = new Map<string, Promise<FileState | undefined>>();
   let firstListing: Promise<{ files: string[]; symlinks: TreeSymlinkEntry[]; dirs: string[] }> | undefined;
@@ -70,11 +72,7 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
   let live: Map<string, Entry> | undefined;
   const dirty = new Set<string>();
 
-  const stateOf = async (abs: string, st: Stats): Promise<FileState> => ({
-    digest: await statCache.digestFileCached(abs, st),
-    isExecutable: (st.mode & 0o100) !== 0,
-    mtimeMs: st.mtimeMs,
-  });
+  const stateOf = async (abs: string, st: Stats): Promise<FileState> => stateFrom(await statCache.digestFileCached(abs, st), st);
 
   async function compute(abs: string): Promise<FileState | undefined> {
     try {
@@ -148,8 +146,9 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
       }
       return p;
     },
-    record(abs, state, stats) {
-      if (stats) statCache.remember(abs, stats, state.digest);
+    record(abs, digest, stats) {
+      statCache.remember(abs, stats, digest);
+      const state = stateFrom(digest, stats);
       states.set(abs, Promise.resolve(state));
       const rel = relOf(abs);
       if (rel !== undefined && live) {
