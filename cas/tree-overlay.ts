@@ -25,10 +25,15 @@ export interface TreeOverlay {
   file(root: Digest, path: string): Promise<TreeFileEntry | undefined>;
 }
 
+/** A directory being rewritten: its entries by name, and the subdirectories being rewritten below it. */
 interface Node {
-  dir: Directory;
+  files: Map<string, Directory['files'][number]>;
+  directories: Map<string, DirectoryNode>;
+  symlinks: Map<string, Directory['symlinks'][number]>;
   children: Map<string, Node>;
 }
+
+const byName = <T extends { name: string }>(xs: T[]) => new Map(xs.map((x) => [x.name, x]));
 
 /** Decoded directories are kept (bounded) so repeated overlays of one tree read each directory once. */
 export function createTreeOverlay(store: BlobStore, maxCached = 50_000): TreeOverlay {
@@ -54,21 +59,17 @@ export function createTreeOverlay(store: BlobStore, maxCached = 50_000): TreeOve
     return dir;
   }
 
-  const copy = (d: Directory): Directory => ({ files: [...d.files], directories: [...d.directories], symlinks: [...d.symlinks] });
+  const open = (d: Directory): Node => ({ files: byName(d.files), directories: byName(d.directories), symlinks: byName(d.symlinks), children: new Map() });
+  const empty = (): Node => ({ files: new Map(), directories: new Map(), symlinks: new Map(), children: new Map() });
+  const sorted = <T extends { name: string }>(m: Map<string, T>) => [...m.values()].sort((a, b) => compareNames(a.name, b.name));
 
   async function store1(n: Node): Promise<Digest> {
-    for (const [name, child] of n.children) {
-      const digest = await store1(child);
-      const i = n.dir.directories.findIndex((x) => x.name === name);
-      if (i >= 0) n.dir.directories[i] = { name, digest };
-      else n.dir.directories.push({ name, digest });
-    }
-    n.dir.files.sort((a, b) => compareNames(a.name, b.name));
-    n.dir.directories.sort((a, b) => compareNames(a.name, b.name));
-    const { bytes, digest } = encodeDirectoryWithDigest(n.dir);
+    for (const [name, child] of n.children) n.directories.set(name, { name, digest: await store1(child) });
+    const dir: Directory = { files: sorted(n.files), directories: sorted(n.directories), symlinks: sorted(n.symlinks) };
+    const { bytes, digest } = encodeDirectoryWithDigest(dir);
     if (!cache.has(digestKey(digest))) {
       await store.put(digest, bytes);
-      cache.set(digestKey(digest), n.dir);
+      cache.set(digestKey(digest), dir);
     }
     return digest;
   }
@@ -86,7 +87,7 @@ export function createTreeOverlay(store: BlobStore, maxCached = 50_000): TreeOve
     },
     async overlay(base, files, remove = []) {
       if (files.length === 0 && remove.length === 0) return base;
-      const root: Node = { dir: copy(await load(base)), children: new Map() };
+      const root = open(await load(base));
       for (const r of remove) {
         const parts = r.split('/');
         for (const p of parts) validateName(p, 'path component');
@@ -94,12 +95,12 @@ export function createTreeOverlay(store: BlobStore, maxCached = 50_000): TreeOve
         for (const name of parts.slice(0, -1)) {
           let child: Node | undefined = node.children.get(name);
           if (!child) {
-            const existing: DirectoryNode | undefined = node.dir.directories.find((x) => x.name === name);
+            const existing = node.directories.get(name);
             if (!existing) {
               node = undefined;
               break;
             }
-            child = { dir: copy(await load(existing.digest)), children: new Map() };
+            child = open(await load(existing.digest));
             node.children.set(name, child);
           }
           node = child;
@@ -107,9 +108,9 @@ export function createTreeOverlay(store: BlobStore, maxCached = 50_000): TreeOve
         if (!node) continue;
         const leaf = parts.at(-1)!;
         node.children.delete(leaf);
-        node.dir.files = node.dir.files.filter((x) => x.name !== leaf);
-        node.dir.symlinks = node.dir.symlinks.filter((x) => x.name !== leaf);
-        node.dir.directories = node.dir.directories.filter((x) => x.name !== leaf);
+        node.files.delete(leaf);
+        node.symlinks.delete(leaf);
+        node.directories.delete(leaf);
       }
       for (const f of files) {
         const parts = f.path.split('/');
@@ -118,22 +119,21 @@ export function createTreeOverlay(store: BlobStore, maxCached = 50_000): TreeOve
         for (const name of parts.slice(0, -1)) {
           let child = node.children.get(name);
           if (!child) {
-            if (node.dir.files.some((x) => x.name === name) || node.dir.symlinks.some((x) => x.name === name)) {
+            if (node.files.has(name) || node.symlinks.has(name)) {
               throw new OrionError(Code.INVALID_ARGUMENT, `cannot add ${f.path}: ${name} is a file`);
             }
-            const existing = node.dir.directories.find((x) => x.name === name);
-            child = { dir: existing ? copy(await load(existing.digest)) : { files: [], directories: [], symlinks: [] }, children: new Map() };
+            const existing = node.directories.get(name);
+            child = existing ? open(await load(existing.digest)) : empty();
             node.children.set(name, child);
           }
           node = child;
         }
         const leaf = parts.at(-1)!;
-        if (node.children.has(leaf) || node.dir.directories.some((x) => x.name === leaf)) {
+        if (node.children.has(leaf) || node.directories.has(leaf)) {
           throw new OrionError(Code.INVALID_ARGUMENT, `cannot add file ${f.path}: a directory has that path`);
         }
-        node.dir.symlinks = node.dir.symlinks.filter((x) => x.name !== leaf);
-        node.dir.files = node.dir.files.filter((x) => x.name !== leaf);
-        node.dir.files.push({ name: leaf, digest: f.digest, isExecutable: f.isExecutable });
+        node.symlinks.delete(leaf);
+        node.files.set(leaf, { name: leaf, digest: f.digest, isExecutable: f.isExecutable });
       }
       return store1(root);
     },

@@ -3,9 +3,13 @@
  * submits every action of a build at once with its edges; the head runs each
  * action when its producers have finished: it adds their output digests to the
  * action's input root, keys it, serves it from the action cache or queues it
- * (longest remaining path first, measured durations where known) in the build's
- * exec root: the source tree overlaid with every output the build has made so
- * far. Progress goes back as events until the build ends.
+ * (longest remaining path first, measured durations where known) in its exec
+ * root: the source tree overlaid with the effects (outputs, a client step's
+ * deletions) of the action's ancestors, in the order they finished. Actions
+ * that share their ancestors share an exec root, so a node reuses one tree for
+ * them; an action never sees the output of one it does not depend on (make -j
+ * gives no such guarantee either). Progress goes back as events until the
+ * build ends.
  */
 import { posix } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -144,6 +148,18 @@ interface Node {
   unwatch?: () => void;
   /** A client action's report, kept until its dependencies are done. */
   report?: ClientActionReport;
+  /** The actions it depends on (its `deps` and producers, once each). */
+  parents: Node[];
+  /** Longest chain of ancestors below it (0: none). */
+  depth: number;
+  /** Its place in the build's finishing order. */
+  seq?: number;
+  /** What it did to the tree, once it finished. */
+  effects?: { files: TreeFileEntry[]; deleted: string[] };
+  /** Its exec root: the source tree with its ancestors' effects (computed once, on first use). */
+  pre?: Promise<Digest>;
+  /** Its exec root with its own effects applied, once it finished: what its dependents build on. */
+  post?: Digest;
 }
 
 const MAX_ID_LENGTH = 1000;
@@ -173,7 +189,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         throw new OrionError(Code.INVALID_ARGUMENT, `action ${spec.id} asks for a timeout of ${spec.timeoutMs} ms; this head allows at most ${limits.maxActionTimeoutMs} ms (--max-action-timeout)`);
       }
       if (spec.depfile) validateRelativePath(spec.depfile, `action ${spec.id} depfile`);
-      nodes.set(spec.id, { spec, command: undefined as unknown as Command, dependents: [], producers: new Set(), waiting: 0, state: 'waiting', remainingMs: 0 });
+      nodes.set(spec.id, { spec, command: undefined as unknown as Command, dependents: [], producers: new Set(), waiting: 0, state: 'waiting', remainingMs: 0, parents: [], depth: 0 });
     }
     for (const n of nodes.values()) {
       const edges = new Set(n.spec.deps);
@@ -190,6 +206,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         const dep = nodes.get(d);
         if (!dep) throw new OrionError(Code.INVALID_ARGUMENT, `action ${n.spec.id} depends on ${JSON.stringify(d.slice(0, 200))}, which is not in the build`);
         dep.dependents.push(n);
+        n.parents.push(dep);
         n.waiting++;
       }
     }
@@ -208,6 +225,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       const stuck = [...nodes.values()].filter((n) => left.get(n)! > 0).slice(0, 5).map((n) => n.spec.id);
       throw new OrionError(Code.INVALID_ARGUMENT, `the build's dependencies form a cycle through ${nodes.size - order.length} actions (e.g. ${stuck.join(', ')})`);
     }
+    for (const n of order) for (const p of n.parents) n.depth = Math.max(n.depth, p.depth + 1);
     // Everything the build names must be there before anything runs.
     await checkInputRoot(deps.cas, req.sourceRoot, knownComplete, limits);
     const commands = new Map<string, Promise<Command>>();
@@ -327,18 +345,59 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     const summary: DagSummary = { ok: true, total: nodes.size, executed: 0, cacheHits: 0, failed: 0, skipped: 0, peerBytes: 0, headBytes: 0, wallMs: 0 };
     let stopping = false;
     let left = nodes.size;
-    /** The exec root: the source tree plus every output made so far (updated in finishing order). */
-    let execRoot: Promise<Digest> = Promise.resolve(req.sourceRoot);
+    let finishedCount = 0;
+    /** Exec roots of actions with several parents, by parent set: actions after one barrier share theirs. */
+    const merged = new Map<string, Promise<Digest>>();
+    const preRoot = (n: Node): Promise<Digest> => (n.pre ??= computePre(n));
+
+    async function computePre(n: Node): Promise<Digest> {
+      if (n.parents.length === 0) return req.sourceRoot;
+      if (n.parents.length === 1) return n.parents[0]!.post!;
+      const key = n.parents
+        .map((p) => p.spec.id)
+        .sort()
+        .join('\n');
+      let root = merged.get(key);
+      if (!root) merged.set(key, (root = mergeParents(n.parents)));
+      return root;
+    }
+
     /**
-     * Applies a change to the exec root after those before it. `execRoot` itself never
-     * rejects: a change that fails leaves the tree as it was for the changes queued behind it.
+     * The tree of the deepest parent, plus the effects of the ancestors it does not
+     * have, in finishing order (an ancestor finished before its dependents did).
      */
-    const changeExecRoot = (change: (root: Digest) => Promise<Digest>): Promise<Digest> => {
-      const previous = execRoot;
-      const changed = previous.then(change);
-      execRoot = changed.catch(() => previous);
-      return changed;
-    };
+    async function mergeParents(parents: Node[]): Promise<Digest> {
+      let base = parents[0]!;
+      for (const p of parents) if (p.depth > base.depth) base = p;
+      const covered = new Set<Node>();
+      const stack = [base];
+      while (stack.length > 0) {
+        const x = stack.pop()!;
+        if (covered.has(x)) continue;
+        covered.add(x);
+        for (const p of x.parents) stack.push(p);
+      }
+      const extra: Node[] = [];
+      stack.push(...parents);
+      while (stack.length > 0) {
+        const x = stack.pop()!;
+        if (covered.has(x)) continue;
+        covered.add(x);
+        extra.push(x);
+        for (const p of x.parents) stack.push(p);
+      }
+      extra.sort((a, b) => a.seq! - b.seq!);
+      const files = new Map<string, TreeFileEntry>();
+      const deleted = new Set<string>();
+      for (const x of extra) {
+        for (const d of x.effects!.deleted) {
+          for (const k of files.keys()) if (k === d || k.startsWith(`${d}/`)) files.delete(k);
+          deleted.add(d);
+        }
+        for (const f of x.effects!.files) files.set(f.path, f);
+      }
+      return deps.overlay.overlay(base.post!, [...files.values()], [...deleted]);
+    }
     const limit = createLimiter(RESOLVE_CONCURRENCY);
     let finish!: () => void;
     const ended = new Promise<void>((r) => (finish = r));
@@ -399,12 +458,13 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       }
     }
 
-    const succeed = async (n: Node, result: ActionResult, hit: boolean, actionDigest: Digest | undefined, nodeId?: string) => {
+    const succeed = async (n: Node, result: ActionResult, hit: boolean, actionDigest: Digest | undefined, nodeId?: string, deleted: string[] = []) => {
       n.outputs = outputsOf(n, result);
       n.ranOn = hit || n.spec.client ? undefined : nodeId;
-      const outputs = [...n.outputs.values()];
+      n.seq = ++finishedCount;
+      n.effects = { files: [...n.outputs.values()], deleted };
       try {
-        await changeExecRoot((root) => deps.overlay.overlay(root, outputs));
+        n.post = await deps.overlay.overlay(await preRoot(n), n.effects.files, deleted);
       } catch (err) {
         return fail(n, { actionDigest, result, status: { code: statusOf(err), message: `cannot add the outputs of ${n.spec.id} to the build tree: ${(err as Error).message}` } });
       }
@@ -433,7 +493,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           const producer = nodes.get(p.producer)!;
           let f = producer.outputs?.get(posix.normalize(p.path));
           // A client step reports what it changed: a file it left as it was is in the exec root.
-          if (!f && producer.spec.client) f = await deps.overlay.file(await execRoot, posix.normalize(p.path));
+          if (!f && producer.spec.client) f = await deps.overlay.file(producer.post!, posix.normalize(p.path));
           if (!f) throw new OrionError(Code.FAILED_PRECONDITION, `${p.producer} finished without writing ${p.path}, which ${n.spec.id} reads`);
           produced.push(f);
         }
@@ -449,7 +509,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           }
           if (reads && reads.length > 0) {
             // Cached under a key that misses files it read: look under the key that covers them as they are now.
-            const ext = await extendedKey(n, keyRoot, reads, await execRoot);
+            const ext = await extendedKey(n, keyRoot, reads, await preRoot(n));
             const hit = ext ? await cache.get(ext) : undefined;
             if (ext && hit && (await unkeyedReads(n, hit, keyRoot))?.every((r) => reads.includes(r))) {
               deps.builds?.lookup(info(n), ext, true);
@@ -470,7 +530,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           localityBytes.set(producer.ranOn, (localityBytes.get(producer.ranOn) ?? 0) + size);
           peerSources.push({ digest: out.digest, nodeId: producer.ranOn });
         }
-        const root = await execRoot;
+        const root = await preRoot(n);
         if (stopping) return settleSkipped(n);
         const e = deps.scheduler.enqueue({
           instanceName: req.instanceName,
@@ -540,12 +600,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         target.spec = { ...target.spec, inputRootDigest: spec.inputRootDigest, producedInputs: spec.producedInputs, depfile: spec.depfile };
       }
       const result: ActionResult = { outputFiles: r.written.map((f) => ({ path: f.path, digest: f.digest, isExecutable: f.isExecutable })), outputSymlinks: [], outputDirectories: [], exitCode: 0 };
-      try {
-        await changeExecRoot((root) => deps.overlay.overlay(root, [], r.deleted));
-      } catch (err) {
-        return fail(n, { status: { code: statusOf(err), message: (err as Error).message } });
-      }
-      await succeed(n, result, false, undefined, 'client');
+      await succeed(n, result, false, undefined, 'client', r.deleted);
     }
 
     async function report(r: ClientActionReport) {

@@ -40,17 +40,20 @@ describe('orion build -j', () => {
   it('starts no further command after a failure (without -k), as make does, even with more actions in flight', async () => {
     const proj = path.join(base, 'failing');
     await sh(`mkdir -p ${proj}`, base);
-    // Compiles of equal priority start from the last one: g.c, which does not compile, comes first.
+    // Compiles of equal priority start from the last one: g.c, which does not compile, usually comes first.
     const names = [...NAMES, 'g'];
     for (const n of names) await writeFile(path.join(proj, `${n}.c`), n === 'g' ? 'int g(void) { return }\n' : `int ${n}(void) { return 1; }\n`);
-    await writeFile(path.join(proj, 'slow-cc'), `#!/bin/sh\necho start >> "${base}/fail.log"\nsleep 0.3\nexec cc "$@"\n`, { mode: 0o755 });
+    await writeFile(path.join(proj, 'slow-cc'), `#!/bin/sh\necho "start $2" >> "${base}/fail.log"\nsleep 0.3\nexec cc "$@"\n`, { mode: 0o755 });
     await writeFile(path.join(proj, 'Makefile'), `CC = ./slow-cc\nOBJS = ${names.map((n) => `${n}.o`).join(' ')}\nlib.a: $(OBJS)\n\tar rcs lib.a $(OBJS)\n%.o: %.c\n\t$(CC) -c $< -o $@\n`);
     const b = await orionBuild(proj, { cacheDir: path.join(base, 'cache-fail'), args: ['-j', '1'], env: baseEnv() });
     expect(b.code).toBe(2);
     expect(b.summary.failed).toBe(1);
     expect(b.stderr).toMatch(/CC g\.o/);
     const log = await readFile(path.join(base, 'fail.log'), 'utf8');
-    expect(log.split('\n').filter((l) => l === 'start'), 'only the failing compile ran').toHaveLength(1);
+    // Under load another compile may be keyed first and run before g.c; none starts after it.
+    const starts = log.split('\n').filter((l) => l.startsWith('start '));
+    expect(starts.at(-1), 'nothing started after the failing compile').toBe('start g.c');
+    expect(starts.length).toBeLessThan(names.length);
   });
 
   for (const jobs of [1, 2, 3]) {

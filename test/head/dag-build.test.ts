@@ -276,7 +276,7 @@ describe('DAG builds: order, inputs and events', () => {
     expect((await b.done).ok).toBe(true);
   });
 
-  it('runs every action in the source tree overlaid with the outputs of the actions that finished before it', async () => {
+  it('runs every action in the source tree overlaid with the outputs of its ancestors', async () => {
     const h = harness();
     h.join('n1', 2);
     const { sourceRoot, actions } = await compileAndLink(h);
@@ -290,6 +290,64 @@ describe('DAG builds: order, inputs and events', () => {
     expect(h.assignmentOf('link').execution.request.buildId).toBe(b.events[0]!.buildId);
     await h.finish('link', { app: 'ELF' });
     await b.done;
+  });
+
+  it("leaves out of an exec root the outputs of actions it does not depend on, even those that finished first", async () => {
+    const h = harness();
+    h.join('n1', 2);
+    const sourceRoot = await h.putTree(SOURCE);
+    const actions = [
+      await h.action('a', { outputs: ['a.o'] }),
+      await h.action('b', { outputs: ['b.o'] }),
+      await h.action('c', { outputs: ['c.o'], produced: [{ path: 'a.o', producer: 'a' }] }),
+      await h.action('d', { outputs: ['d.o'], deps: ['c'] }),
+    ];
+    const b = h.start({ sourceRoot, actions });
+    await settle();
+    await h.finish('b', { 'b.o': 'B-OBJ' });
+    await h.finish('a', { 'a.o': 'A-OBJ' });
+    expect(h.assignmentOf('c').execution.request.execRootDigest).toEqual(rootOf({ ...SOURCE, 'a.o': 'A-OBJ' }));
+    await h.finish('c', { 'c.o': 'C-OBJ' });
+    // Ancestors of ancestors count too.
+    expect(h.assignmentOf('d').execution.request.execRootDigest).toEqual(rootOf({ ...SOURCE, 'a.o': 'A-OBJ', 'c.o': 'C-OBJ' }));
+    await h.finish('d', { 'd.o': 'D' });
+    expect((await b.done).ok).toBe(true);
+  });
+
+  it("applies client steps' deletions and writes to their descendants' exec roots in finishing order, the later write winning", async () => {
+    const h = harness();
+    h.join('n1', 4);
+    const sourceRoot = await h.putTree(SOURCE);
+    const client = async (id: string, deps: string[]) => ({ ...(await h.action(id, { outputs: [], deps })), client: true });
+    const actions = [
+      await client('s1', []),
+      await h.action('x', { outputs: ['x.o'], deps: ['s1'] }),
+      await client('s2', ['s1']),
+      await h.action('y', { outputs: ['y.o'], deps: ['x', 's2'] }),
+      await h.action('w', { outputs: ['w.o'], deps: ['s2', 'x'] }),
+      await h.action('z', { outputs: ['z.o'], deps: ['s2'] }),
+    ];
+    const b = h.start({ sourceRoot, actions });
+    await settle();
+    const buildId = b.events[0]!.buildId;
+    const written = async (files: Files) => {
+      for (const content of Object.values(files)) await h.cas.put(digestOf(Buffer.from(content)), Buffer.from(content));
+      return entries(files);
+    };
+    await h.dags.reportClientAction({ buildId, actionId: 's1', exitCode: 0, written: await written({ 'gen.h': 'G1' }), deleted: ['a.c'], rekeyed: [] });
+    await settle();
+    const { 'a.c': _gone, ...withoutA } = SOURCE;
+    expect(h.assignmentOf('x').execution.request.execRootDigest).toEqual(rootOf({ ...withoutA, 'gen.h': 'G1' }));
+    await h.finish('x', { 'x.o': 'X' });
+    await h.dags.reportClientAction({ buildId, actionId: 's2', exitCode: 0, written: await written({ 'gen.h': 'G2', 'a.c': 'again' }), deleted: [], rekeyed: [] });
+    await settle();
+    // x's tree has s1's gen.h; s2 (finished later) rewrote it and put a.c back.
+    const both = rootOf({ ...SOURCE, 'a.c': 'again', 'gen.h': 'G2', 'x.o': 'X' });
+    expect(h.assignmentOf('y').execution.request.execRootDigest).toEqual(both);
+    expect(h.assignmentOf('w').execution.request.execRootDigest).toEqual(both);
+    expect(h.assignmentOf('z').execution.request.execRootDigest).toEqual(rootOf({ ...SOURCE, 'a.c': 'again', 'gen.h': 'G2' }));
+    for (const id of ['y', 'w', 'z']) await h.finish(id, { [`${id}.o`]: id });
+    expect((await b.done).ok).toBe(true);
   });
 
   it('serves a second identical build entirely from the action cache, running nothing', async () => {
