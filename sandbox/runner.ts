@@ -91,9 +91,12 @@ export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner
       let cancelled = false;
       // The group, plus processes that left it (setsid) but still work in the action's directory:
       // those would otherwise hold the output pipes open and keep `child` from settling.
+      let scanned = false;
+      let strays = 0;
       const killAll = () => {
         killGroup(child.pid);
-        if (spec.root) void killProcessesUnder(spec.root.hostDir);
+        if (spec.root) strays += killProcessesUnder(spec.root.hostDir).length;
+        scanned = true;
       };
       const timer = spec.timeoutMs
         ? setTimeout(() => {
@@ -126,7 +129,8 @@ export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner
         if (timer) clearTimeout(timer);
         spec.signal?.removeEventListener('abort', onAbort);
         killGroup(child.pid);
-        if (spec.root) await killProcessesUnder(spec.root.hostDir);
+        // Once more if the exit's scan found stragglers (they may have started others) or never ran.
+        if (spec.root && (strays > 0 || !scanned)) killProcessesUnder(spec.root.hostDir);
       }
     },
   };

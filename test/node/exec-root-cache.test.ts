@@ -439,16 +439,27 @@ describe('createExecRootCache', () => {
     expect(err.message).toBe(`failed to materialize exec root ${digestKey(other)} in ${join(tmp, 'd3')}: disk full`);
   });
 
-  it('uses cp -al by default: exec roots share their files with the template', async () => {
-    const base = await putSpec(BASE);
-    const other = await putSpec({ ...BASE, 'x.c': 'x' });
-    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates') });
-    await roots.materialize(base, join(tmp, 'd0'));
-    await roots.materialize(other, join(tmp, 'd1'));
-    await expectTree(join(tmp, 'd1'), other);
-    const [template] = await readdir(join(tmp, 'templates'));
-    expect((await stat(join(tmp, 'd1', 'include/x.h'))).ino).toBe((await stat(join(tmp, 'templates', template!, 'include/x.h'))).ino);
-  });
+  for (const [how, maxInProcess] of [
+    ['links in this process (a template of up to maxInProcess entries)', 4000],
+    ['cp -al (a larger template)', 0],
+  ] as const) {
+    it(`copies the template by ${how}: every variant right, files shared with the template`, async () => {
+      const digests = [];
+      for (const [, spec] of VARIANTS) digests.push(await putSpec(spec));
+      const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates'), maxInProcess });
+      // Without a PATH there is no cp: the in-process copy must not need one.
+      const savedPath = process.env.PATH;
+      if (maxInProcess > 0) process.env.PATH = '';
+      try {
+        for (const [i, d] of digests.entries()) await roots.materialize(d, join(tmp, `v${i}`));
+      } finally {
+        process.env.PATH = savedPath;
+      }
+      for (const [i, d] of digests.entries()) await expectTree(join(tmp, `v${i}`), d);
+      const [template] = await readdir(join(tmp, 'templates'));
+      expect((await stat(join(tmp, 'v0', 'include/x.h'))).ino).toBe((await stat(join(tmp, 'templates', template!, 'include/x.h'))).ino);
+    });
+  }
 
   it('remembers which directories are complete', () => {
     const { roots } = cache();
