@@ -3,8 +3,8 @@
  * raw stdout/stderr in base64), replaced atomically so a crash never leaves a torn
  * entry. A file that cannot be parsed is treated as a miss and removed.
  */
-import { statSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wrap } from '../common/errors.js';
 import type { ActionCache } from './action-cache.js';
@@ -72,7 +72,7 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
       try {
         // Most lookups miss: a stat that returns nothing costs less than a failed open's exception.
         if (!statSync(path, { throwIfNoEntry: false })) return undefined;
-        text = await readFile(path, 'utf8');
+        text = readFileSync(path, 'utf8'); // small: one synchronous read
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw wrap(err, `failed to read action cache entry ${path}`);

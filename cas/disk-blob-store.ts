@@ -9,7 +9,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { constants, statSync } from 'node:fs';
+import { constants, readFileSync, statSync } from 'node:fs';
+import { ensureDirSync, writeAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { notFound, wrap } from '../common/errors.js';
@@ -18,6 +19,9 @@ import { digestKey, digestMismatch, isEmptyDigest, validateDigest } from './dige
 import { createLimiter } from './concurrency.js';
 import type { DiskCacheOptions } from './disk-action-cache.js';
 import type { Digest } from './types.js';
+
+/** Blobs up to this size are written and read by synchronous calls. */
+const SMALL_BLOB = 256 * 1024;
 
 const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
 
@@ -107,10 +111,27 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     }
   };
 
+  /**
+   * A blob given whole and small enough: written by synchronous calls (flushed asynchronously
+   * when durable), see writeAndRename. Larger ones stream.
+   */
+  const put = async (d: Digest, data: Buffer): Promise<void> => {
+    validateDigest(d);
+    if (data.length > SMALL_BLOB) return putStream(d, [data]);
+    const actual = { hash: createHash('sha256').update(data).digest('hex'), sizeBytes: data.length };
+    if (actual.hash !== d.hash || actual.sizeBytes !== d.sizeBytes) throw digestMismatch(d, actual);
+    if (isEmptyDigest(d) || (await has(d))) return;
+    const dest = blobPath(d);
+    ensureDirSync(tmpDir);
+    ensureDirSync(dirname(dest));
+    await writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444, durable);
+  };
+
   const get = async (d: Digest): Promise<Buffer> => {
     if (isEmptyDigest(validateDigest(d))) return Buffer.alloc(0);
     try {
-      const data = await readFile(blobPath(d));
+      // A small blob by one synchronous read (it is almost always in the page cache).
+      const data = d.sizeBytes <= SMALL_BLOB ? readFileSync(blobPath(d)) : await readFile(blobPath(d));
       if (data.length === d.sizeBytes) return data;
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw wrap(err, `failed to read blob ${digestKey(d)}`);
@@ -145,7 +166,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     findMissing: (ds) => findMissingWith(ds, (d) => statLimit(() => has(d))),
     get,
     getStream: (d, offset, limit) => Readable.from(read(d, offset, limit), { objectMode: false }),
-    put: (d, data) => putStream(d, [data]),
+    put,
     putStream,
     localPath: (d) => (isEmptyDigest(validateDigest(d)) ? undefined : blobPath(d)),
     async putHashedFile(d, path) {
