@@ -10,7 +10,7 @@
  * from the head only walks what is new.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, linkSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, invalidArgument, wrap } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -29,9 +29,24 @@ export interface TreeChange {
   removed: string[];
 }
 
+/** An exec root lent to one action; `release` takes it back (reset for the next one, or removed). */
+export interface ExecRootLease {
+  dir: string;
+  release(): void;
+}
+
 export interface ExecRootCache {
   /** Creates `dest` (absent) holding the tree `root`, whose blobs are all in the local store. */
   materialize(root: Digest, dest: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * A directory holding the tree `root` for one action. Exec roots of a template small enough
+   * to list are kept after their action and reset to the template (a walk that puts back what
+   * the action changed: on a filesystem where mkdir and rmdir cost 60-300 µs of CPU, copying
+   * and removing a 1,500-file tree per action cost ~100 ms); others are made and removed.
+   */
+  lease(root: Digest, signal?: AbortSignal): Promise<ExecRootLease>;
+  /** Removes the exec roots kept for reuse (a node stopping leaves no action directory). */
+  close(): void;
   /** Directories known to be complete in the local store (their whole subtree). */
   isComplete(dir: Digest): boolean;
   markComplete(dirs: Digest[]): void;
@@ -47,10 +62,20 @@ export interface ExecRootCacheDeps {
   copyLinks?: (src: string, dest: string) => Promise<void>;
   /** Largest template (files, directories and symlinks) copied without a process. */
   maxInProcess?: number;
+  /** Where lent exec roots live (same filesystem; default `dir`). */
+  leaseDir?: string;
 }
 
 /** A template's entries, parents before children, for copying it without a process. */
-type Entry = { kind: 'dir'; path: string } | { kind: 'file'; path: string } | { kind: 'symlink'; path: string; target: string };
+type Entry = { kind: 'dir'; path: string } | { kind: 'file'; path: string; ino?: number } | { kind: 'symlink'; path: string; target: string };
+
+/** A listed template: its entries, and each directory's entries by name ('' is the root). */
+interface Listing {
+  entries: Entry[];
+  dirs: Map<string, Map<string, Entry>>;
+  /** The template's directory mode (every directory has it). */
+  dirMode: number;
+}
 
 function cpAl(src: string, dest: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -144,7 +169,9 @@ interface Template {
   root: Digest;
   dir: string;
   /** Its entries, when few enough to copy in this process. */
-  entries?: Entry[];
+  listing?: Listing;
+  /** Exec roots copied from it, reset and free for the next action. */
+  free: string[];
   /** Exec roots diffing against or copying this template; it is removed only at 0. */
   users: number;
 }
@@ -166,16 +193,89 @@ async function listTree(store: BlobStore, root: Digest, max: number): Promise<En
   return (await walk(root, '')) ? out : undefined;
 }
 
-/** Hard-link copy of a listed template: directories are created before what they hold. */
-function copyListed(entries: Entry[], src: string, dest: string): void {
-  mkdirSync(dest);
+/** Indexes a listed template materialised at `dir`: each directory's entries, the files' inodes. */
+function indexListing(entries: Entry[], dir: string): Listing {
+  const dirs = new Map<string, Map<string, Entry>>([['', new Map()]]);
   for (const e of entries) {
+    const slash = e.path.lastIndexOf('/');
+    dirs.get(slash < 0 ? '' : e.path.slice(0, slash))!.set(e.path.slice(slash + 1), e);
+    if (e.kind === 'dir') dirs.set(e.path, new Map());
+    else if (e.kind === 'file') e.ino = lstatSync(path.join(dir, e.path)).ino;
+  }
+  return { entries, dirs, dirMode: lstatSync(dir).mode & 0o7777 };
+}
+
+/** Hard-link copy of the listed entries under `prefix` ('' for all): directories before what they hold. */
+function copyListed(entries: Entry[], src: string, dest: string, prefix = ''): void {
+  mkdirSync(path.join(dest, prefix));
+  const under = prefix === '' ? '' : `${prefix}/`;
+  for (const e of entries) {
+    if (!e.path.startsWith(under)) continue;
     const to = path.join(dest, e.path);
     if (e.kind === 'dir') mkdirSync(to);
     else if (e.kind === 'file') linkSync(path.join(src, e.path), to);
     else symlinkSync(e.target, to);
   }
 }
+
+/**
+ * Puts exec root `dest` back to the listed template at `src`: removes what the action added,
+ * relinks files it replaced or removed (a file of the template is the same inode), restores
+ * symlinks and directories (and their mode). Every directory is read and every file looked at:
+ * no timestamp is trusted (a change within one clock tick of the last look keeps the ctime).
+ */
+function resetToTemplate(l: Listing, src: string, dest: string): void {
+  const walk = (rel: string) => {
+    const abs = rel === '' ? dest : path.join(dest, rel);
+    const st = lstatSync(abs, { throwIfNoEntry: false });
+    if (!st || !st.isDirectory()) {
+      rmSync(abs, { recursive: true, force: true });
+      copyListed(l.entries, src, dest, rel);
+      return;
+    }
+    if ((st.mode & 0o7777) !== l.dirMode) chmodSync(abs, l.dirMode);
+    const want = l.dirs.get(rel)!;
+    const seen = new Set<string>();
+    for (const d of readdirSync(abs, { withFileTypes: true })) {
+      const e = want.get(d.name);
+      const p = path.join(abs, d.name);
+      if (!e) {
+        rmSync(p, { recursive: true, force: true });
+        continue;
+      }
+      seen.add(d.name);
+      if (e.kind === 'dir') {
+        walk(e.path);
+      } else if (e.kind === 'file') {
+        if (d.isFile() && lstatSync(p).ino === e.ino) continue;
+        rmSync(p, { recursive: true, force: true });
+        linkSync(path.join(src, e.path), p);
+      } else {
+        if (d.isSymbolicLink() && readlinkSync(p) === e.target) continue;
+        rmSync(p, { recursive: true, force: true });
+        symlinkSync(e.target, p);
+      }
+    }
+    for (const [name, e] of want) {
+      if (seen.has(name)) continue;
+      if (e.kind === 'dir') copyListed(l.entries, src, dest, e.path);
+      else if (e.kind === 'file') linkSync(path.join(src, e.path), path.join(abs, name));
+      else symlinkSync(e.target, path.join(abs, name));
+    }
+  };
+  walk('');
+}
+
+const removeQuietly = (dir: string) => {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    // Left for the next start's clean-up.
+  }
+};
+
+/** Reset exec roots kept per template, free for the next action. */
+const MAX_FREE_ROOTS = 16;
 
 export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
   const maxChanges = deps.maxChanges ?? 2000;
@@ -190,11 +290,12 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
   function startRebuild(root: Digest, signal?: AbortSignal): Promise<Template> {
     const made = (async () => {
       const dir = path.join(deps.dir, `t${process.pid}-${++seq}`);
-      let entries: Entry[] | undefined;
+      let listing: Listing | undefined;
       rmSync(dir, { recursive: true, force: true });
       try {
         await materializeTree(root, deps.local, dir, { link: true, signal });
-        entries = maxInProcess >= 0 ? await listTree(deps.local, root, maxInProcess) : undefined;
+        const entries = maxInProcess >= 0 ? await listTree(deps.local, root, maxInProcess) : undefined;
+        listing = entries && indexListing(entries, dir);
       } catch (err) {
         try {
           rmSync(dir, { recursive: true, force: true });
@@ -204,7 +305,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
         throw err;
       }
       const old = template;
-      const t: Template = { root, dir, entries, users: 1 };
+      const t: Template = { root, dir, listing, free: [], users: 1 };
       template = t;
       if (old) void retire(old);
       return t;
@@ -224,11 +325,8 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
 
   async function retire(t: Template) {
     while (t.users > 0) await new Promise((r) => setTimeout(r, 50));
-    try {
-      rmSync(t.dir, { recursive: true, force: true });
-    } catch {
-      // Left for the next start's clean-up.
-    }
+    for (const d of t.free.splice(0)) removeQuietly(d);
+    removeQuietly(t.dir);
   }
 
   /**
@@ -311,7 +409,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       try {
         const { t, change } = await acquire(root, signal);
         try {
-          if (t.entries) copyListed(t.entries, t.dir, dest);
+          if (t.listing) copyListed(t.listing.entries, t.dir, dest);
           else await (deps.copyLinks ?? cpAl)(t.dir, dest);
         } finally {
           t.users--;
@@ -320,6 +418,60 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       } catch (err) {
         throw wrap(err, `failed to materialize exec root ${digestKey(root)} in ${dest}`);
       }
+    },
+    async lease(root, signal) {
+      let held: Template | undefined;
+      let dir: string | undefined;
+      try {
+        const { t, change } = await acquire(root, signal);
+        held = t;
+        if (!t.listing) {
+          // Too large to list: a copy of its own, removed after the action.
+          dir = path.join(deps.leaseDir ?? deps.dir, `a${process.pid}-${++seq}`);
+          try {
+            await (deps.copyLinks ?? cpAl)(t.dir, dir);
+          } finally {
+            t.users--;
+            held = undefined;
+          }
+          await apply(dir, change);
+          const own = dir;
+          return { dir: own, release: () => removeQuietly(own) };
+        }
+        dir = t.free.pop();
+        if (!dir) {
+          dir = path.join(deps.leaseDir ?? deps.dir, `p${process.pid}-${++seq}`);
+          copyListed(t.listing.entries, t.dir, dir);
+        }
+        await apply(dir, change);
+        const leased = dir;
+        let released = false;
+        return {
+          dir: leased,
+          release() {
+            if (released) return;
+            released = true;
+            try {
+              // Reset while the template is held: it cannot be retired meanwhile.
+              if (template === t && t.free.length < MAX_FREE_ROOTS) {
+                resetToTemplate(t.listing!, t.dir, leased);
+                t.free.push(leased);
+              } else removeQuietly(leased);
+            } catch {
+              removeQuietly(leased);
+            } finally {
+              t.users--;
+            }
+          },
+        };
+      } catch (err) {
+        if (held) held.users--;
+        if (dir) removeQuietly(dir);
+        throw wrap(err, `failed to materialize exec root ${digestKey(root)}`);
+      }
+    },
+    close() {
+      if (template) for (const d of template.free.splice(0)) removeQuietly(d);
     },
     isComplete: (d) => complete.has(digestKey(d)),
     markComplete(dirs) {

@@ -13,7 +13,7 @@ import type { ActionRunner } from '../sandbox/runner.js';
 import { confineToRoot } from '../sandbox/path-guard.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../common/platform-properties.js';
 import { decodeDirectory } from '../cas/directory.js';
-import type { ExecRootCache } from './exec-root-cache.js';
+import type { ExecRootCache, ExecRootLease } from './exec-root-cache.js';
 import type { PeerFetcher } from './peer-endpoint.js';
 
 export interface Assignment {
@@ -268,7 +268,8 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       const log = deps.log.child({ ...(a.buildId ? { buildId: a.buildId } : {}), nodeId: deps.nodeId, assignmentId: a.assignmentId, actionDigest: a.actionDigest.hash });
       const rootDigest = a.execRootDigest ?? a.action.inputRootDigest;
       const dir = path.join(deps.workDir, `a${process.pid}-${++seq}`);
-      const execRoot = path.join(dir, 'root');
+      let execRoot = path.join(dir, 'root');
+      let lease: ExecRootLease | undefined;
       const t0 = deps.clock.now();
       const fetched: FetchContext = { peers: deps.peers, sources: a.peerSources, bytes: { peer: 0, head: 0 } };
       try {
@@ -279,9 +280,13 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         }
         const t1 = deps.clock.now();
         a.onTransfer?.(fetched.bytes.peer, fetched.bytes.head);
-        await mkdir(dir, { recursive: true });
-        if (deps.roots) await deps.roots.materialize(rootDigest, execRoot, signal);
-        else await materializeTree(rootDigest, deps.local, execRoot, { link: true });
+        if (deps.roots) {
+          lease = await deps.roots.lease(rootDigest, signal);
+          execRoot = lease.dir;
+        } else {
+          await mkdir(dir, { recursive: true });
+          await materializeTree(rootDigest, deps.local, execRoot, { link: true });
+        }
         // Symlinks of the input tree may chain out of it: act only on paths that resolve inside.
         const cwd = await confineToRoot(execRoot, path.join(execRoot, a.command.workingDirectory), 'working directory');
         await mkdir(cwd, { recursive: true });
@@ -352,7 +357,8 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       } finally {
         // Synchronous: a fraction of the CPU of the promise-based walk, which a busy node pays per action.
         try {
-          rmSync(dir, { recursive: true, force: true });
+          if (lease) lease.release();
+          else rmSync(dir, { recursive: true, force: true });
         } catch (err) {
           log.warn({ err }, 'could not remove action directory');
         }

@@ -81,10 +81,11 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   let peerToken: string | undefined;
   const peerEndpoint = o.peerPort !== undefined ? await startPeerEndpoint({ host: o.host ?? '127.0.0.1', port: o.peerPort, store: local, token: () => peerToken }) : undefined;
   const peers = peerEndpoint ? createPeerFetcher({ token: () => peerToken }) : undefined;
+  const roots = createExecRootCache({ local, dir: templates, leaseDir: actionsDir });
   const executor = metrics.meter(createExecutor({
     local,
     peers,
-    roots: createExecRootCache({ local, dir: templates }),
+    roots,
     remote: o.faultInject === 'corrupt-outputs' ? createCorruptingBlobStore(remote, log) : remote,
     runner,
     workDir: actionsDir,
@@ -105,6 +106,7 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     await loop.done;
   } finally {
     // Also when the head refused this node: nothing may keep the process alive.
+    roots.close();
     await endpoints.close();
     remote.close();
     peers?.close();

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -460,6 +460,72 @@ describe('createExecRootCache', () => {
       expect((await stat(join(tmp, 'v0', 'include/x.h'))).ino).toBe((await stat(join(tmp, 'templates', template!, 'include/x.h'))).ino);
     });
   }
+
+  it('lends exec roots, resets one after its action (whatever the action did) and lends it again, each time exactly the tree asked for', async () => {
+    const base = await putSpec(BASE);
+    const digests = [];
+    for (const [, spec] of VARIANTS) digests.push(await putSpec(spec));
+    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates') });
+    const first = await roots.lease(base);
+    await expectTree(first.dir, base);
+    const template = (await readdir(join(tmp, 'templates'))).find((n) => n.startsWith('t'))!;
+    // An action that changes everything it can: adds, removes, replaces, retargets, chmods.
+    const at = (rel: string) => join(first.dir, rel);
+    await writeFile(at('src/new.o'), 'object');
+    await mkdir(at('build/deep'), { recursive: true });
+    await writeFile(at('build/deep/x'), 'x');
+    await rm(at('src/b.c'));
+    await rm(at('include'), { recursive: true });
+    await writeFile(at('src/a.c.tmp'), 'rewritten');
+    await rename(at('src/a.c.tmp'), at('src/a.c'));
+    await rm(at('lnk'));
+    await symlink('src/b.c', at('lnk'));
+    await rm(at('lib/becomes-dir'));
+    await mkdir(at('lib/becomes-dir'));
+    await rm(at('src/sub'), { recursive: true });
+    await writeFile(at('src/sub'), 'a file now');
+    await chmod(at('bin'), 0o500);
+    first.release();
+    first.release(); // twice is harmless
+    // The template never changed; the directory's mode is the template's again.
+    await expectTree(join(tmp, 'templates', template), base);
+    expect((await stat(at('bin'))).mode & 0o7777).toBe((await stat(join(tmp, 'templates', template, 'bin'))).mode & 0o7777);
+    // The reset root is lent again, for each variant in turn, and dirtied each time.
+    for (const [i, d] of digests.entries()) {
+      const l = await roots.lease(d);
+      expect(l.dir, VARIANTS[i]![0]).toBe(first.dir);
+      await expectTree(l.dir, d);
+      await writeFile(join(l.dir, `junk-${i}`), 'junk');
+      l.release();
+    }
+    const again = await roots.lease(base);
+    expect(again.dir).toBe(first.dir);
+    await expectTree(again.dir, base);
+    // Two at once: the second gets a root of its own.
+    const other = await roots.lease(base);
+    expect(other.dir).not.toBe(again.dir);
+    await expectTree(other.dir, base);
+    again.release();
+    other.release();
+    // Closing removes the roots kept for reuse.
+    roots.close();
+    await expect(lstat(again.dir)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(lstat(other.dir)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('lends a template too large to list as a copy of its own, removed when released', async () => {
+    const base = await putSpec(BASE);
+    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates'), maxInProcess: 0 });
+    const l = await roots.lease(base);
+    await expectTree(l.dir, base);
+    await writeFile(join(l.dir, 'out.o'), 'o');
+    l.release();
+    await expect(lstat(l.dir)).rejects.toMatchObject({ code: 'ENOENT' });
+    const l2 = await roots.lease(base);
+    expect(l2.dir).not.toBe(l.dir);
+    await expectTree(l2.dir, base);
+    l2.release();
+  });
 
   it('remembers which directories are complete', () => {
     const { roots } = cache();
