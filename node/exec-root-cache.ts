@@ -62,7 +62,7 @@ export interface ExecRootCacheDeps {
   copyLinks?: (src: string, dest: string) => Promise<void>;
   /** Largest template (files, directories and symlinks) copied without a process. */
   maxInProcess?: number;
-  /** Where lent exec roots live (same filesystem; default `dir`). */
+  /** Where lent exec roots live while in use (same filesystem; default `dir`); kept ones wait in `dir`. */
   leaseDir?: string;
 }
 
@@ -438,11 +438,11 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
           const own = dir;
           return { dir: own, release: () => removeQuietly(own) };
         }
-        dir = t.free.pop();
-        if (!dir) {
-          dir = path.join(deps.leaseDir ?? deps.dir, `p${process.pid}-${++seq}`);
-          copyListed(t.listing.entries, t.dir, dir);
-        }
+        // In use under leaseDir, kept under dir: a node's action directory holds only running actions.
+        dir = path.join(deps.leaseDir ?? deps.dir, `a${process.pid}-${++seq}`);
+        const kept = t.free.pop();
+        if (kept) renameSync(kept, dir);
+        else copyListed(t.listing.entries, t.dir, dir);
         await apply(dir, change);
         const leased = dir;
         let released = false;
@@ -455,7 +455,9 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
               // Reset while the template is held: it cannot be retired meanwhile.
               if (template === t && t.free.length < MAX_FREE_ROOTS) {
                 resetToTemplate(t.listing!, t.dir, leased);
-                t.free.push(leased);
+                const kept = path.join(deps.dir, `f${process.pid}-${++seq}`);
+                renameSync(leased, kept);
+                t.free.push(kept);
               } else removeQuietly(leased);
             } catch {
               removeQuietly(leased);

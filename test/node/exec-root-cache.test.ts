@@ -465,9 +465,15 @@ describe('createExecRootCache', () => {
     const base = await putSpec(BASE);
     const digests = [];
     for (const [, spec] of VARIANTS) digests.push(await putSpec(spec));
-    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates') });
+    const leaseDir = join(tmp, 'actions');
+    await mkdir(leaseDir);
+    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates'), leaseDir });
     const first = await roots.lease(base);
+    expect(await readdir(leaseDir)).toEqual([first.dir.slice(leaseDir.length + 1)]);
     await expectTree(first.dir, base);
+    // A kept root is moved back under leaseDir when lent again: the same directory (inode).
+    const firstIno = (await stat(first.dir)).ino;
+    const inoOf = async (dir: string) => (await stat(dir)).ino;
     const template = (await readdir(join(tmp, 'templates'))).find((n) => n.startsWith('t'))!;
     // An action that changes everything it can: adds, removes, replaces, retargets, chmods.
     const at = (rel: string) => join(first.dir, rel);
@@ -487,23 +493,25 @@ describe('createExecRootCache', () => {
     await chmod(at('bin'), 0o500);
     first.release();
     first.release(); // twice is harmless
-    // The template never changed; the directory's mode is the template's again.
+    expect(await readdir(leaseDir)).toEqual([]);
+    // The template never changed.
     await expectTree(join(tmp, 'templates', template), base);
-    expect((await stat(at('bin'))).mode & 0o7777).toBe((await stat(join(tmp, 'templates', template, 'bin'))).mode & 0o7777);
     // The reset root is lent again, for each variant in turn, and dirtied each time.
     for (const [i, d] of digests.entries()) {
       const l = await roots.lease(d);
-      expect(l.dir, VARIANTS[i]![0]).toBe(first.dir);
+      expect(await inoOf(l.dir), VARIANTS[i]![0]).toBe(firstIno);
       await expectTree(l.dir, d);
+      // Directory modes are the template's again (bin was made 0500).
+      if (i === 0) expect((await stat(join(l.dir, 'bin'))).mode & 0o7777).toBe((await stat(join(tmp, 'templates', template, 'bin'))).mode & 0o7777);
       await writeFile(join(l.dir, `junk-${i}`), 'junk');
       l.release();
     }
     const again = await roots.lease(base);
-    expect(again.dir).toBe(first.dir);
+    expect(await inoOf(again.dir)).toBe(firstIno);
     await expectTree(again.dir, base);
     // Two at once: the second gets a root of its own.
     const other = await roots.lease(base);
-    expect(other.dir).not.toBe(again.dir);
+    expect(await inoOf(other.dir)).not.toBe(firstIno);
     await expectTree(other.dir, base);
     again.release();
     other.release();
