@@ -4,7 +4,7 @@
  * entry. A file that cannot be parsed is treated as a miss and removed.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wrap } from '../common/errors.js';
 import type { ActionCache } from './action-cache.js';
@@ -59,10 +59,18 @@ export interface DiskCacheOptions {
    * entries, never tear one (see writeFileAtomic).
    */
   durable?: boolean;
+  /**
+   * Read and write small blobs and entries by synchronous calls (default false). For a daemon
+   * whose CPU is the limit (a head or node sharing cores with the builds): the promise API's
+   * file handles cost more CPU than the calls. Not for a client restoring many files at once,
+   * whose reads and writes the thread pool runs in parallel with its own work.
+   */
+  syncIo?: boolean;
 }
 
 export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}): ActionCache {
   const durable = opts.durable ?? true;
+  const syncIo = opts.syncIo ?? false;
   const entryPath = (d: Digest) => join(dir, d.hash.slice(0, 2), `${d.hash}-${d.sizeBytes}.json`);
 
   return {
@@ -72,7 +80,7 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
       try {
         // Most lookups miss: a stat that returns nothing costs less than a failed open's exception.
         if (!statSync(path, { throwIfNoEntry: false })) return undefined;
-        text = readFileSync(path, 'utf8'); // small: one synchronous read
+        text = syncIo ? readFileSync(path, 'utf8') : await readFile(path, 'utf8');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw wrap(err, `failed to read action cache entry ${path}`);

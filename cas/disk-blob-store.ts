@@ -34,6 +34,7 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
 
 export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): BlobStore {
   const durable = opts.durable ?? true;
+  const syncIo = opts.syncIo ?? false;
   const tmpDir = join(dir, 'tmp');
   const madeDirs = new Map<string, Promise<unknown>>();
   const statLimit = createLimiter(64);
@@ -112,12 +113,12 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
   };
 
   /**
-   * A blob given whole and small enough: written by synchronous calls (flushed asynchronously
-   * when durable), see writeAndRename. Larger ones stream.
+   * With syncIo, a blob given whole and small enough is written by synchronous calls (flushed
+   * asynchronously when durable), see writeAndRename. Others stream.
    */
   const put = async (d: Digest, data: Buffer): Promise<void> => {
     validateDigest(d);
-    if (data.length > SMALL_BLOB) return putStream(d, [data]);
+    if (!syncIo || data.length > SMALL_BLOB) return putStream(d, [data]);
     const actual = { hash: createHash('sha256').update(data).digest('hex'), sizeBytes: data.length };
     if (actual.hash !== d.hash || actual.sizeBytes !== d.sizeBytes) throw digestMismatch(d, actual);
     if (isEmptyDigest(d) || (await has(d))) return;
@@ -131,7 +132,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     if (isEmptyDigest(validateDigest(d))) return Buffer.alloc(0);
     try {
       // A small blob by one synchronous read (it is almost always in the page cache).
-      const data = d.sizeBytes <= SMALL_BLOB ? readFileSync(blobPath(d)) : await readFile(blobPath(d));
+      const data = syncIo && d.sizeBytes <= SMALL_BLOB ? readFileSync(blobPath(d)) : await readFile(blobPath(d));
       if (data.length === d.sizeBytes) return data;
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw wrap(err, `failed to read blob ${digestKey(d)}`);
@@ -171,6 +172,15 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     localPath: (d) => (isEmptyDigest(validateDigest(d)) ? undefined : blobPath(d)),
     async putHashedFile(d, path) {
       if (isEmptyDigest(validateDigest(d)) || (await has(d))) return;
+      if (syncIo && d.sizeBytes <= SMALL_BLOB) {
+        // Small: one synchronous read and write (see put).
+        const data = readFileSync(path);
+        if (data.length !== d.sizeBytes) throw digestMismatch(d, { hash: 'unknown (changed since it was hashed)', sizeBytes: data.length });
+        const dest = blobPath(d);
+        ensureDirSync(tmpDir);
+        ensureDirSync(dirname(dest));
+        return writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444, durable);
+      }
       const tmp = await newTemp();
       try {
         await copyFile(path, tmp, constants.COPYFILE_FICLONE);

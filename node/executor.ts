@@ -5,7 +5,7 @@ import type { Clock } from '../common/clock.js';
 import { Code, OrionError, statusOf, wrap } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { putHashedFile, type BlobStore } from '../cas/blob-store.js';
-import { digestKey, digestOf, digestOfFile, fromDigestKey } from '../cas/digest.js';
+import { digestKey, digestOf, digestOfFile, fromDigestKey, isEmptyDigest } from '../cas/digest.js';
 import { buildTreeFromDisk, collectTree, materializeTree, treeOf } from '../cas/merkle.js';
 import { encodeTree } from '../cas/directory.js';
 import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
@@ -198,6 +198,9 @@ async function fetchTreeIncremental(local: BlobStore, remote: BlobStore, root: D
   roots.markComplete([...visited.values()]);
 }
 
+/** Blobs up to this size are uploaded without asking the head first whether it has them. */
+const SEND_WITHOUT_ASKING = 64 * 1024;
+
 export function createExecutor(deps: ExecutorDeps): Executor {
   let seq = 0;
 
@@ -247,9 +250,18 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         outputDirectories.push({ path: rel, treeDigest });
       }
     }
-    // Send the outputs the head does not have yet.
-    const missing = await deps.remote.findMissing(toSend);
-    for (const d of missing) {
+    await sendToHead(toSend);
+    return { outputFiles, outputSymlinks, outputDirectories };
+  }
+
+  /**
+   * Uploads blobs the head may lack: small ones at once (asking first would cost a round trip
+   * as long as the upload; the head keeps its copy when it has one), larger ones after asking.
+   */
+  async function sendToHead(ds: Digest[]) {
+    const large = ds.filter((d) => d.sizeBytes > SEND_WITHOUT_ASKING);
+    const missing = [...ds.filter((d) => d.sizeBytes <= SEND_WITHOUT_ASKING && !isEmptyDigest(d)), ...(large.length > 0 ? await deps.remote.findMissing(large) : [])];
+    for (const d of new Map(missing.map((x) => [digestKey(x), x])).values()) {
       try {
         if (d.sizeBytes > 4 * 1024 * 1024) await deps.remote.putStream(d, deps.local.getStream(d));
         else await deps.remote.put(d, await deps.local.get(d));
@@ -260,7 +272,6 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         throw err;
       }
     }
-    return { outputFiles, outputSymlinks, outputDirectories };
   }
 
   return {
@@ -335,7 +346,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         const stderrDigest = digestOf(run.stderr);
         await deps.local.put(stdoutDigest, run.stdout);
         await deps.local.put(stderrDigest, run.stderr);
-        for (const d of await deps.remote.findMissing([stdoutDigest, stderrDigest])) await deps.remote.put(d, await deps.local.get(d));
+        await sendToHead([stdoutDigest, stderrDigest]);
         const t4 = deps.clock.now();
         return {
           ...outputs,

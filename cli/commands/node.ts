@@ -73,7 +73,7 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions }), metrics.headCas);
   // A cache of the head's CAS (which keeps every result durably): no flush per blob. A blob a
   // crash cut short is seen as absent and fetched again.
-  const local = createDiskBlobStore(path.join(o.workDir, 'cas'), { durable: false });
+  const local = createDiskBlobStore(path.join(o.workDir, 'cas'), { durable: false, syncIo: true });
   // Template trees from an earlier run are stale: exec roots start from a fresh one.
   const templates = path.join(o.workDir, 'templates');
   await rm(templates, { recursive: true, force: true });

@@ -116,6 +116,7 @@ describe.each(stores)('%s blob store', (_, makeStore) => {
 
 describe('disk blob store', () => {
   const data = Buffer.from('int main(){ return 0; }\n');
+  const small = data;
   const d = digestOf(data);
 
   it('stores blobs read-only in sharded directories', async () => {
@@ -128,10 +129,12 @@ describe('disk blob store', () => {
     expect((await stat(path)).mode & 0o777).toBe(0o444);
   });
 
-  it('putHashedFile stores a file by copy, read-only, and refuses one whose size is not the digest\'s; durable or not', async () => {
-    for (const durable of [true, false]) {
+  it('putHashedFile stores a file by copy, read-only, and refuses one whose size is not the digest\'s; durable or not, small (synchronous with syncIo) or large', async () => {
+    const large = Buffer.alloc(300 * 1024, 7);
+    for (const [durable, data, syncIo] of [[true, small, true], [false, small, true], [true, small, false], [true, large, true], [false, large, false]] as const) {
+      const d = digestOf(data);
       const dir = await tempDirs();
-      const store = createDiskBlobStore(join(dir, 'cas'), { durable });
+      const store = createDiskBlobStore(join(dir, 'cas'), { durable, syncIo });
       const file = join(dir, 'out.o');
       await writeFile(file, data);
       await store.putHashedFile!(d, file);
