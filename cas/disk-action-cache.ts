@@ -3,7 +3,7 @@
  * raw stdout/stderr in base64), replaced atomically so a crash never leaves a torn
  * entry. A file that cannot be parsed is treated as a miss and removed.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wrap } from '../common/errors.js';
@@ -60,17 +60,17 @@ export interface DiskCacheOptions {
    */
   durable?: boolean;
   /**
-   * Read and write small blobs and entries by synchronous calls (default false). For a daemon
-   * whose CPU is the limit (a head or node sharing cores with the builds): the promise API's
-   * file handles cost more CPU than the calls. Not for a client restoring many files at once,
-   * whose reads and writes the thread pool runs in parallel with its own work.
+   * A blob store only: read and write small blobs by synchronous calls (default false). For a daemon
+   * whose CPU is the limit (a node sharing cores with the builds): the promise API's file
+   * handles cost more CPU than the calls. Not for a client restoring many files at once, whose
+   * reads and writes the thread pool runs in parallel with its own work, and never for writes
+   * that are flushed (durable): see writeFileAtomic.
    */
   syncIo?: boolean;
 }
 
 export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}): ActionCache {
   const durable = opts.durable ?? true;
-  const syncIo = opts.syncIo ?? false;
   const entryPath = (d: Digest) => join(dir, d.hash.slice(0, 2), `${d.hash}-${d.sizeBytes}.json`);
 
   return {
@@ -80,7 +80,7 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
       try {
         // Most lookups miss: a stat that returns nothing costs less than a failed open's exception.
         if (!statSync(path, { throwIfNoEntry: false })) return undefined;
-        text = syncIo ? readFileSync(path, 'utf8') : await readFile(path, 'utf8');
+        text = await readFile(path, 'utf8');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw wrap(err, `failed to read action cache entry ${path}`);

@@ -34,7 +34,8 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
 
 export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): BlobStore {
   const durable = opts.durable ?? true;
-  const syncIo = opts.syncIo ?? false;
+  // Not with durable writes: see writeFileAtomic (a synchronous create can wait for a journal commit).
+  const syncIo = (opts.syncIo ?? false) && !durable;
   const tmpDir = join(dir, 'tmp');
   const madeDirs = new Map<string, Promise<unknown>>();
   const statLimit = createLimiter(64);
@@ -113,8 +114,8 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
   };
 
   /**
-   * With syncIo, a blob given whole and small enough is written by synchronous calls (flushed
-   * asynchronously when durable), see writeAndRename. Others stream.
+   * With syncIo (a store that does not flush), a blob given whole and small enough is written by
+   * synchronous calls, see writeAndRename. Others stream.
    */
   const put = async (d: Digest, data: Buffer): Promise<void> => {
     validateDigest(d);
@@ -125,7 +126,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     const dest = blobPath(d);
     ensureDirSync(tmpDir);
     ensureDirSync(dirname(dest));
-    await writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444, durable);
+    writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444);
   };
 
   const get = async (d: Digest): Promise<Buffer> => {
@@ -179,7 +180,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
         const dest = blobPath(d);
         ensureDirSync(tmpDir);
         ensureDirSync(dirname(dest));
-        return writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444, durable);
+        return writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444);
       }
       const tmp = await newTemp();
       try {

@@ -114,13 +114,13 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   let builds: BuildTracker | undefined;
   const registry = createNodeRegistry({ clock, heartbeatTimeoutMs: opts.heartbeatTimeoutMs });
   const metrics = createHeadMetrics({ scheduler: () => scheduler!, registry, builds: () => builds });
-  const cas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas'), { syncIo: true }), metrics.cas);
+  const cas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas')), metrics.cas);
   // The same directory, for blobs the head derives itself (Action messages, the Directories of
   // exec and key roots): not flushed one by one (a crash loses what can be computed again),
   // which cost ~15% of the head's dispatch rate. Uploaded blobs and results stay durable.
-  const derivedCas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas'), { durable: false, syncIo: true }), metrics.cas);
+  const derivedCas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas'), { durable: false }), metrics.cas);
   const caches = createInstanceCaches(
-    (dir): ActionCache => createMeteredActionCache(createCompletenessCheckingActionCache(createDiskActionCache(dir, { syncIo: true }), cas), metrics.actionCacheLookup),
+    (dir): ActionCache => createMeteredActionCache(createCompletenessCheckingActionCache(createDiskActionCache(dir), cas), metrics.actionCacheLookup),
     path.join(opts.dataDir, 'ac'),
   );
   const heartbeatIntervalMs = Math.max(50, Math.floor(opts.heartbeatTimeoutMs / 3));

@@ -31,7 +31,6 @@ function sampleResult(): ActionResult {
 describe.each<[string, () => Promise<ActionCache>]>([
   ['memory', async () => createMemoryActionCache()],
   ['disk', async () => createDiskActionCache(await tempDir())],
-  ['disk, synchronous reads (syncIo)', async () => createDiskActionCache(await tempDir(), { syncIo: true })],
 ])('%s action cache', (_, make) => {
   it('misses, then returns what was put', async () => {
     const ac = await make();
