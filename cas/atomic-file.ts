@@ -11,8 +11,9 @@
  * build it waited ~50 ms for the outputs just copied into the tree.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { close, closeSync, fdatasync, mkdirSync, open, openSync, rename, renameSync, rmSync, write, writeSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { basename, dirname, join } from 'node:path';
 
 export function tempPathFor(path: string): string {
@@ -76,12 +77,38 @@ export function writeAndRename(tmp: string, dest: string, data: Uint8Array | str
   }
 }
 
+const openP = promisify(open);
+const writeP = promisify(write);
+const fdatasyncP = promisify(fdatasync);
+const closeP = promisify(close);
+const renameP = promisify(rename);
+
 /**
- * Writes `path` atomically. A durable write goes through the thread pool: on ext4 a synchronous
- * create or rename can wait for the journal commit another thread's flush started (~0.5 ms
- * per entry measured on a head writing results), which would stall the event loop. Others
- * are synchronous calls (see writeAndRename).
+ * Writes `data` to the new file `tmp` (mode `mode`), flushes it and renames it to `dest`, on the
+ * thread pool through the callback API: a synchronous create or rename on ext4 can wait for the
+ * journal commit another thread's flush started (~0.5 ms per entry measured on a head writing
+ * results), which would stall the event loop, and the promise API's file handles cost the main
+ * thread more than the calls (~0.4 ms per file measured on a head taking uploads).
  */
+export async function writeDurableAndRename(tmp: string, dest: string, data: Uint8Array | string, mode: number): Promise<void> {
+  let fd: number | undefined;
+  try {
+    fd = await openP(tmp, 'wx', mode);
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    for (let off = 0; off < bytes.length; ) off += (await writeP(fd, bytes, off, bytes.length - off)).bytesWritten;
+    await fdatasyncP(fd);
+    const done = fd;
+    fd = undefined;
+    await closeP(done);
+    await renameP(tmp, dest);
+  } catch (err) {
+    if (fd !== undefined) await closeP(fd).catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Writes `path` atomically: flushed first when durable (writeDurableAndRename), else by synchronous calls (writeAndRename). */
 export async function writeFileAtomic(path: string, data: Uint8Array | string, opts: AtomicWriteOptions = {}): Promise<void> {
   const { mode = 0o644, durable = true } = opts;
   if (!durable) {
@@ -89,18 +116,5 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     return writeAndRename(tempPathFor(path), path, data, mode);
   }
   await mkdir(dirname(path), { recursive: true });
-  const tmp = tempPathFor(path);
-  try {
-    const fh = await open(tmp, 'wx', mode);
-    try {
-      await fh.writeFile(data);
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
+  await writeDurableAndRename(tempPathFor(path), path, data, mode);
 }

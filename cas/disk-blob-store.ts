@@ -10,7 +10,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { constants, readFileSync, statSync } from 'node:fs';
-import { ensureDirSync, writeAndRename } from './atomic-file.js';
+import { ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { notFound, wrap } from '../common/errors.js';
@@ -114,19 +114,26 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
   };
 
   /**
-   * With syncIo (a store that does not flush), a blob given whole and small enough is written by
-   * synchronous calls, see writeAndRename. Others stream.
+   * A blob given whole and small enough: with syncIo (a store that does not flush) written by
+   * synchronous calls (writeAndRename); durable, through the callback API (writeDurableAndRename).
+   * Others stream.
    */
   const put = async (d: Digest, data: Buffer): Promise<void> => {
     validateDigest(d);
-    if (!syncIo || data.length > SMALL_BLOB) return putStream(d, [data]);
+    if (data.length > SMALL_BLOB || (!syncIo && !durable)) return putStream(d, [data]);
     const actual = { hash: createHash('sha256').update(data).digest('hex'), sizeBytes: data.length };
     if (actual.hash !== d.hash || actual.sizeBytes !== d.sizeBytes) throw digestMismatch(d, actual);
     if (isEmptyDigest(d) || (await has(d))) return;
     const dest = blobPath(d);
-    ensureDirSync(tmpDir);
-    ensureDirSync(dirname(dest));
-    writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444);
+    const tmp = join(tmpDir, `${process.pid}.${randomUUID()}`);
+    if (syncIo) {
+      ensureDirSync(tmpDir);
+      ensureDirSync(dirname(dest));
+      return writeAndRename(tmp, dest, data, 0o444);
+    }
+    await ensureDir(tmpDir);
+    await ensureDir(dirname(dest));
+    await writeDurableAndRename(tmp, dest, data, 0o444);
   };
 
   const get = async (d: Digest): Promise<Buffer> => {

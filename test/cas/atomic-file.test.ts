@@ -45,11 +45,17 @@ describe('disk blob store, small blobs by synchronous calls (syncIo)', () => {
     expect(await readdir(join(dir, 'cas', 'tmp'))).toEqual([]);
   });
 
-  it('refuses a small blob whose bytes do not match its digest, storing nothing', async () => {
-    const dir = await tempDir();
-    const store = createDiskBlobStore(join(dir, 'cas'), { durable: false, syncIo: true });
-    const d = digestOf(Buffer.from('right'));
-    await expect(store.put(d, Buffer.from('wrong'))).rejects.toThrow(/digest|mismatch/i);
-    expect(await store.has(d)).toBe(false);
+  it('refuses a small blob whose bytes do not match its digest, storing nothing; durable (flushed through the thread pool) or synchronous', async () => {
+    for (const opts of [{ durable: false, syncIo: true }, { durable: true }]) {
+      const dir = await tempDir();
+      const store = createDiskBlobStore(join(dir, 'cas'), opts);
+      const d = digestOf(Buffer.from('right'));
+      await expect(store.put(d, Buffer.from('wrong'))).rejects.toThrow(/digest|mismatch/i);
+      expect(await store.has(d)).toBe(false);
+      await store.put(d, Buffer.from('right'));
+      expect((await store.get(d)).toString()).toBe('right');
+      expect((await stat(store.localPath!(d)!)).mode & 0o777).toBe(0o444);
+      expect(await readdir(join(dir, 'cas', 'tmp'))).toEqual([]);
+    }
   });
 });
