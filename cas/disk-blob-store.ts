@@ -20,7 +20,7 @@ import { createLimiter } from './concurrency.js';
 import type { DiskCacheOptions } from './disk-action-cache.js';
 import type { Digest } from './types.js';
 
-/** Blobs up to this size are written and read by synchronous calls. */
+/** Blobs up to this size are written whole (not streamed), and read by synchronous calls with syncIo. */
 const SMALL_BLOB = 256 * 1024;
 
 const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
@@ -124,16 +124,17 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     const actual = { hash: createHash('sha256').update(data).digest('hex'), sizeBytes: data.length };
     if (actual.hash !== d.hash || actual.sizeBytes !== d.sizeBytes) throw digestMismatch(d, actual);
     if (isEmptyDigest(d) || (await has(d))) return;
-    const dest = blobPath(d);
-    const tmp = join(tmpDir, `${process.pid}.${randomUUID()}`);
-    if (syncIo) {
-      ensureDirSync(tmpDir);
-      ensureDirSync(dirname(dest));
-      return writeAndRename(tmp, dest, data, 0o444);
-    }
+    if (syncIo) return putSync(d, data);
     await ensureDir(tmpDir);
-    await ensureDir(dirname(dest));
-    await writeDurableAndRename(tmp, dest, data, 0o444);
+    await ensureDir(dirname(blobPath(d)));
+    await writeDurableAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), blobPath(d), data, 0o444);
+  };
+
+  /** Stores verified bytes by synchronous calls (syncIo stores only). */
+  const putSync = (d: Digest, data: Buffer): void => {
+    ensureDirSync(tmpDir);
+    ensureDirSync(dirname(blobPath(d)));
+    writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), blobPath(d), data, 0o444);
   };
 
   const get = async (d: Digest): Promise<Buffer> => {
@@ -184,10 +185,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
         // Small: one synchronous read and write (see put).
         const data = readFileSync(path);
         if (data.length !== d.sizeBytes) throw digestMismatch(d, { hash: 'unknown (changed since it was hashed)', sizeBytes: data.length });
-        const dest = blobPath(d);
-        ensureDirSync(tmpDir);
-        ensureDirSync(dirname(dest));
-        return writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), dest, data, 0o444);
+        return putSync(d, data);
       }
       const tmp = await newTemp();
       try {

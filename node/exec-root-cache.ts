@@ -297,11 +297,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
         const entries = maxInProcess >= 0 ? await listTree(deps.local, root, maxInProcess) : undefined;
         listing = entries && indexListing(entries, dir);
       } catch (err) {
-        try {
-          rmSync(dir, { recursive: true, force: true });
-        } catch {
-          // Left for the next start's clean-up.
-        }
+        removeQuietly(dir);
         throw err;
       }
       const old = template;
@@ -363,6 +359,12 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     }
   }
 
+  /** A hard-link copy of the template at `dest` (absent). */
+  async function copyTemplate(t: Template, dest: string) {
+    if (t.listing) copyListed(t.listing.entries, t.dir, dest);
+    else await (deps.copyLinks ?? cpAl)(t.dir, dest);
+  }
+
   /** Puts one changed file in place (synchronous calls: a few µs each, against ~20 µs through promises). */
   async function place(dest: string, f: TreeChange['files'][number]) {
     const abs = path.join(dest, f.path);
@@ -409,8 +411,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       try {
         const { t, change } = await acquire(root, signal);
         try {
-          if (t.listing) copyListed(t.listing.entries, t.dir, dest);
-          else await (deps.copyLinks ?? cpAl)(t.dir, dest);
+          await copyTemplate(t, dest);
         } finally {
           t.users--;
         }
@@ -420,57 +421,49 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       }
     },
     async lease(root, signal) {
+      // In use under leaseDir, kept under dir: a node's action directory holds only running actions.
+      const dir = path.join(deps.leaseDir ?? deps.dir, `a${process.pid}-${++seq}`);
       let held: Template | undefined;
-      let dir: string | undefined;
       try {
         const { t, change } = await acquire(root, signal);
         held = t;
-        if (!t.listing) {
-          // Too large to list: a copy of its own, removed after the action.
-          dir = path.join(deps.leaseDir ?? deps.dir, `a${process.pid}-${++seq}`);
-          try {
-            await (deps.copyLinks ?? cpAl)(t.dir, dir);
-          } finally {
-            t.users--;
-            held = undefined;
-          }
-          await apply(dir, change);
-          const own = dir;
-          return { dir: own, release: () => removeQuietly(own) };
-        }
-        // In use under leaseDir, kept under dir: a node's action directory holds only running actions.
-        dir = path.join(deps.leaseDir ?? deps.dir, `a${process.pid}-${++seq}`);
-        const kept = t.free.pop();
+        const kept = t.listing ? t.free.pop() : undefined;
         if (kept) renameSync(kept, dir);
-        else copyListed(t.listing.entries, t.dir, dir);
+        else await copyTemplate(t, dir);
+        // A template too large to list is not needed after the copy: that root is removed after its action.
+        if (!t.listing) {
+          t.users--;
+          held = undefined;
+        }
         await apply(dir, change);
-        const leased = dir;
-        let released = false;
-        return {
-          dir: leased,
-          release() {
-            if (released) return;
-            released = true;
-            try {
-              // Reset while the template is held: it cannot be retired meanwhile.
-              if (template === t && t.free.length < MAX_FREE_ROOTS) {
-                resetToTemplate(t.listing!, t.dir, leased);
-                const kept = path.join(deps.dir, `f${process.pid}-${++seq}`);
-                renameSync(leased, kept);
-                t.free.push(kept);
-              } else removeQuietly(leased);
-            } catch {
-              removeQuietly(leased);
-            } finally {
-              t.users--;
-            }
-          },
-        };
       } catch (err) {
         if (held) held.users--;
-        if (dir) removeQuietly(dir);
+        removeQuietly(dir);
         throw wrap(err, `failed to materialize exec root ${digestKey(root)}`);
       }
+      const t = held;
+      if (!t) return { dir, release: () => removeQuietly(dir) };
+      let released = false;
+      return {
+        dir,
+        release() {
+          if (released) return;
+          released = true;
+          try {
+            // Reset while the template is held: it cannot be retired meanwhile.
+            if (template === t && t.free.length < MAX_FREE_ROOTS) {
+              resetToTemplate(t.listing!, t.dir, dir);
+              const kept = path.join(deps.dir, `f${process.pid}-${++seq}`);
+              renameSync(dir, kept);
+              t.free.push(kept);
+            } else removeQuietly(dir);
+          } catch {
+            removeQuietly(dir);
+          } finally {
+            t.users--;
+          }
+        },
+      };
     },
     close() {
       if (template) for (const d of template.free.splice(0)) removeQuietly(d);
