@@ -3,8 +3,8 @@
  * raw stdout/stderr in base64), replaced atomically so a crash never leaves a torn
  * entry. A file that cannot be parsed is treated as a miss and removed.
  */
-import { statSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wrap } from '../common/errors.js';
 import type { ActionCache } from './action-cache.js';
@@ -80,7 +80,8 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
       try {
         // Most lookups miss: a stat that returns nothing costs less than a failed open's exception.
         if (!statSync(path, { throwIfNoEntry: false })) return undefined;
-        text = await readFile(path, 'utf8');
+        // Entries are a few hundred bytes: a synchronous read costs microseconds, a file handle ~0.4 ms.
+        text = readFileSync(path, 'utf8');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw wrap(err, `failed to read action cache entry ${path}`);

@@ -10,7 +10,8 @@
  * after another (CI steps, an edit moments later) then still finds the
  * outputs it just wrote in the cache instead of hashing them again.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { resolve } from 'node:path';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -42,6 +43,8 @@ export interface StatCache {
    * does not hash the outputs of this one again (a cold build's ~60 MB on Redis).
    */
   remember(path: string, stats: Stats, digest: Digest): void;
+  /** The cached digest of the file whose lstat is `stats`, when it is unchanged; nothing is hashed. */
+  peek(path: string, stats: Stats): Digest | undefined;
   /** Writes the cache atomically if anything changed since it was loaded. */
   save(): Promise<void>;
   /** Files this process had to hash (new, or changed since they were cached): what an edit touched. */
@@ -53,9 +56,10 @@ export interface StatCacheDeps {
   clock?: Clock;
 }
 
-async function load(file: string): Promise<Map<string, Entry>> {
+/** Synchronous: the cache is read before the tree's first walk, which needs it at once. */
+function load(file: string): Map<string, Entry> {
   try {
-    const o = JSON.parse(await readFile(file, 'utf8')) as { version?: number; entries?: Record<string, Entry> };
+    const o = JSON.parse(readFileSync(file, 'utf8')) as { version?: number; entries?: Record<string, Entry> };
     if (o.version === FORMAT_VERSION && o.entries && typeof o.entries === 'object') return new Map(Object.entries(o.entries));
   } catch {
     // Missing or corrupt: start empty, the next save replaces it.
@@ -66,9 +70,13 @@ async function load(file: string): Promise<Map<string, Entry>> {
 export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCache {
   const hashFile = deps.hashFile ?? digestOfFile;
   const clock = deps.clock ?? systemClock;
-  let entries: Promise<Map<string, Entry>> | undefined;
+  let entries: Map<string, Entry> | undefined;
   let dirty = false;
   const loaded = () => (entries ??= load(file));
+  const lookup = (abs: string, st: Stats): Digest | undefined => {
+    const e = loaded().get(abs);
+    return e && e[0] === st.size && e[1] === st.mtimeMs && e[2] === st.ino && e[3] === st.ctimeMs ? { hash: e[4], sizeBytes: st.size } : undefined;
+  };
   const hashed = new Set<string>();
 
   return {
@@ -76,11 +84,10 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
     async digestFileCached(path, stats) {
       const abs = resolve(path);
       const st = stats ?? (await stat(abs));
-      const map = await loaded();
+      const known = lookup(abs, st);
+      if (known) return known;
+      const map = loaded();
       const e = map.get(abs);
-      if (e && e[0] === st.size && e[1] === st.mtimeMs && e[2] === st.ino && e[3] === st.ctimeMs) {
-        return { hash: e[4], sizeBytes: st.size };
-      }
       const hashedAt = clock.now();
       hashed.add(abs);
       const d = await hashFile(abs);
@@ -96,15 +103,13 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
     },
     remember(path, st, digest) {
       if (!st.isFile() || st.size !== digest.sizeBytes) return;
-      const abs = resolve(path);
-      void loaded().then((map) => {
-        map.set(abs, [st.size, st.mtimeMs, st.ino, st.ctimeMs, digest.hash]);
-        dirty = true;
-      });
+      loaded().set(resolve(path), [st.size, st.mtimeMs, st.ino, st.ctimeMs, digest.hash]);
+      dirty = true;
     },
+    peek: (path, st) => lookup(path, st),
     async save() {
       if (!dirty) return;
-      const map = await loaded();
+      const map = loaded();
       dirty = false;
       try {
         await writeFileAtomic(file, JSON.stringify({ version: FORMAT_VERSION, entries: Object.fromEntries(map) }), { durable: false });

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { encodeActionMessage, encodeCommandMessage } from '../../cas/proto-wire.js';
 import { digestOf } from '../../cas/digest.js';
-import { buildTreeFromEntries, type MerkleTree, type TreeFileEntry } from '../../cas/merkle.js';
+import type { MerkleTree, TreeFileEntry } from '../../cas/merkle.js';
 import type { Action, Command, Digest } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
@@ -18,6 +18,7 @@ import type { DepManifest } from './dep-manifest.js';
 import type { IncludeScanner } from './include-scanner.js';
 import type { ProjectFiles } from './project-files.js';
 import type { ToolResolver } from './tool-resolver.js';
+import { inputRootOf, type TreeMemo } from './tree-memo.js';
 
 /** Environment variables that reach the key (and remote actions); everything else is the machine's own. */
 export const KEYED_ENV = ['SOURCE_DATE_EPOCH', 'LANG', 'LC_ALL', 'LC_MESSAGES', 'LC_CTYPE', 'TZ'];
@@ -26,8 +27,8 @@ export interface ActionKey {
   actionDigest: Digest;
   action: Action;
   command: Command;
-  /** Encoded Action, Command and the key input root's directories, by digest key. */
-  blobs: Map<string, Buffer>;
+  /** Encoded Action, Command and the key input root's directories, by digest key (built on first use). */
+  readonly blobs: Map<string, Buffer>;
   inputRoot: MerkleTree;
   /** Absolute paths of the files the key covers, with their digest ('-' when absent). */
   inputs: Map<string, string>;
@@ -51,6 +52,8 @@ export interface KeyDeps {
   manifest: DepManifest;
   tools: ToolResolver;
   env: Record<string, string | undefined>;
+  /** Input roots built by earlier builds (their digests, by what they hold). */
+  trees?: TreeMemo;
 }
 
 function relTo(from: string, to: string): string {
@@ -110,7 +113,7 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
     if (s && !rel.startsWith('..') && !path.isAbsolute(rel)) tree.push({ path: rel, digest: s.digest, isExecutable: s.isExecutable });
     else external.push(`${f}\u0000${s ? `${s.digest.hash}/${s.digest.sizeBytes}` : '-'}`);
   });
-  const inputRoot = buildTreeFromEntries(tree);
+  const inputRoot = inputRootOf(tree, deps.trees);
 
   const tool = await deps.tools.resolve(a.argv[0]!, a.cwd, a.env?.PATH ?? deps.env.PATH);
   const cwdRel = path.relative(root, a.cwd);
@@ -154,8 +157,26 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   const action: Action = { commandDigest, inputRootDigest: inputRoot.rootDigest, doNotCache: false };
   const actionBlob = encodeActionMessage(action);
   const actionDigest = digestOf(actionBlob);
-  const blobs = new Map<string, Buffer>(inputRoot.directories);
-  blobs.set(`${commandDigest.hash}/${commandDigest.sizeBytes}`, commandBlob);
-  blobs.set(`${actionDigest.hash}/${actionDigest.sizeBytes}`, actionBlob);
-  return { actionDigest, action, command, blobs, inputRoot, inputs: covered, compiler, depfileRel, depfileAbs, remotable, ...(produced ? { producedInputs } : {}) };
+  let blobs: Map<string, Buffer> | undefined;
+  return {
+    actionDigest,
+    action,
+    command,
+    // A cache hit needs none of them: the input root's Directories are built when first asked for.
+    get blobs() {
+      if (!blobs) {
+        blobs = new Map<string, Buffer>(inputRoot.directories);
+        blobs.set(`${commandDigest.hash}/${commandDigest.sizeBytes}`, commandBlob);
+        blobs.set(`${actionDigest.hash}/${actionDigest.sizeBytes}`, actionBlob);
+      }
+      return blobs;
+    },
+    inputRoot,
+    inputs: covered,
+    compiler,
+    depfileRel,
+    depfileAbs,
+    remotable,
+    ...(produced ? { producedInputs } : {}),
+  };
 }

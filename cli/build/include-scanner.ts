@@ -21,6 +21,12 @@ export interface IncludeScanner {
 export function createIncludeScanner(root: string): IncludeScanner {
   const directives = new Map<string, Promise<{ quoted: boolean; name: string }[]>>();
   const existence = new Map<string, boolean>();
+  /**
+   * Where an #include resolved, by the directories searched and the name: compiles of
+   * one project share their flags, so most lookups were made before. Forgotten whenever
+   * a path whose existence was looked at is invalidated.
+   */
+  let resolved = new Map<string, string | null>();
   const under = root.endsWith('/') ? root : root + '/';
 
   const exists = (p: string) => {
@@ -55,23 +61,28 @@ export function createIncludeScanner(root: string): IncludeScanner {
       const seen = new Set<string>();
       const unresolved = new Set<string>();
       const queue = [...files];
+      const dirsKey = `${quoteDirs.join('\u0000')}\u0001${searchDirs.join('\u0000')}`;
       while (queue.length > 0) {
         const batch = queue.splice(0, queue.length);
         const lists = await Promise.all(batch.map(async (f) => ({ f, incs: await read(f) })));
         for (const { f, incs } of lists) {
           for (const inc of incs) {
-            let hit: string | undefined;
-            if (path.isAbsolute(inc.name)) {
-              hit = exists(inc.name) ? inc.name : undefined;
-            } else {
-              const dirs = inc.quoted ? [path.dirname(f), ...quoteDirs, ...searchDirs] : searchDirs;
-              for (const d of dirs) {
-                const cand = path.join(d, inc.name);
-                if (exists(cand)) {
-                  hit = cand;
-                  break;
+            const memoKey = `${inc.quoted ? path.dirname(f) : ''}\u0000${inc.name}\u0001${dirsKey}`;
+            let hit = resolved.get(memoKey) ?? undefined;
+            if (!resolved.has(memoKey)) {
+              if (path.isAbsolute(inc.name)) {
+                hit = exists(inc.name) ? inc.name : undefined;
+              } else {
+                const dirs = inc.quoted ? [path.dirname(f), ...quoteDirs, ...searchDirs] : searchDirs;
+                for (const d of dirs) {
+                  const cand = path.join(d, inc.name);
+                  if (exists(cand)) {
+                    hit = cand;
+                    break;
+                  }
                 }
               }
+              resolved.set(memoKey, hit ?? null);
             }
             if (!hit) {
               unresolved.add(`${inc.quoted ? '"' : '<'}${inc.name}${inc.quoted ? '"' : '>'}`);
@@ -90,7 +101,7 @@ export function createIncludeScanner(root: string): IncludeScanner {
     invalidate(files) {
       for (const f of files) {
         directives.delete(f);
-        existence.delete(f);
+        if (existence.delete(f)) resolved = new Map();
       }
     },
   };

@@ -1,6 +1,6 @@
 /** Writes cached or remote outputs into the project tree, exactly where the build would. */
-import { chmod, copyFile, lstat, mkdir, readlink, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
-import { constants, createWriteStream } from 'node:fs';
+import { copyFile, lstat, mkdir, readlink, rm, stat, symlink, utimes } from 'node:fs/promises';
+import { chmodSync, constants, createWriteStream, lstatSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Code, OrionError } from '../../common/errors.js';
@@ -33,11 +33,12 @@ export async function writeOutputs(result: ActionResult, cwd: string, files: Pro
     await confineToRoot(files.root, abs, 'output', 'the project');
     const current = await files.state(abs);
     if (current && current.digest.hash === f.digest.hash && current.isExecutable === f.isExecutable) continue;
-    await mkdir(path.dirname(abs), { recursive: true });
+    // Synchronous metadata calls (microseconds each); the copy itself runs on the thread pool.
+    mkdirSync(path.dirname(abs), { recursive: true });
     const tmp = `${abs}.orion-tmp-${process.pid}`;
     await copyFromCas(cas, f.digest, tmp, f.isExecutable ? 0o755 : 0o644);
-    await rename(tmp, abs);
-    files.record(abs, f.digest, await lstat(abs));
+    renameSync(tmp, abs);
+    files.record(abs, f.digest, lstatSync(abs));
     written++;
   }
   for (const s of result.outputSymlinks) {
@@ -68,14 +69,16 @@ async function copyFromCas(cas: BlobStore, d: Digest, dest: string, mode: number
       throw err;
     }
     // As a stream read would: a stored file of the wrong size is no copy of the blob.
-    if ((await stat(dest)).size !== d.sizeBytes) {
+    const st = statSync(dest);
+    if (st.size !== d.sizeBytes) {
       await rm(dest, { force: true });
       throw new OrionError(Code.NOT_FOUND, `blob ${d.hash}/${d.sizeBytes} not found (stored file has another size)`);
     }
-  } else {
-    await pipeline(cas.getStream(d), createWriteStream(dest, { mode }));
+    if ((st.mode & 0o7777) !== mode) chmodSync(dest, mode);
+    return;
   }
-  await chmod(dest, mode);
+  await pipeline(cas.getStream(d), createWriteStream(dest, { mode }));
+  chmodSync(dest, mode);
 }
 
 const exists = (p: string) => stat(p).then(() => true, () => false);

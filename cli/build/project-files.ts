@@ -53,14 +53,15 @@ export interface ProjectFiles {
 const IGNORED = new Set(['.git', '.hg', '.svn', '.orion', '.orion-deps']);
 
 export function snapshotHash(entries: ReadonlyMap<string, Entry>): string {
-  const h = createHash('sha256');
+  // One update of the joined lines: an update per entry cost ~5 µs each (~10 ms on Redis).
+  const lines: string[] = [];
   for (const p of [...entries.keys()].sort()) {
     const e = entries.get(p)!;
-    if (e.kind === 'file') h.update(`${p}\u0000${e.state.digest.hash}\u0000${e.state.isExecutable ? 'x' : '-'}\n`);
-    else if (e.kind === 'symlink') h.update(`${p}\u0000->${e.target}\n`);
-    else h.update(`${p}\u0000/\n`);
+    if (e.kind === 'file') lines.push(`${p}\u0000${e.state.digest.hash}\u0000${e.state.isExecutable ? 'x' : '-'}\n`);
+    else if (e.kind === 'symlink') lines.push(`${p}\u0000->${e.target}\n`);
+    else lines.push(`${p}\u0000/\n`);
   }
-  return h.digest('hex');
+  return createHash('sha256').update(lines.join('')).digest('hex');
 }
 
 const stateFrom = (digest: Digest, st: Stats): FileState => ({ digest, isExecutable: (st.mode & 0o100) !== 0, mtimeMs: st.mtimeMs });
@@ -178,8 +179,23 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
         const next = new Map<string, Entry>();
         for (const s of listing.symlinks) next.set(s.path, { kind: 'symlink', target: s.target });
         for (const d of listing.dirs) next.set(d, { kind: 'dir' });
+        // Unchanged files are answered from the stat cache synchronously; only the others are hashed.
+        const toHash: string[] = [];
+        const prefix = root.endsWith('/') ? root : `${root}/`;
+        for (const rel of listing.files) {
+          const abs = prefix + rel;
+          const st = listing.stats.get(rel)!;
+          const known = statCache.peek(abs, st);
+          if (!known) {
+            toHash.push(rel);
+            continue;
+          }
+          const state = stateFrom(known, st);
+          states.set(abs, Promise.resolve(state));
+          next.set(rel, { kind: 'file', state });
+        }
         await Promise.all(
-          listing.files.map(async (rel) => {
+          toHash.map(async (rel) => {
             const abs = path.join(root, rel);
             const state = await stateOf(abs, listing.stats.get(rel)!);
             states.set(abs, Promise.resolve(state));

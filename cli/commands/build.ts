@@ -15,6 +15,7 @@ import { loadOrExtractGraph } from '../build/graph-cache.js';
 import { createIncludeScanner } from '../build/include-scanner.js';
 import { createInPlaceExecutor } from '../build/in-place-executor.js';
 import { loadKeyHistory } from '../build/key-history.js';
+import { loadTreeMemo } from '../build/tree-memo.js';
 import { createProjectFiles } from '../build/project-files.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
 import { createToolResolver } from '../build/tool-resolver.js';
@@ -75,7 +76,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   });
   const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false }), localCas);
   const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
-  const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.json`));
+  const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.jsonl`), { eager: o.explain });
   const timeline = createTimeline();
   const shown = o.tty && !o.quiet ? createTtyReporter(sink, { verbose: o.verbose, root, columns: o.tty.columns }) : createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
   const reporter = fanOutReporter(shown, timeline);
@@ -87,7 +88,8 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   if (buildId && o.verbose) sink.stderr(`orion: build ${buildId} on ${o.head}\n`);
   const runner = createProcessRunner();
   const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
-  const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env };
+  const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
+  const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees };
 
   let head: HeadConnection | undefined;
   try {
@@ -132,7 +134,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     }
     throw err;
   } finally {
-    await Promise.all([statCache.save(), manifest.save(), history.save()]);
+    await Promise.all([statCache.save(), manifest.save(), history.save(), trees.save()]);
     head?.close();
   }
 }

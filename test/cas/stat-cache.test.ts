@@ -184,3 +184,24 @@ describe('stat cache', () => {
     expect(h.calls.length).toBe(2);
   });
 });
+
+describe('stat cache peek', () => {
+  it('answers an unchanged file from the saved cache without hashing, and nothing for a changed one', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.c');
+    await writeFile(path, 'int a;');
+    const file = join(dir, 'stat-cache.json');
+    const first = createStatCache(file, { clock: laterClock() });
+    await first.digestFileCached(path);
+    await first.save();
+
+    const h = countingHasher();
+    const second = createStatCache(file, { ...h, clock: laterClock() });
+    const { lstatSync } = await import('node:fs');
+    expect(second.peek(path, lstatSync(path))).toEqual(digestOf(Buffer.from('int a;')));
+    await writeFile(path, 'int b;');
+    expect(second.peek(path, lstatSync(path))).toBeUndefined();
+    expect(h.calls).toEqual([]);
+    expect(second.rehashed().size).toBe(0);
+  });
+});
