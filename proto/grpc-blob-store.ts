@@ -27,8 +27,17 @@ export interface GrpcBlobStoreOptions {
 }
 
 export interface RemoteBlobStore extends BlobStore {
+  /**
+   * Uploads many small blobs (each at most BATCH_LIMIT bytes) in BatchUpdateBlobs
+   * requests of up to BATCH_LIMIT bytes, a few at once. Returns the digests the head
+   * refused as not matching their bytes; any other refusal throws.
+   */
+  putMany(blobs: { digest: Digest; data: Buffer }[]): Promise<Digest[]>;
   close(): void;
 }
+
+/** Largest blob putMany takes (larger ones go by ByteStream Write). */
+export const PUT_MANY_MAX_BLOB = 1024 * 1024;
 
 function call<Req, Res>(fn: (req: Req, cb: (err: Error | null, res: Res) => void) => unknown, req: Req, what: string): Promise<Res> {
   return new Promise((resolve, reject) => {
@@ -172,10 +181,46 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
     });
   }
 
+  async function putMany(blobs: { digest: Digest; data: Buffer }[]): Promise<Digest[]> {
+    const batches: { digest: Digest; data: Buffer }[][] = [];
+    let batch: { digest: Digest; data: Buffer }[] = [];
+    let bytes = 0;
+    for (const b of blobs) {
+      if (isEmptyDigest(b.digest)) continue;
+      if (b.data.length > PUT_MANY_MAX_BLOB) throw new OrionError(Code.INVALID_ARGUMENT, `putMany: blob ${digestKey(b.digest)} is larger than ${PUT_MANY_MAX_BLOB} bytes`);
+      // Leave room for the request's framing (digests, field tags) under the head's limit.
+      if (batch.length > 0 && (bytes + b.data.length > BATCH_LIMIT - 64 * 1024 || batch.length >= 1000)) {
+        batches.push(batch);
+        batch = [];
+        bytes = 0;
+      }
+      batch.push(b);
+      bytes += b.data.length;
+    }
+    if (batch.length > 0) batches.push(batch);
+    const refused: Digest[] = [];
+    await Promise.all(
+      Array.from({ length: Math.min(4, batches.length) }, async () => {
+        for (let next = batches.shift(); next; next = batches.shift()) {
+          const requests = next.map((b) => ({ digest: digestToPb(b.digest), data: b.data, compressor: 0 }));
+          const res = await call<unknown, BatchUpdateBlobsResponse>(cas.batchUpdateBlobs.bind(cas) as never, { instanceName, requests, digestFunction: 0 }, 'BatchUpdateBlobs');
+          for (const r of res.responses) {
+            if (!r.status || r.status.code === 0) continue;
+            const d = { hash: r.digest?.hash ?? '', sizeBytes: Number(r.digest?.sizeBytes ?? 0) };
+            if (r.status.code === Code.INVALID_ARGUMENT) refused.push(d);
+            else throw new OrionError(r.status.code as Code, `uploading ${digestKey(d)}: ${r.status.message}`);
+          }
+        }
+      }),
+    );
+    return refused;
+  }
+
   return {
     async has(d) {
       return (await findMissing([d])).length === 0;
     },
+    putMany,
     findMissing,
     get,
     getMany,

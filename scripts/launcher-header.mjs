@@ -3,12 +3,16 @@
 // (~50 ms for Debian's CA bundle, on every `orion build`), and Orion needs it only for TLS to a
 // head, where common/extra-ca-certs.ts hands it back. `node dist/orion.mjs` still works: to JavaScript
 // the second line is a string and a comment.
+// It also gives `orion head` a larger libuv thread pool (16 threads unless UV_THREADPOOL_SIZE is
+// set): the head's durable uploads end in an fdatasync each, run on that pool, and ext4 commits
+// concurrent flushes in one journal transaction. Node reads the variable when the pool starts,
+// which its module loader does before any of Orion runs, so only the environment can set it.
 import { readFileSync, writeFileSync } from 'node:fs';
 
 const file = process.argv[2];
 const HEADER = [
   '#!/bin/sh',
-  `':' //; if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ORION_NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export ORION_NODE_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; fi; exec node "$0" "$@"`,
+  `':' //; if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ORION_NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export ORION_NODE_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; fi; if [ "\${1:-}" = head ] && [ -z "\${UV_THREADPOOL_SIZE:-}" ]; then UV_THREADPOOL_SIZE=16; export UV_THREADPOOL_SIZE; fi; exec node "$0" "$@"`,
 ];
 const lines = readFileSync(file, 'utf8').split('\n');
 if (!lines[0].startsWith('#!')) throw new Error(`${file}: expected a #! first line, found ${JSON.stringify(lines[0])}`);

@@ -230,3 +230,59 @@ describe('GrpcBlobStore.getMany against a misbehaving server', () => {
     expect(err.message).toBe('BatchReadBlobs: quota exceeded');
   });
 });
+
+const BATCH_UPDATE = '/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs';
+const BYTESTREAM_WRITE = '/google.bytestream.ByteStream/Write';
+
+describe('GrpcBlobStore.putMany against a head', () => {
+  let tmp: string;
+  let head: Head;
+  let sent: Sent[];
+  let cas: Batching;
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'orion-putmany-'));
+    head = await startHead({ listen: '127.0.0.1:0', dataDir: path.join(tmp, 'head'), heartbeatTimeoutMs: 60_000, log: silentLogger() });
+  });
+  afterAll(async () => {
+    await head.stop();
+    await rm(tmp, { recursive: true, force: true });
+  });
+  beforeEach(() => {
+    sent = [];
+    cas = client(head.address, sent);
+  });
+  afterEach(() => cas.close());
+
+  it('stores every blob through BatchUpdateBlobs requests under 2 MiB and 1000 blobs each, none by ByteStream', async () => {
+    const blobs = [...Array.from({ length: 1500 }, (_, i) => blob(`put tiny ${i}`, 16)), ...Array.from({ length: 25 }, (_, i) => blob(`put big ${i}`, 300 * 1024))].map((data) => ({ digest: digestOf(data), data }));
+
+    expect(await cas.putMany([...blobs, { digest: EMPTY_DIGEST, data: Buffer.alloc(0) }])).toEqual([]);
+
+    for (const b of blobs) expect((await head.cas.get(b.digest)).equals(b.data)).toBe(true);
+    const batches = sent.filter((s) => s.path === BATCH_UPDATE).map((s) => (s.message as { requests: { digest: { hash: string; sizeBytes: unknown }; data: Uint8Array }[] }).requests);
+    expect(batches.length).toBeGreaterThan(1);
+    for (const b of batches) {
+      expect(b.length).toBeLessThanOrEqual(1000);
+      expect(b.reduce((n, r) => n + r.data.length, 0)).toBeLessThanOrEqual(2 * MiB);
+    }
+    expect(batches.flat().map((r) => r.digest.hash).sort()).toEqual(blobs.map((b) => b.digest.hash).sort());
+    expect(sent.filter((s) => s.path === BYTESTREAM_WRITE)).toEqual([]);
+  });
+
+  it('returns the blobs the head refused as not matching their digest, and stores the others', async () => {
+    const good = blob('put good', 100);
+    const lying = { digest: digestOf(blob('put claimed', 100)), data: blob('put actual', 100) };
+    const refused = await cas.putMany([{ digest: digestOf(good), data: good }, lying]);
+    expect(refused.map(digestKey)).toEqual([digestKey(lying.digest)]);
+    expect((await head.cas.get(digestOf(good))).equals(good)).toBe(true);
+    expect(await head.cas.has(lying.digest)).toBe(false);
+  });
+
+  it('refuses a blob too large for a batch with a clear error', async () => {
+    const data = blob('put huge', 1024 * 1024 + 1);
+    const err = await rejection(cas.putMany([{ digest: digestOf(data), data }]));
+    expect(err.code).toBe(Code.INVALID_ARGUMENT);
+    expect(err.message).toMatch(/larger than/);
+  });
+});

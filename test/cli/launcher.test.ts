@@ -5,8 +5,8 @@
  * roots of TLS connections made without --tls-ca. Real processes: the
  * launcher, make, a head with TLS.
  */
-import { execFile } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { rootCertificates } from 'node:tls';
@@ -86,6 +86,38 @@ describe('the orion launcher and NODE_EXTRA_CA_CERTS', () => {
     const untrusted = await exec([ORION, ...args], { env: env({ NODE_EXTRA_CA_CERTS: undefined, PATH }) });
     expect(untrusted.code).not.toBe(0);
     expect(untrusted.stdout).toBe('');
+  });
+
+  it('starts `orion head` with a 16-thread libuv pool unless UV_THREADPOOL_SIZE is set, and leaves other commands alone', async () => {
+    const PATH = `${path.dirname(process.execPath)}:${process.env.PATH}`;
+    const started = async (extra: Record<string, string | undefined>, name: string) => {
+      const child = spawn(ORION, ['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(tmp.dir, name)], { env: env({ ...extra, PATH }) as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          child.stdout!.on('data', (b: Buffer) => /listening on/.test(b.toString()) && resolve());
+          child.once('exit', (code) => reject(new Error(`head exited with ${code}`)));
+        });
+        const environ = (await readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0');
+        const threads = (await readdir(`/proc/${child.pid}/task`)).length;
+        return { pool: environ.find((e) => e.startsWith('UV_THREADPOOL_SIZE='))?.split('=')[1], threads };
+      } finally {
+        child.kill('SIGTERM');
+      }
+    };
+    const byDefault = await started({ UV_THREADPOOL_SIZE: undefined }, 'pool-default');
+    expect(byDefault.pool).toBe('16');
+    // The pool's threads are there beside the main thread and V8's own.
+    expect(byDefault.threads).toBeGreaterThan(16);
+    const chosen = await started({ UV_THREADPOOL_SIZE: '2' }, 'pool-chosen');
+    expect(chosen.pool).toBe('2');
+    expect(chosen.threads).toBeLessThan(byDefault.threads);
+
+    const proj = path.join(tmp.dir, 'pool-proj');
+    await mkdir(proj, { recursive: true });
+    await writeFile(path.join(proj, 'Makefile'), 'pool.txt:\n\techo "[$$UV_THREADPOOL_SIZE]" > pool.txt\n');
+    const r = await exec([ORION, 'build', '--cache-dir', path.join(tmp.dir, 'pool-cache')], { cwd: proj, env: env({ UV_THREADPOOL_SIZE: undefined, PATH }) });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await readFile(path.join(proj, 'pool.txt'), 'utf8')).toBe('[]\n');
   });
 
   it('systemRoots: no extra file means grpc-js defaults; one is added to the bundled roots; an unreadable one is ignored', async () => {
