@@ -62,14 +62,14 @@ async function rejection(p: Promise<unknown>): Promise<OrionError> {
   return err as OrionError;
 }
 
-describe('GrpcBlobStore.getMany against a head', () => {
+/** A head for the tests of one describe block, and a recording client made afresh for each test. */
+function useHead(name: string): { head: () => Head; sent: () => Sent[]; cas: () => Batching } {
   let tmp: string;
   let head: Head;
   let sent: Sent[];
   let cas: Batching;
-
   beforeAll(async () => {
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'orion-getmany-'));
+    tmp = await mkdtemp(path.join(os.tmpdir(), `orion-${name}-`));
     head = await startHead({ listen: '127.0.0.1:0', dataDir: path.join(tmp, 'head'), heartbeatTimeoutMs: 60_000, log: silentLogger() });
   });
   afterAll(async () => {
@@ -81,6 +81,17 @@ describe('GrpcBlobStore.getMany against a head', () => {
     cas = client(head.address, sent);
   });
   afterEach(() => cas.close());
+  return { head: () => head, sent: () => sent, cas: () => cas };
+}
+
+describe('GrpcBlobStore.getMany against a head', () => {
+  const fixture = useHead('getmany');
+  let head: Head;
+  let sent: Sent[];
+  let cas: Batching;
+  beforeEach(() => {
+    ({ head, sent, cas } = { head: fixture.head(), sent: fixture.sent(), cas: fixture.cas() });
+  });
 
   async function stored(seed: string, n: number): Promise<{ digest: Digest; data: Buffer }> {
     const data = blob(seed, n);
@@ -235,24 +246,13 @@ const BATCH_UPDATE = '/build.bazel.remote.execution.v2.ContentAddressableStorage
 const BYTESTREAM_WRITE = '/google.bytestream.ByteStream/Write';
 
 describe('GrpcBlobStore.putMany against a head', () => {
-  let tmp: string;
+  const fixture = useHead('putmany');
   let head: Head;
   let sent: Sent[];
   let cas: Batching;
-
-  beforeAll(async () => {
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'orion-putmany-'));
-    head = await startHead({ listen: '127.0.0.1:0', dataDir: path.join(tmp, 'head'), heartbeatTimeoutMs: 60_000, log: silentLogger() });
-  });
-  afterAll(async () => {
-    await head.stop();
-    await rm(tmp, { recursive: true, force: true });
-  });
   beforeEach(() => {
-    sent = [];
-    cas = client(head.address, sent);
+    ({ head, sent, cas } = { head: fixture.head(), sent: fixture.sent(), cas: fixture.cas() });
   });
-  afterEach(() => cas.close());
 
   it('stores every blob through BatchUpdateBlobs requests under 2 MiB and 1000 blobs each, none by ByteStream', async () => {
     const blobs = [...Array.from({ length: 1500 }, (_, i) => blob(`put tiny ${i}`, 16)), ...Array.from({ length: 25 }, (_, i) => blob(`put big ${i}`, 300 * 1024))].map((data) => ({ digest: digestOf(data), data }));
