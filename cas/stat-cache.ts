@@ -43,8 +43,8 @@ export interface StatCache {
    * does not hash the outputs of this one again (a cold build's ~60 MB on Redis).
    */
   remember(path: string, stats: Stats, digest: Digest): void;
-  /** The cached digest of the file whose lstat is `stats`, when it is unchanged; nothing is hashed. */
-  peek(path: string, stats: Stats): Digest | undefined;
+  /** The cached digest of the file (absolute, normalized path) whose lstat is `stats`, when it is unchanged; nothing is hashed. */
+  peek(abs: string, stats: Stats): Digest | undefined;
   /** Writes the cache atomically if anything changed since it was loaded. */
   save(): Promise<void>;
   /** Files this process had to hash (new, or changed since they were cached): what an edit touched. */
@@ -73,10 +73,9 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
   let entries: Map<string, Entry> | undefined;
   let dirty = false;
   const loaded = () => (entries ??= load(file));
-  const lookup = (abs: string, st: Stats): Digest | undefined => {
-    const e = loaded().get(abs);
-    return e && e[0] === st.size && e[1] === st.mtimeMs && e[2] === st.ino && e[3] === st.ctimeMs ? { hash: e[4], sizeBytes: st.size } : undefined;
-  };
+  /** The entry's digest when it was recorded for this very stat. */
+  const unchanged = (e: Entry | undefined, st: Stats): Digest | undefined =>
+    e && e[0] === st.size && e[1] === st.mtimeMs && e[2] === st.ino && e[3] === st.ctimeMs ? { hash: e[4], sizeBytes: st.size } : undefined;
   const hashed = new Set<string>();
 
   return {
@@ -84,10 +83,10 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
     async digestFileCached(path, stats) {
       const abs = resolve(path);
       const st = stats ?? (await stat(abs));
-      const known = lookup(abs, st);
-      if (known) return known;
       const map = loaded();
       const e = map.get(abs);
+      const known = unchanged(e, st);
+      if (known) return known;
       const hashedAt = clock.now();
       hashed.add(abs);
       const d = await hashFile(abs);
@@ -106,7 +105,7 @@ export function createStatCache(file: string, deps: StatCacheDeps = {}): StatCac
       loaded().set(resolve(path), [st.size, st.mtimeMs, st.ino, st.ctimeMs, digest.hash]);
       dirty = true;
     },
-    peek: (path, st) => lookup(path, st),
+    peek: (abs, st) => unchanged(loaded().get(abs), st),
     async save() {
       if (!dirty) return;
       const map = loaded();

@@ -28,8 +28,8 @@ export interface GrpcBlobStoreOptions {
 
 export interface RemoteBlobStore extends BlobStore {
   /**
-   * Uploads many small blobs (each at most BATCH_LIMIT bytes) in BatchUpdateBlobs
-   * requests of up to BATCH_LIMIT bytes, a few at once. Returns the digests the head
+   * Uploads many small blobs (each at most PUT_MANY_MAX_BLOB bytes) in BatchUpdateBlobs
+   * requests of up to 2 MiB and 1000 blobs, four at once. Returns the digests the head
    * refused as not matching their bytes; any other refusal throws.
    */
   putMany(blobs: { digest: Digest; data: Buffer }[]): Promise<Digest[]>;
@@ -38,6 +38,24 @@ export interface RemoteBlobStore extends BlobStore {
 
 /** Largest blob putMany takes (larger ones go by ByteStream Write). */
 export const PUT_MANY_MAX_BLOB = 1024 * 1024;
+
+/** `items` in order, cut into batches of at most `maxCount` items and `maxBytes` bytes (an item larger than that alone). */
+function batches<T>(items: T[], sizeOf: (x: T) => number, maxBytes: number, maxCount = 1000): T[][] {
+  const out: T[][] = [];
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const x of items) {
+    if (batch.length > 0 && (batch.length >= maxCount || bytes + sizeOf(x) > maxBytes)) {
+      out.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(x);
+    bytes += sizeOf(x);
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}
 
 function call<Req, Res>(fn: (req: Req, cb: (err: Error | null, res: Res) => void) => unknown, req: Req, what: string): Promise<Res> {
   return new Promise((resolve, reject) => {
@@ -99,13 +117,7 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
     const missing: Digest[] = [];
     for (const d of ds) if (isEmptyDigest(d)) found.set(digestKey(d), Buffer.alloc(0));
     const wanted = ds.filter((d) => !isEmptyDigest(d));
-    for (let i = 0; i < wanted.length; ) {
-      const batch: Digest[] = [];
-      let bytes = 0;
-      while (i < wanted.length && batch.length < 1000 && (batch.length === 0 || bytes + wanted[i]!.sizeBytes <= BATCH_LIMIT)) {
-        bytes += wanted[i]!.sizeBytes;
-        batch.push(wanted[i++]!);
-      }
+    for (const batch of batches(wanted, (d) => d.sizeBytes, BATCH_LIMIT)) {
       if (batch.length === 1 && batch[0]!.sizeBytes > BATCH_LIMIT) {
         try {
           found.set(digestKey(batch[0]!), await get(batch[0]!));
@@ -182,26 +194,14 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
   }
 
   async function putMany(blobs: { digest: Digest; data: Buffer }[]): Promise<Digest[]> {
-    const batches: { digest: Digest; data: Buffer }[][] = [];
-    let batch: { digest: Digest; data: Buffer }[] = [];
-    let bytes = 0;
-    for (const b of blobs) {
-      if (isEmptyDigest(b.digest)) continue;
-      if (b.data.length > PUT_MANY_MAX_BLOB) throw new OrionError(Code.INVALID_ARGUMENT, `putMany: blob ${digestKey(b.digest)} is larger than ${PUT_MANY_MAX_BLOB} bytes`);
-      // Leave room for the request's framing (digests, field tags) under the head's limit.
-      if (batch.length > 0 && (bytes + b.data.length > BATCH_LIMIT - 64 * 1024 || batch.length >= 1000)) {
-        batches.push(batch);
-        batch = [];
-        bytes = 0;
-      }
-      batch.push(b);
-      bytes += b.data.length;
-    }
-    if (batch.length > 0) batches.push(batch);
+    const large = blobs.find((b) => b.data.length > PUT_MANY_MAX_BLOB);
+    if (large) throw new OrionError(Code.INVALID_ARGUMENT, `putMany: blob ${digestKey(large.digest)} is larger than ${PUT_MANY_MAX_BLOB} bytes`);
+    // Room is left for the request's framing (digests, field tags) under the head's limit.
+    const queue = batches(blobs.filter((b) => !isEmptyDigest(b.digest)), (b) => b.data.length, BATCH_LIMIT - 64 * 1024);
     const refused: Digest[] = [];
     await Promise.all(
-      Array.from({ length: Math.min(4, batches.length) }, async () => {
-        for (let next = batches.shift(); next; next = batches.shift()) {
+      Array.from({ length: Math.min(4, queue.length) }, async () => {
+        for (let next = queue.shift(); next; next = queue.shift()) {
           const requests = next.map((b) => ({ digest: digestToPb(b.digest), data: b.data, compressor: 0 }));
           const res = await call<unknown, BatchUpdateBlobsResponse>(cas.batchUpdateBlobs.bind(cas) as never, { instanceName, requests, digestFunction: 0 }, 'BatchUpdateBlobs');
           for (const r of res.responses) {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { encodeActionMessage, encodeCommandMessage } from '../../cas/proto-wire.js';
 import { digestOf } from '../../cas/digest.js';
 import type { MerkleTree, TreeFileEntry } from '../../cas/merkle.js';
-import type { Action, Command, Digest } from '../../cas/types.js';
+import type { Action, ActionResult, Command, Digest } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
 import { parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
@@ -44,6 +44,11 @@ export interface ActionKey {
    * left out of inputRoot (and so of actionDigest) for the head to add once they exist.
    */
   producedInputs?: { path: string; producer: string }[];
+}
+
+/** A node's result without the dependency file Orion asked it for: that file is no build output. */
+export function withoutOrionDepfile(result: ActionResult, key: Pick<ActionKey, 'depfileRel'>): ActionResult {
+  return key.depfileRel ? { ...result, outputFiles: result.outputFiles.filter((f) => f.path !== key.depfileRel) } : result;
 }
 
 export interface KeyDeps {

@@ -11,7 +11,7 @@ import type { ActionCache } from '../../cas/action-cache.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
-import { computeActionKey, type ActionKey, type KeyDeps } from './action-key.js';
+import { computeActionKey, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
 import { parseDepFile } from '../../common/depfile.js';
 import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
@@ -129,11 +129,6 @@ class NotStarted extends Error {
   constructor() {
     super('not started: the build stopped after a failure');
   }
-}
-
-/** A node's result without the dependency file Orion asked it for: that file is no build output. */
-function withoutOrionDepfile(result: ActionResult, key: ActionKey): ActionResult {
-  return key.depfileRel ? { ...result, outputFiles: result.outputFiles.filter((f) => f.path !== key.depfileRel) } : result;
 }
 
 export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions): Promise<BuildSummary> {

@@ -56,6 +56,17 @@ export function createIncludeScanner(root: string): IncludeScanner {
     return p;
   };
 
+  /** Where `inc`, included from `f`, is found first; null when nowhere. */
+  const resolve = (f: string, inc: { quoted: boolean; name: string }, quoteDirs: string[], searchDirs: string[]): string | null => {
+    if (path.isAbsolute(inc.name)) return exists(inc.name) ? inc.name : null;
+    const dirs = inc.quoted ? [path.dirname(f), ...quoteDirs, ...searchDirs] : searchDirs;
+    for (const d of dirs) {
+      const cand = path.join(d, inc.name);
+      if (exists(cand)) return cand;
+    }
+    return null;
+  };
+
   return {
     async scan(files, quoteDirs, searchDirs) {
       const seen = new Set<string>();
@@ -68,21 +79,10 @@ export function createIncludeScanner(root: string): IncludeScanner {
         for (const { f, incs } of lists) {
           for (const inc of incs) {
             const memoKey = `${inc.quoted ? path.dirname(f) : ''}\u0000${inc.name}\u0001${dirsKey}`;
-            let hit = resolved.get(memoKey) ?? undefined;
-            if (!resolved.has(memoKey)) {
-              if (path.isAbsolute(inc.name)) {
-                hit = exists(inc.name) ? inc.name : undefined;
-              } else {
-                const dirs = inc.quoted ? [path.dirname(f), ...quoteDirs, ...searchDirs] : searchDirs;
-                for (const d of dirs) {
-                  const cand = path.join(d, inc.name);
-                  if (exists(cand)) {
-                    hit = cand;
-                    break;
-                  }
-                }
-              }
-              resolved.set(memoKey, hit ?? null);
+            let hit = resolved.get(memoKey);
+            if (hit === undefined) {
+              hit = resolve(f, inc, quoteDirs, searchDirs);
+              resolved.set(memoKey, hit);
             }
             if (!hit) {
               unresolved.add(`${inc.quoted ? '"' : '<'}${inc.name}${inc.quoted ? '"' : '>'}`);

@@ -24,10 +24,9 @@ export function outputPath(root: string, cwd: string, rel: string): string {
  * content are left alone (a no-op build writes nothing); others are written to
  * a temporary name and renamed into place.
  */
-export async function writeOutputs(result: ActionResult, cwd: string, files: ProjectFiles, cas: BlobStore, skip: Set<string> = new Set()): Promise<number> {
+export async function writeOutputs(result: ActionResult, cwd: string, files: ProjectFiles, cas: BlobStore): Promise<number> {
   let written = 0;
   for (const f of result.outputFiles) {
-    if (skip.has(f.path)) continue;
     const abs = outputPath(files.root, cwd, f.path);
     // Never through a symlink (say, an earlier output) that leads out of the project.
     await confineToRoot(files.root, abs, 'output', 'the project');

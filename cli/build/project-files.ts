@@ -179,27 +179,23 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
         const next = new Map<string, Entry>();
         for (const s of listing.symlinks) next.set(s.path, { kind: 'symlink', target: s.target });
         for (const d of listing.dirs) next.set(d, { kind: 'dir' });
-        // Unchanged files are answered from the stat cache synchronously; only the others are hashed.
-        const toHash: string[] = [];
-        const prefix = root.endsWith('/') ? root : `${root}/`;
-        for (const rel of listing.files) {
-          const abs = prefix + rel;
-          const st = listing.stats.get(rel)!;
-          const known = statCache.peek(abs, st);
-          if (!known) {
-            toHash.push(rel);
-            continue;
-          }
-          const state = stateFrom(known, st);
+        const place = (rel: string, abs: string, state: FileState) => {
           states.set(abs, Promise.resolve(state));
           next.set(rel, { kind: 'file', state });
+        };
+        // Unchanged files are answered from the stat cache synchronously; only the others are hashed.
+        const toHash: string[] = [];
+        for (const rel of listing.files) {
+          const abs = path.join(root, rel);
+          const st = listing.stats.get(rel)!;
+          const known = statCache.peek(abs, st);
+          if (known) place(rel, abs, stateFrom(known, st));
+          else toHash.push(rel);
         }
         await Promise.all(
           toHash.map(async (rel) => {
             const abs = path.join(root, rel);
-            const state = await stateOf(abs, listing.stats.get(rel)!);
-            states.set(abs, Promise.resolve(state));
-            next.set(rel, { kind: 'file', state });
+            place(rel, abs, await stateOf(abs, listing.stats.get(rel)!));
           }),
         );
         live = next;

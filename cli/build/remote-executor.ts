@@ -11,7 +11,7 @@ import type { Operation } from '../../proto/gen/google/longrunning/operations.js
 import { Code, OrionError } from '../../common/errors.js';
 import { retryTransient } from '../../common/retry.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
-import type { ActionKey } from './action-key.js';
+import { withoutOrionDepfile, type ActionKey } from './action-key.js';
 import { EXEC_ROOT_HEADER } from '../../common/platform-properties.js';
 import type { BlobStore } from '../../cas/blob-store.js';
 import { digestKey, digestOf, digestOfFile, fromDigestKey } from '../../cas/digest.js';
@@ -58,6 +58,9 @@ export interface RemoteExecutor extends BuildExecutor {
   close(): void;
 }
 
+/** Small blobs read ahead of one putMany call: a large tree is never held in memory whole. */
+const UPLOAD_GROUP_BYTES = 16 * 1024 * 1024;
+
 /** The file's bytes, or undefined when it is gone (or no longer a file). */
 function readIfPresent(file: string): Buffer | undefined {
   try {
@@ -84,7 +87,6 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     const missingKeys = new Set(missing.map(digestKey));
     for (const d of unknown) if (!missingKeys.has(digestKey(d))) present.add(digestKey(d));
     // Small blobs go many to a request: a stream per file cost ~3 ms each (a Redis tree: ~5 s).
-    // Read and sent in groups, so a large tree is never held in memory whole.
     const queue: Digest[] = [];
     let group: { digest: Digest; data: Buffer; src: string | undefined }[] = [];
     let groupBytes = 0;
@@ -106,18 +108,15 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
       }
       const src = source(d);
       if (src === undefined) throw new OrionError(Code.INTERNAL, `no local source for blob ${digestKey(d)}`);
-      let data: Buffer | undefined = typeof src === 'string' ? undefined : src;
-      if (typeof src === 'string') {
-        data = readIfPresent(src);
-        // The tree holds the outputs of actions running here too: one may have rewritten the file since.
-        if (!data || digestOf(data).hash !== d.hash) {
-          changed.push(src);
-          continue;
-        }
+      const data = typeof src === 'string' ? readIfPresent(src) : src;
+      // The tree holds the outputs of actions running here too: one may have rewritten the file since.
+      if (typeof src === 'string' && (!data || digestOf(data).hash !== d.hash)) {
+        changed.push(src);
+        continue;
       }
       group.push({ digest: d, data: data!, src: typeof src === 'string' ? src : undefined });
       groupBytes += d.sizeBytes;
-      if (groupBytes >= 16 * 1024 * 1024) await flush();
+      if (groupBytes >= UPLOAD_GROUP_BYTES) await flush();
     }
     if (group.length > 0) await flush();
     await Promise.all(
@@ -249,14 +248,10 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
         for (const f of result.outputFiles) await fetchToLocal(f.digest);
         if (result.stdoutDigest) await deps.local.put(result.stdoutDigest, stdout);
         if (result.stderrDigest) await deps.local.put(result.stderrDigest, stderr);
-        const skip = new Set<string>();
-        if (key.depfileRel) {
-          skip.add(key.depfileRel);
-          const dep = result.outputFiles.find((f) => f.path === key.depfileRel);
-          if (dep) depfile = (await deps.local.get(dep.digest)).toString('utf8');
-          result.outputFiles = result.outputFiles.filter((f) => f.path !== key.depfileRel);
-        }
-        await writeOutputs(result, a.cwd, deps.files, deps.local, skip);
+        const dep = key.depfileRel ? result.outputFiles.find((f) => f.path === key.depfileRel) : undefined;
+        if (dep) depfile = (await deps.local.get(dep.digest)).toString('utf8');
+        result.outputFiles = withoutOrionDepfile(result, key).outputFiles;
+        await writeOutputs(result, a.cwd, deps.files, deps.local);
         if (!key.depfileRel && key.depfileAbs) {
           const s = await deps.files.state(key.depfileAbs);
           if (s) depfile = (await deps.local.get(s.digest)).toString('utf8');
