@@ -20,7 +20,12 @@ import { createLimiter } from './concurrency.js';
 import type { DiskCacheOptions } from './disk-action-cache.js';
 import type { Digest } from './types.js';
 
-/** Blobs up to this size are written whole (not streamed), and read by synchronous calls with syncIo. */
+/**
+ * Blobs up to this size are written whole (not streamed), and read by one synchronous call. A
+ * read needs no flush, so durable stores read this way too: through the promise API a read is
+ * four thread-pool round trips (open, fstat, read, close), ~0.3 ms of a busy head's main thread
+ * per blob served, against tens of µs for a blob in the page cache.
+ */
 const SMALL_BLOB = 256 * 1024;
 
 const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
@@ -141,7 +146,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     if (isEmptyDigest(validateDigest(d))) return Buffer.alloc(0);
     try {
       // A small blob by one synchronous read (it is almost always in the page cache).
-      const data = syncIo && d.sizeBytes <= SMALL_BLOB ? readFileSync(blobPath(d)) : await readFile(blobPath(d));
+      const data = d.sizeBytes <= SMALL_BLOB ? readFileSync(blobPath(d)) : await readFile(blobPath(d));
       if (data.length === d.sizeBytes) return data;
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw wrap(err, `failed to read blob ${digestKey(d)}`);

@@ -8,9 +8,20 @@
  * `cp -al` costs a fork of the node, ~10 ms); a larger one by `cp -al`. It also
  * remembers which directories it holds completely, so fetching an input root
  * from the head only walks what is new.
+ *
+ * Exec roots of a listed template are kept between actions: after its action one
+ * is put back to the tree that action was given (not to the template), so the
+ * next action with the same ancestors (every compile of a library, say) gets it
+ * with no change at all, and one with other ancestors gets only the difference.
+ * Putting a root back reads only the directories whose entries changed: every
+ * directory of a kept root has its mtime set to STAMP and its ctime recorded; a
+ * directory whose entries the action changed has a new mtime (the kernel sets the
+ * current time), and one whose mtime the action set back has a new ctime (no
+ * call sets a ctime), so a directory showing both is unchanged and its files
+ * need no look.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, invalidArgument, wrap } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -40,9 +51,9 @@ export interface ExecRootCache {
   materialize(root: Digest, dest: string, signal?: AbortSignal): Promise<void>;
   /**
    * A directory holding the tree `root` for one action. Exec roots of a template small enough
-   * to list are kept after their action and reset to the template (a walk that puts back what
-   * the action changed: on a filesystem where mkdir and rmdir cost 60-300 µs of CPU, copying
-   * and removing a 1,500-file tree per action cost ~100 ms); others are made and removed.
+   * to list are kept after their action and put back to the tree that action was given (a walk
+   * of the directories it changed: on a filesystem where mkdir and rmdir cost 60-300 µs of CPU,
+   * copying and removing a 1,500-file tree per action cost ~100 ms); others are made and removed.
    */
   lease(root: Digest, signal?: AbortSignal): Promise<ExecRootLease>;
   /** Removes the exec roots kept for reuse (a node stopping leaves no action directory). */
@@ -66,16 +77,38 @@ export interface ExecRootCacheDeps {
   leaseDir?: string;
 }
 
-/** A template's entries, parents before children, for copying it without a process. */
-type Entry = { kind: 'dir'; path: string } | { kind: 'file'; path: string; ino?: number } | { kind: 'symlink'; path: string; target: string };
+/**
+ * An entry of a listed tree. A file is a hard link: `ino` is its inode, `from` a path holding
+ * that inode to link it again from (the template's file, or the local CAS's blob); '' when it
+ * was copied, not linked (such a root is not put back, but removed).
+ */
+type Entry = { kind: 'dir' } | { kind: 'file'; ino: number; from: string } | { kind: 'symlink'; target: string };
 
-/** A listed template: its entries, and each directory's entries by name ('' is the root). */
+/** A listed tree: each directory's entries by name ('' is the root). */
 interface Listing {
-  entries: Entry[];
   dirs: Map<string, Map<string, Entry>>;
   /** The template's directory mode (every directory has it). */
   dirMode: number;
 }
+
+/** The mtime every directory of a kept exec root is given (2000-01-01T00:00:00Z): any change of its entries replaces it. */
+const STAMP_SECONDS = 946_684_800;
+const STAMP_NS = BigInt(STAMP_SECONDS) * 1_000_000_000n;
+
+/** An exec root kept between actions: the tree it holds (once put back), its listing, its directories' stamps. */
+interface Kept {
+  dir: string;
+  root: Digest;
+  listing: Listing;
+  /** ctime (ns) of each directory, read after its mtime was set to STAMP. */
+  stamps: Map<string, bigint>;
+}
+
+const childPath = (rel: string, name: string) => (rel === '' ? name : `${rel}/${name}`);
+const parentOf = (rel: string) => {
+  const slash = rel.lastIndexOf('/');
+  return slash < 0 ? '' : rel.slice(0, slash);
+};
 
 function cpAl(src: string, dest: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -170,71 +203,93 @@ interface Template {
   dir: string;
   /** Its entries, when few enough to copy in this process. */
   listing?: Listing;
-  /** Exec roots copied from it, reset and free for the next action. */
-  free: string[];
+  /** Exec roots copied from it, put back to their last action's tree and free for the next action. */
+  free: Kept[];
   /** Exec roots diffing against or copying this template; it is removed only at 0. */
   users: number;
 }
 
-/** The entries of tree `root` (all in `store`), or undefined past `max` of them. */
-async function listTree(store: BlobStore, root: Digest, max: number): Promise<Entry[] | undefined> {
-  const out: Entry[] = [];
-  const walk = async (d: Digest, prefix: string): Promise<boolean> => {
-    const dir = decodeDirectory(await store.get(d));
-    for (const f of dir.files) out.push({ kind: 'file', path: `${prefix}${f.name}` });
-    for (const l of dir.symlinks) out.push({ kind: 'symlink', path: `${prefix}${l.name}`, target: l.target });
-    if (out.length > max) return false;
-    for (const sub of dir.directories) {
-      out.push({ kind: 'dir', path: `${prefix}${sub.name}` });
-      if (!(await walk(sub.digest, `${prefix}${sub.name}/`))) return false;
+/** The listing of tree `root` (all in `store`) materialised at `dir`, or undefined past `max` entries. */
+async function listTree(store: BlobStore, root: Digest, dir: string, max: number): Promise<Listing | undefined> {
+  const dirs = new Map<string, Map<string, Entry>>();
+  let count = 0;
+  const walk = async (d: Digest, rel: string): Promise<boolean> => {
+    const listed = decodeDirectory(await store.get(d));
+    const here = new Map<string, Entry>();
+    dirs.set(rel, here);
+    count += listed.files.length + listed.symlinks.length + listed.directories.length;
+    if (count > max) return false;
+    for (const f of listed.files) {
+      const from = path.join(dir, childPath(rel, f.name));
+      here.set(f.name, { kind: 'file', ino: lstatSync(from).ino, from });
+    }
+    for (const l of listed.symlinks) here.set(l.name, { kind: 'symlink', target: l.target });
+    for (const sub of listed.directories) {
+      here.set(sub.name, { kind: 'dir' });
+      if (!(await walk(sub.digest, childPath(rel, sub.name)))) return false;
     }
     return true;
   };
-  return (await walk(root, '')) ? out : undefined;
+  return (await walk(root, '')) ? { dirs, dirMode: lstatSync(dir).mode & 0o7777 } : undefined;
 }
 
-/** Indexes a listed template materialised at `dir`: each directory's entries, the files' inodes. */
-function indexListing(entries: Entry[], dir: string): Listing {
-  const dirs = new Map<string, Map<string, Entry>>([['', new Map()]]);
-  for (const e of entries) {
-    const slash = e.path.lastIndexOf('/');
-    dirs.get(slash < 0 ? '' : e.path.slice(0, slash))!.set(e.path.slice(slash + 1), e);
-    if (e.kind === 'dir') dirs.set(e.path, new Map());
-    else if (e.kind === 'file') e.ino = lstatSync(path.join(dir, e.path)).ino;
+/** A listing of its own (the entries are never changed in place, only replaced). */
+const cloneListing = (l: Listing): Listing => ({ dirs: new Map([...l.dirs].map(([k, v]) => [k, new Map(v)])), dirMode: l.dirMode });
+
+/**
+ * Hard-link copy of the listed subtree `rel` ('' for all) at `dest`: directories before what
+ * they hold. Calls `made` with each directory it creates. A file that was copied (no `from`)
+ * cannot be copied again: that throws.
+ */
+function copyListed(l: Listing, dest: string, rel = '', made?: (rel: string) => void): void {
+  mkdirSync(path.join(dest, rel));
+  made?.(rel);
+  for (const [name, e] of l.dirs.get(rel)!) {
+    const sub = childPath(rel, name);
+    if (e.kind === 'dir') copyListed(l, dest, sub, made);
+    else if (e.kind === 'file') {
+      if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${sub} again from`);
+      linkSync(e.from, path.join(dest, sub));
+    } else symlinkSync(e.target, path.join(dest, sub));
   }
-  return { entries, dirs, dirMode: lstatSync(dir).mode & 0o7777 };
 }
 
-/** Hard-link copy of the listed entries under `prefix` ('' for all): directories before what they hold. */
-function copyListed(entries: Entry[], src: string, dest: string, prefix = ''): void {
-  mkdirSync(path.join(dest, prefix));
-  const under = prefix === '' ? '' : `${prefix}/`;
-  for (const e of entries) {
-    if (!e.path.startsWith(under)) continue;
-    const to = path.join(dest, e.path);
-    if (e.kind === 'dir') mkdirSync(to);
-    else if (e.kind === 'file') linkSync(path.join(src, e.path), to);
-    else symlinkSync(e.target, to);
+/** Sets each directory's mtime to STAMP and records its ctime. */
+function stampDirs(k: Kept, dirs: Iterable<string>): void {
+  for (const rel of dirs) {
+    if (!k.listing.dirs.has(rel)) continue;
+    const abs = rel === '' ? k.dir : path.join(k.dir, rel);
+    utimesSync(abs, STAMP_SECONDS, STAMP_SECONDS);
+    k.stamps.set(rel, lstatSync(abs, { bigint: true }).ctimeNs);
   }
 }
 
 /**
- * Puts exec root `dest` back to the listed template at `src`: removes what the action added,
- * relinks files it replaced or removed (a file of the template is the same inode), restores
- * symlinks and directories (and their mode). Every directory is read and every file looked at:
- * no timestamp is trusted (a change within one clock tick of the last look keeps the ctime).
+ * Puts exec root `k.dir` back to its listing: removes what the action added, relinks files it
+ * replaced or removed (a listed file is the same inode), restores symlinks and directories (and
+ * their mode). A directory still carrying its stamp (mtime STAMP, ctime as recorded) had no entry
+ * added, removed or replaced, so only its subdirectories are looked at; every other one is read
+ * and each of its files looked at. The directories it changed are stamped again.
  */
-function resetToTemplate(l: Listing, src: string, dest: string): void {
+function resetKept(k: Kept): void {
+  const l = k.listing;
+  const touched = new Set<string>();
   const walk = (rel: string) => {
-    const abs = rel === '' ? dest : path.join(dest, rel);
-    const st = lstatSync(abs, { throwIfNoEntry: false });
+    const abs = rel === '' ? k.dir : path.join(k.dir, rel);
+    const st = lstatSync(abs, { bigint: true, throwIfNoEntry: false });
     if (!st || !st.isDirectory()) {
       rmSync(abs, { recursive: true, force: true });
-      copyListed(l.entries, src, dest, rel);
+      copyListed(l, k.dir, rel, (d) => touched.add(d));
+      touched.add(parentOf(rel));
       return;
     }
-    if ((st.mode & 0o7777) !== l.dirMode) chmodSync(abs, l.dirMode);
     const want = l.dirs.get(rel)!;
+    if (st.mtimeNs === STAMP_NS && st.ctimeNs === k.stamps.get(rel) && Number(st.mode & 0o7777n) === l.dirMode) {
+      for (const [name, e] of want) if (e.kind === 'dir') walk(childPath(rel, name));
+      return;
+    }
+    touched.add(rel);
+    if (Number(st.mode & 0o7777n) !== l.dirMode) chmodSync(abs, l.dirMode);
     const seen = new Set<string>();
     for (const d of readdirSync(abs, { withFileTypes: true })) {
       const e = want.get(d.name);
@@ -245,11 +300,12 @@ function resetToTemplate(l: Listing, src: string, dest: string): void {
       }
       seen.add(d.name);
       if (e.kind === 'dir') {
-        walk(e.path);
+        walk(childPath(rel, d.name));
       } else if (e.kind === 'file') {
         if (d.isFile() && lstatSync(p).ino === e.ino) continue;
+        if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${childPath(rel, d.name)} again from`);
         rmSync(p, { recursive: true, force: true });
-        linkSync(path.join(src, e.path), p);
+        linkSync(e.from, p);
       } else {
         if (d.isSymbolicLink() && readlinkSync(p) === e.target) continue;
         rmSync(p, { recursive: true, force: true });
@@ -258,12 +314,15 @@ function resetToTemplate(l: Listing, src: string, dest: string): void {
     }
     for (const [name, e] of want) {
       if (seen.has(name)) continue;
-      if (e.kind === 'dir') copyListed(l.entries, src, dest, e.path);
-      else if (e.kind === 'file') linkSync(path.join(src, e.path), path.join(abs, name));
-      else symlinkSync(e.target, path.join(abs, name));
+      if (e.kind === 'dir') copyListed(l, k.dir, childPath(rel, name), (d) => touched.add(d));
+      else if (e.kind === 'file') {
+        if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${childPath(rel, name)} again from`);
+        linkSync(e.from, path.join(abs, name));
+      } else symlinkSync(e.target, path.join(abs, name));
     }
   };
   walk('');
+  stampDirs(k, touched);
 }
 
 const removeQuietly = (dir: string) => {
@@ -294,8 +353,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       rmSync(dir, { recursive: true, force: true });
       try {
         await materializeTree(root, deps.local, dir, { link: true, signal });
-        const entries = maxInProcess >= 0 ? await listTree(deps.local, root, maxInProcess) : undefined;
-        listing = entries && indexListing(entries, dir);
+        listing = maxInProcess >= 0 ? await listTree(deps.local, root, dir, maxInProcess) : undefined;
       } catch (err) {
         removeQuietly(dir);
         throw err;
@@ -321,7 +379,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
 
   async function retire(t: Template) {
     while (t.users > 0) await new Promise((r) => setTimeout(r, 50));
-    for (const d of t.free.splice(0)) removeQuietly(d);
+    for (const k of t.free.splice(0)) removeQuietly(k.dir);
     removeQuietly(t.dir);
   }
 
@@ -359,14 +417,17 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     }
   }
 
-  /** A hard-link copy of the template at `dest` (absent). */
-  async function copyTemplate(t: Template, dest: string) {
-    if (t.listing) copyListed(t.listing.entries, t.dir, dest);
+  /** A hard-link copy of the template at `dest` (absent); `made` is called with each directory of a listed one. */
+  async function copyTemplate(t: Template, dest: string, made?: (rel: string) => void) {
+    if (t.listing) copyListed(t.listing, dest, '', made);
     else await (deps.copyLinks ?? cpAl)(t.dir, dest);
   }
 
-  /** Puts one changed file in place (synchronous calls: a few µs each, against ~20 µs through promises). */
-  async function place(dest: string, f: TreeChange['files'][number]) {
+  /**
+   * Puts one changed file in place (synchronous calls: a few µs each, against ~20 µs through
+   * promises). Returns its entry: the inode, and the blob it is a link to ('' when copied).
+   */
+  async function place(dest: string, f: TreeChange['files'][number]): Promise<Entry> {
     const abs = path.join(dest, f.path);
     rmSync(abs, { recursive: true, force: true });
     mkdirSync(path.dirname(abs), { recursive: true });
@@ -374,7 +435,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     if (src) {
       try {
         linkSync(src, abs);
-        return;
+        return { kind: 'file', ino: lstatSync(abs).ino, from: src };
       } catch {
         // Fall through to a copy (another filesystem, or too many links).
       }
@@ -384,16 +445,45 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     else writeFileSync(tmp, await deps.local.get(f.digest));
     chmodSync(tmp, f.isExecutable ? 0o555 : 0o444);
     renameSync(tmp, abs);
+    return { kind: 'file', ino: lstatSync(abs).ino, from: '' };
   }
 
-  async function apply(dest: string, change: TreeChange) {
+  /** Applies `change` at `dest`; for a kept root also to its listing, stamping the directories it changed. */
+  async function apply(dest: string, change: TreeChange, k?: Kept) {
     for (const p of [...change.removed, ...change.files.map((f) => f.path), ...change.symlinks.map((s) => s.path), ...change.dirs]) {
       for (const part of p.split('/')) validateName(part, 'path component');
     }
     for (const s of change.symlinks) checkSymlink(s);
-    for (const r of change.removed) rmSync(path.join(dest, r), { recursive: true, force: true });
-    for (const d of change.dirs) mkdirSync(path.join(dest, d), { recursive: true });
-    for (const f of change.files) await place(dest, f);
+    const l = k?.listing;
+    const touched = new Set<string>();
+    const set = (rel: string, e: Entry) => {
+      if (!l) return;
+      const parent = parentOf(rel);
+      addDir(parent);
+      l.dirs.get(parent)!.set(rel.slice(parent === '' ? 0 : parent.length + 1), e);
+      touched.add(parent);
+    };
+    const addDir = (rel: string) => {
+      if (!l || l.dirs.has(rel)) return;
+      set(rel, { kind: 'dir' });
+      l.dirs.set(rel, new Map());
+      touched.add(rel);
+    };
+    for (const r of change.removed) {
+      rmSync(path.join(dest, r), { recursive: true, force: true });
+      if (!l) continue;
+      const parent = parentOf(r);
+      if (l.dirs.get(parent)?.get(r.slice(parent === '' ? 0 : parent.length + 1))?.kind === 'dir') {
+        for (const key of [...l.dirs.keys()]) if (key === r || key.startsWith(`${r}/`)) l.dirs.delete(key);
+      }
+      l.dirs.get(parent)?.delete(r.slice(parent === '' ? 0 : parent.length + 1));
+      touched.add(parent);
+    }
+    for (const d of change.dirs) {
+      mkdirSync(path.join(dest, d), { recursive: true });
+      addDir(d);
+    }
+    for (const f of change.files) set(f.path, await place(dest, f));
     for (const s of change.symlinks) {
       const abs = path.join(dest, s.path);
       try {
@@ -403,6 +493,41 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       }
       mkdirSync(path.dirname(abs), { recursive: true });
       symlinkSync(s.target, abs);
+      set(s.path, { kind: 'symlink', target: s.target });
+    }
+    if (k) stampDirs(k, touched);
+  }
+
+  /**
+   * A kept root of the current template turned into `root` at `dir`: the one holding that very
+   * tree, else the last one put back. Undefined when none is kept, or the nearest differs by
+   * more than maxChanges (it is removed). Holds the template (users) for the caller.
+   */
+  async function fromKept(root: Digest, dir: string): Promise<{ t: Template; k: Kept } | undefined> {
+    while (building) await building;
+    const t = template;
+    if (!t?.listing || t.free.length === 0) return undefined;
+    const same = t.free.findIndex((k) => k.root.hash === root.hash);
+    const [k] = t.free.splice(same >= 0 ? same : t.free.length - 1, 1);
+    t.users++;
+    try {
+      const change = await diffTrees(deps.local, k!.root, root, maxChanges);
+      if (!change) {
+        removeQuietly(k!.dir);
+        t.users--;
+        return undefined;
+      }
+      renameSync(k!.dir, dir);
+      k!.dir = dir;
+      // The rename changed the root directory's ctime: stamp it again.
+      stampDirs(k!, ['']);
+      await apply(dir, change, k);
+      k!.root = root;
+      return { t, k: k! };
+    } catch (err) {
+      t.users--;
+      removeQuietly(k!.dir);
+      throw err;
     }
   }
 
@@ -423,26 +548,35 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     async lease(root, signal) {
       // In use under leaseDir, kept under dir: a node's action directory holds only running actions.
       const dir = path.join(deps.leaseDir ?? deps.dir, `a${process.pid}-${++seq}`);
-      let held: Template | undefined;
+      let held: { t: Template; k?: Kept } | undefined;
       try {
-        const { t, change } = await acquire(root, signal);
-        held = t;
-        const kept = t.listing ? t.free.pop() : undefined;
-        if (kept) renameSync(kept, dir);
-        else await copyTemplate(t, dir);
-        // A template too large to list is not needed after the copy: that root is removed after its action.
-        if (!t.listing) {
-          t.users--;
-          held = undefined;
+        held = await fromKept(root, dir);
+        if (!held) {
+          const { t, change } = await acquire(root, signal);
+          held = { t };
+          if (t.listing) {
+            const k: Kept = { dir, root: t.root, listing: cloneListing(t.listing), stamps: new Map() };
+            const made: string[] = [];
+            await copyTemplate(t, dir, (rel) => made.push(rel));
+            stampDirs(k, made);
+            await apply(dir, change, k);
+            k.root = root;
+            held.k = k;
+          } else {
+            await copyTemplate(t, dir);
+            // A template too large to list is not needed after the copy: that root is removed after its action.
+            t.users--;
+            held = undefined;
+            await apply(dir, change);
+          }
         }
-        await apply(dir, change);
       } catch (err) {
-        if (held) held.users--;
+        if (held) held.t.users--;
         removeQuietly(dir);
         throw wrap(err, `failed to materialize exec root ${digestKey(root)}`);
       }
-      const t = held;
-      if (!t) return { dir, release: () => removeQuietly(dir) };
+      if (!held) return { dir, release: () => removeQuietly(dir) };
+      const { t, k } = held as { t: Template; k: Kept };
       let released = false;
       return {
         dir,
@@ -450,15 +584,17 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
           if (released) return;
           released = true;
           try {
-            // Reset while the template is held: it cannot be retired meanwhile.
+            // Put back while the template is held: it cannot be retired meanwhile.
             if (template === t && t.free.length < MAX_FREE_ROOTS) {
-              resetToTemplate(t.listing!, t.dir, dir);
+              resetKept(k);
               const kept = path.join(deps.dir, `f${process.pid}-${++seq}`);
-              renameSync(dir, kept);
-              t.free.push(kept);
-            } else removeQuietly(dir);
+              renameSync(k.dir, kept);
+              k.dir = kept;
+              stampDirs(k, ['']);
+              t.free.push(k);
+            } else removeQuietly(k.dir);
           } catch {
-            removeQuietly(dir);
+            removeQuietly(k.dir);
           } finally {
             t.users--;
           }
@@ -466,7 +602,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       };
     },
     close() {
-      if (template) for (const d of template.free.splice(0)) removeQuietly(d);
+      if (template) for (const k of template.free.splice(0)) removeQuietly(k.dir);
     },
     isComplete: (d) => complete.has(digestKey(d)),
     markComplete(dirs) {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -519,6 +519,67 @@ describe('createExecRootCache', () => {
     roots.close();
     await expect(lstat(again.dir)).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(lstat(other.dir)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('puts a kept root back to the tree its action was given: that tree again reads no directory, another gets only its difference', async () => {
+    const counted = countingStore(store);
+    const base = await putSpec(BASE);
+    const withOutputs = await putSpec({ ...BASE, 'out/lib.a': 'archive\n', 'src/a.o': 'object\n' });
+    const next = await putSpec({ ...BASE, 'out/lib.a': 'archive\n', 'src/a.o': 'object\n', 'src/b.o': 'object b\n' });
+    const leaseDir = join(tmp, 'actions');
+    await mkdir(leaseDir);
+    const roots = createExecRootCache({ local: counted.store, dir: join(tmp, 'templates'), leaseDir });
+    (await roots.lease(base)).release();
+    const l1 = await roots.lease(withOutputs);
+    await expectTree(l1.dir, withOutputs);
+    const ino = (await stat(l1.dir)).ino;
+    await writeFile(join(l1.dir, 'src/c.o'), 'made by the action');
+    await rm(join(l1.dir, 'out/lib.a'));
+    l1.release();
+    // The same tree again: no directory is read (the root already holds it) and it is the same root.
+    counted.gets.length = 0;
+    const l2 = await roots.lease(withOutputs);
+    expect(counted.gets).toEqual([]);
+    expect((await stat(l2.dir)).ino).toBe(ino);
+    await expectTree(l2.dir, withOutputs);
+    l2.release();
+    // One more output: only the directories on the way to it are read (the root and src), not the template's whole difference.
+    counted.gets.length = 0;
+    const l3 = await roots.lease(next);
+    await expectTree(l3.dir, next);
+    const read = new Set(counted.gets);
+    expect(read.size).toBe(4); // the two roots and their two src directories
+    l3.release();
+    // And back to the template's own tree: everything the earlier actions were given is gone.
+    const l4 = await roots.lease(base);
+    expect((await stat(l4.dir)).ino).toBe(ino);
+    await expectTree(l4.dir, base);
+    l4.release();
+    roots.close();
+  });
+
+  it('undoes an action that changed a directory and set its mtime back to the stamp, and one that moved a stamped directory', async () => {
+    const base = await putSpec(BASE);
+    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates') });
+    const l = await roots.lease(base);
+    // Every directory of a kept root carries the stamp (2000-01-01T00:00:00Z).
+    for (const d of ['', 'src', 'src/sub', 'include/y']) expect((await stat(join(l.dir, d))).mtimeMs).toBe(946_684_800_000);
+    await writeFile(join(l.dir, 'src/sub/planted.h'), 'planted');
+    await writeFile(join(l.dir, 'include/y/z.h.new'), 'replaced');
+    await rename(join(l.dir, 'include/y/z.h.new'), join(l.dir, 'include/y/z.h'));
+    await utimes(join(l.dir, 'src/sub'), 946_684_800, 946_684_800);
+    await utimes(join(l.dir, 'include/y'), 946_684_800, 946_684_800);
+    // A stamped directory moved over another one, its parent's mtime set back too.
+    await rm(join(l.dir, 'lib/becomes-file'), { recursive: true });
+    await mkdir(join(l.dir, 'spare/inner'), { recursive: true });
+    await utimes(join(l.dir, 'spare/inner'), 946_684_800, 946_684_800);
+    await rename(join(l.dir, 'spare/inner'), join(l.dir, 'lib/becomes-file'));
+    await utimes(join(l.dir, 'lib'), 946_684_800, 946_684_800);
+    l.release();
+    const again = await roots.lease(base);
+    await expectTree(again.dir, base);
+    again.release();
+    roots.close();
   });
 
   it('lends a template too large to list as a copy of its own, removed when released', async () => {
