@@ -11,7 +11,7 @@
 // then measures memory and runs the synthetic scale benchmark (bench/scale.mjs), and writes the
 // Markdown report (BENCH_OUT) and the raw numbers (BENCH_JSON).
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,6 +75,22 @@ if (!cfg.touchFile || !exists(cfg.touchFile)) throw new Error(`BENCH_TOUCH_FILE:
 const RUN = path.join(cfg.work, 'run');
 const TREE = path.join(RUN, 'tree', 'project'); // one path for every tool and every run
 const LOGS = path.join(RUN, 'logs');
+const TRASH = path.join(RUN, 'trash');
+let trashed = 0;
+
+/**
+ * Moves a tree the benchmark is done with aside; the trash is deleted after the last timed run.
+ * This machine's ext4 has no journal, and then the kernel avoids reusing an inode freed in the
+ * last ~5-35 s: each file created in a block group scans past every such inode (3,000 creates
+ * took 115 ms in a clean directory and 565-1,350 ms after deletions nearby). Deleting a head's
+ * and two nodes' stores (~5,000 files) just before the next cluster run charged that run for the
+ * benchmark's own clean-up; renaming frees nothing.
+ */
+function discard(p) {
+  if (!existsSync(p)) return;
+  mkdirSync(TRASH, { recursive: true });
+  renameSync(p, path.join(TRASH, String(++trashed)));
+}
 const log = (s) => process.stderr.write(`bench: ${s}\n`);
 
 // ---------- processes ----------
@@ -236,7 +252,7 @@ function defineTools(peers) {
       command: () => ['make', [makeJ, ...cfg.makeArgs, 'CC=ccache cc']],
       zeroStats: ['ccache', ['--zero-stats']],
       stats: ['ccache', ['--show-stats']],
-      reset: () => rmSync(cacheDir('ccache'), { recursive: true, force: true }),
+      reset: () => discard(cacheDir('ccache')),
     },
     sccache: {
       label: `sccache (make ${makeJ} CC="sccache cc")`,
@@ -248,7 +264,7 @@ function defineTools(peers) {
       command: () => ['make', [makeJ, ...cfg.makeArgs, 'CC=sccache cc']],
       zeroStats: ['sccache', ['--zero-stats']],
       stats: ['sccache', ['--show-stats']],
-      reset: () => rmSync(cacheDir('sccache'), { recursive: true, force: true }),
+      reset: () => discard(cacheDir('sccache')),
       async setUp() {
         this.state.port = await freePort();
         writeFileSync(path.join(RUN, 'sccache.port'), `${this.state.port}\n`);
@@ -304,7 +320,7 @@ function defineTools(peers) {
     orion: {
       label: `orion build -j${cfg.nproc} (embedded)`,
       command: () => [ORION, orionBuildArgs(['-j', String(cfg.nproc), '--cache-dir', cacheDir('orion')])],
-      reset: () => rmSync(cacheDir('orion'), { recursive: true, force: true }),
+      reset: () => discard(cacheDir('orion')),
     },
     'orion-cluster': {
       label: `orion build --head (head + ${cfg.clusterNodes} nodes x ${cfg.clusterSlots} slots on 127.0.0.1, -j${cfg.clusterNodes * cfg.clusterSlots})`,
@@ -312,10 +328,10 @@ function defineTools(peers) {
       command() {
         return [ORION, orionBuildArgs(['--head', this.state.address, '-j', String(cfg.clusterNodes * cfg.clusterSlots), '--cache-dir', cacheDir('orion-cluster')])];
       },
-      reset: () => rmSync(cacheDir('orion-cluster'), { recursive: true, force: true }),
+      reset: () => discard(cacheDir('orion-cluster')),
       async setUp() {
         const dir = path.join(RUN, 'cluster');
-        rmSync(dir, { recursive: true, force: true });
+        discard(dir);
         mkdirSync(dir, { recursive: true });
         const headLog = path.join(LOGS, 'head.log');
         writeFileSync(headLog, '');
@@ -354,7 +370,7 @@ function defineTools(peers) {
 
 // ---------- the tree ----------
 function freshTree() {
-  rmSync(TREE, { recursive: true, force: true });
+  discard(TREE);
   mkdirSync(path.dirname(TREE), { recursive: true });
   const r = sh('cp', ['-a', cfg.project, TREE]);
   if (r.code !== 0) throw new Error(`cp -a ${cfg.project} ${TREE}: ${r.out}`);
@@ -417,7 +433,7 @@ async function runChain(tool, rep, runs) {
 async function measureMemory() {
   const out = {};
   const cache = path.join(RUN, 'caches', 'orion-memory');
-  rmSync(cache, { recursive: true, force: true });
+  discard(cache);
   freshTree();
   const rssFile = path.join(RUN, 'maxrss.jsonl');
   for (const which of ['cold', 'noop']) {
@@ -440,7 +456,7 @@ async function measureMemory() {
     };
     log(`memory orion build ${which}: ${JSON.stringify(out[which])}`);
   }
-  rmSync(cache, { recursive: true, force: true });
+  discard(cache);
   return out;
 }
 
@@ -682,7 +698,7 @@ function report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, 
   }
   L.push('');
   L.push('## Method', '');
-  L.push('- Each tool, each repetition: `cold` = caches emptied (ccache/sccache dirs, Orion\'s `--cache-dir`; for the cluster also a new head data dir and new node work dirs) and a fresh `cp -a` of the source tree; `warm` = the tree removed and copied fresh at the same path, caches kept; `noop` = the same command again; `edit` = a comment line appended to the .c file; `touch` = `touch` of the header. Untimed: copying, cache clearing, starting daemons.');
+  L.push('- Each tool, each repetition: `cold` = caches emptied (ccache/sccache dirs, Orion\'s `--cache-dir`; for the cluster also a new head data dir and new node work dirs) and a fresh `cp -a` of the source tree; `warm` = the tree removed and copied fresh at the same path, caches kept; `noop` = the same command again; `edit` = a comment line appended to the .c file; `touch` = `touch` of the header. Untimed: copying, cache clearing, starting daemons. Emptied caches, old trees and old cluster dirs are moved aside and deleted after the last timed run: on this machine\'s journal-less ext4 every file created near inodes freed in the last ~35 s scans past them (3,000 creates: 115 ms in a clean directory, 565-1,350 ms after deletions nearby), which charged the next run for the benchmark\'s own clean-up.');
   L.push('- sccache: its own cache dir and server port; the server is started before the tool\'s scenarios and stopped after them. distcc: two `distccd` on 127.0.0.1 (`--allow 127.0.0.1`), `DISTCC_FALLBACK=0` so a compile that could not be distributed fails instead of running locally unseen. Orion cluster: a head and two nodes on 127.0.0.1, started fresh for each repetition.');
   L.push('- make and distcc have no cache: their `warm` figure is a second full build.');
   L.push('');
@@ -692,7 +708,9 @@ function report({ startedAt, finishedAt, mach, peers, tools, sum, runs, memory, 
 // ---------- main ----------
 async function main() {
   const startedAt = new Date().toISOString();
-  rmSync(RUN, { recursive: true, force: true });
+  // A previous run's files are deleted at the end, with the trash (see discard).
+  const previousRun = existsSync(RUN) ? `${RUN}.old-${process.pid}` : undefined;
+  if (previousRun) renameSync(RUN, previousRun);
   mkdirSync(LOGS, { recursive: true });
   mkdirSync(path.dirname(cfg.pidsFile), { recursive: true });
   const mach = machine();
@@ -709,7 +727,7 @@ async function main() {
   const memory = cfg.skipMemory ? undefined : await measureMemory();
   const scale = cfg.skipScale ? undefined : await runScale();
   // Logs stay in bench/work/run/logs; the tree and the (large, for Redis) caches go.
-  for (const d of [path.dirname(TREE), path.join(RUN, 'caches'), path.join(RUN, 'cluster'), path.join(RUN, 'distcc-dir')]) rmSync(d, { recursive: true, force: true });
+  for (const d of [path.dirname(TREE), path.join(RUN, 'caches'), path.join(RUN, 'cluster'), path.join(RUN, 'distcc-dir'), TRASH, previousRun]) if (d) rmSync(d, { recursive: true, force: true });
   const finishedAt = new Date().toISOString();
   const data = { startedAt, finishedAt, machine: mach, config: { ...cfg, scale: cfg.scale }, peers, summary: sum, runs, memory, scale };
   mkdirSync(path.dirname(cfg.json), { recursive: true });
