@@ -468,7 +468,7 @@ async function runScale() {
     const r = await new Promise((resolve) => {
       let stdout = '';
       const p = spawn(process.execPath, [path.join(REPO, 'bench/scale.mjs'), ...args, '--sandbox', cfg.scale.sandbox, '--timeout', String(cfg.scale.timeoutS)], {
-        env: { ...baseEnv(), BENCH_PIDS_FILE: cfg.pidsFile, BENCH_TMP: RUN },
+        env: { ...baseEnv(), BENCH_PIDS_FILE: cfg.pidsFile, BENCH_TMP: RUN, BENCH_TRASH: TRASH },
         stdio: ['ignore', 'pipe', fd],
       });
       track(p.pid);

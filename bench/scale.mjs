@@ -4,6 +4,8 @@
 //   node bench/scale.mjs dispatch [--actions 10000] [--nodes 4] [--slots 8] [--shape flat|fanin] [--workers orion|fake] [--sandbox off|auto]
 //   node bench/scale.mjs plan     [--actions 2000] [--nodes 6] [--slots 4] [--seed 1]     (no daemons: the DAG and its bounds)
 // Common: [--timeout 1800] [--cpu-prof DIR] (CPU profiles of the head, and of the nodes with --cpu-prof-nodes 1)
+// Environment: BENCH_TMP (where the run's scratch directory goes), BENCH_TRASH (move it there at the end
+// instead of deleting it, for the caller to delete after its last run; see discardScratch).
 //
 // Starts a fresh head (own data dir) and K `orion node` processes (--no-peer; --no-sandbox unless
 // --sandbox auto) on 127.0.0.1, submits one DAG through Builds.Build, waits for BUILD_FINISHED and
@@ -31,7 +33,7 @@
 // Every daemon it starts is killed before it exits (and on SIGINT/SIGTERM/errors), by pid.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -276,7 +278,27 @@ async function killAll() {
     }
   }
   await Promise.race([Promise.all(daemons.map((d) => d.exited)), new Promise((r) => setTimeout(r, 5000))]);
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+  if (scratch) discardScratch(scratch);
+}
+
+/**
+ * Removes the run's scratch directory, or with BENCH_TRASH moves it there for the caller to
+ * delete after its last run: on a journal-less ext4, files created near inodes freed in the
+ * last ~35 s cost many times more (see bench.mjs discard), so deleting one run's 40,000 files
+ * would slow the next run's head.
+ */
+function discardScratch(dir) {
+  const trash = process.env.BENCH_TRASH;
+  if (trash) {
+    try {
+      mkdirSync(trash, { recursive: true });
+      renameSync(dir, path.join(trash, path.basename(dir)));
+      return;
+    } catch {
+      // Another filesystem: delete it.
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** SIGTERM and wait (a CPU profile is written on a clean exit), then SIGKILL what is left. */

@@ -84,19 +84,19 @@ const closeP = promisify(close);
 const renameP = promisify(rename);
 
 /**
- * Writes `data` to the new file `tmp` (mode `mode`), flushes it and renames it to `dest`, on the
- * thread pool through the callback API: a synchronous create or rename on ext4 can wait for the
+ * Writes `data` to the new file `tmp` (mode `mode`), flushes it (unless `flush` is false) and
+ * renames it to `dest`, on the thread pool through the callback API: a synchronous create or rename on ext4 can wait for the
  * journal commit another thread's flush started (~0.5 ms per entry measured on a head writing
  * results), which would stall the event loop, and the promise API's file handles cost the main
  * thread more than the calls (~0.4 ms per file measured on a head taking uploads).
  */
-export async function writeDurableAndRename(tmp: string, dest: string, data: Uint8Array | string, mode: number): Promise<void> {
+export async function writeDurableAndRename(tmp: string, dest: string, data: Uint8Array | string, mode: number, flush = true): Promise<void> {
   let fd: number | undefined;
   try {
     fd = await openP(tmp, 'wx', mode);
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     for (let off = 0; off < bytes.length; ) off += (await writeP(fd, bytes, off, bytes.length - off)).bytesWritten;
-    await fdatasyncP(fd);
+    if (flush) await fdatasyncP(fd);
     const done = fd;
     fd = undefined;
     await closeP(done);
@@ -115,6 +115,31 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     ensureDirSync(dirname(path));
     return writeAndRename(tempPathFor(path), path, data, mode);
   }
-  await mkdir(dirname(path), { recursive: true });
-  await writeDurableAndRename(tempPathFor(path), path, data, mode);
+  await ensureDir(dirname(path));
+  try {
+    await writeDurableAndRename(tempPathFor(path), path, data, mode);
+  } catch (err) {
+    // The directory was removed since it was made: make it again, once.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    making.delete(dirname(path));
+    await ensureDir(dirname(path));
+    await writeDurableAndRename(tempPathFor(path), path, data, mode);
+  }
+}
+
+/** Directories made (or being made) by ensureDir, so each is made once per process. */
+const making = new Map<string, Promise<unknown>>();
+
+/** mkdir -p through the thread pool, once per directory per process (a head writes an action cache entry per action). */
+function ensureDir(dir: string): Promise<unknown> {
+  let made = making.get(dir);
+  if (!made) {
+    made = mkdir(dir, { recursive: true }).catch((err: unknown) => {
+      making.delete(dir);
+      throw err;
+    });
+    if (making.size > 10_000) making.clear();
+    making.set(dir, made);
+  }
+  return made;
 }

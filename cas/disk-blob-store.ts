@@ -120,19 +120,20 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
 
   /**
    * A blob given whole and small enough: with syncIo (a store that does not flush) written by
-   * synchronous calls (writeAndRename); durable, through the callback API (writeDurableAndRename).
-   * Others stream.
+   * synchronous calls (writeAndRename); otherwise through the callback API (writeDurableAndRename,
+   * flushed when durable), whose plain descriptors cost a head's main thread less than the file
+   * handles a stream needs. Larger ones stream.
    */
   const put = async (d: Digest, data: Buffer): Promise<void> => {
     validateDigest(d);
-    if (data.length > SMALL_BLOB || (!syncIo && !durable)) return putStream(d, [data]);
+    if (data.length > SMALL_BLOB) return putStream(d, [data]);
     const actual = { hash: createHash('sha256').update(data).digest('hex'), sizeBytes: data.length };
     if (actual.hash !== d.hash || actual.sizeBytes !== d.sizeBytes) throw digestMismatch(d, actual);
     if (isEmptyDigest(d) || (await has(d))) return;
     if (syncIo) return putSync(d, data);
     await ensureDir(tmpDir);
     await ensureDir(dirname(blobPath(d)));
-    await writeDurableAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), blobPath(d), data, 0o444);
+    await writeDurableAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), blobPath(d), data, 0o444, durable);
   };
 
   /** Stores verified bytes by synchronous calls (syncIo stores only). */

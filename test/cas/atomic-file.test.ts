@@ -23,11 +23,13 @@ describe('writeFileAtomic', () => {
 
   it('makes the directory again when it was removed after a first write (it remembers the directories it made)', async () => {
     const dir = await tempDir();
-    const file = join(dir, 'cache', 'x', 'entry');
-    await writeFileAtomic(file, 'a', { durable: false });
-    await rm(join(dir, 'cache'), { recursive: true });
-    await writeFileAtomic(file, 'b', { durable: false });
-    expect(await readFile(file, 'utf8')).toBe('b');
+    for (const durable of [false, true]) {
+      const file = join(dir, `cache-${durable}`, 'x', 'entry');
+      await writeFileAtomic(file, 'a', { durable });
+      await rm(join(dir, `cache-${durable}`), { recursive: true });
+      await writeFileAtomic(file, 'b', { durable });
+      expect(await readFile(file, 'utf8')).toBe('b');
+    }
   });
 });
 
