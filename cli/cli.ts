@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { OrionError } from '../common/errors.js';
-import { UsageError, parseDuration, parseHostPort, parsePort, parsePositiveInt } from './options.js';
+import { UsageError, parseDuration, parseHostPort, parseNonNegativeInt, parsePort, parsePositiveInt } from './options.js';
 import { NODE_FAULTS, isNodeFault } from '../node/faults.js';
 import { addClientAuthOptions, addHeadSecurityOptions, clientAuthFrom, headSecurityFrom } from './security-options.js';
 
@@ -121,6 +121,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('-n, --dry-run', 'show what would run without running it', false)
     .option('--explain', 'for each action that runs, say why it was not a cache hit', false)
     .option('--no-dag', 'with --head: send actions one by one (REAPI Execute) instead of submitting the whole DAG to the head\'s Builds service')
+    .option('--local-max <n>', 'with --head: when the local cache leaves at most n actions to run, run them here, not on the cluster (default: CPU cores; 0: always the cluster)', wrapParse(parseNonNegativeInt, '--local-max'))
     .option('--build-dir <dir>', 'CMake build directory (default: build)')
     .option('--profile <file.json>', 'write a timeline of the build (Chrome trace events: one lane per node slot, each action\'s phases) for Perfetto or chrome://tracing')
     .option('-q, --quiet', 'print only errors and the compilers\' output (no progress, no summary unless the build fails)', false)
@@ -150,6 +151,7 @@ export function buildProgram(out: CliOutput): Command {
             dryRun: o.dryRun,
             explain: o.explain,
             dag: o.dag,
+            localMax: o.localMax,
             quiet: o.quiet,
             verbose: o.verbose,
             buildDir: o.buildDir,

@@ -24,6 +24,13 @@ export function parsePositiveInt(value: string, flag: string, max = 1_000_000): 
   return n;
 }
 
+export function parseNonNegativeInt(value: string, flag: string, max = 1_000_000): number {
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a whole number (0 or more), got ${JSON.stringify(value)}`);
+  const n = Number(value);
+  if (n > max) throw new UsageError(`${flag}: must be between 0 and ${max}, got ${n}`);
+  return n;
+}
+
 export function parsePort(value: string, flag: string): number {
   if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a port number, got ${JSON.stringify(value)}`);
   const n = Number(value);

@@ -41,6 +41,13 @@ export interface BuildRunnerOptions {
   keepGoing: boolean;
   dryRun: boolean;
   explain: boolean;
+  /**
+   * With a DAG head: when the local cache leaves at most this many actions to run, they run
+   * here (in place) instead of on the cluster, without asking its cache (default 0: never). A
+   * few actions (an edited file and its link) cost here about what the round trips, the upload
+   * and the download cost around them on a node, and a fresh edit is rarely in a shared cache.
+   */
+  localMax?: number;
 }
 
 export interface BuildRunnerDeps {
@@ -171,6 +178,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   /** collect: cluster misses are deferred; started: the head has the rest of the DAG; off: one by one. */
   let dagPhase: 'collect' | 'started' | 'off' = deps.dag && !opts.dryRun ? 'collect' : 'off';
   const deferred = new Set<string>();
+  /** Set when the actions left were few enough (localMax) to run here rather than on the cluster. */
+  let runHere = false;
   let wake = () => {};
   const skipDependents = (id: string) => {
     const stack = [...(dependents.get(id) ?? [])];
@@ -226,7 +235,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (opts.dryRun) return 'dry-run';
     // Whole-DAG mode: misses wait until nothing else can run here, then go to the head together.
     if (dagPhase === 'collect' && key.remotable) return 'deferred';
-    const remoteRaw = await deps.remoteCache?.get(key, a);
+    const remoteRaw = runHere ? undefined : await deps.remoteCache?.get(key, a);
     // Look again under the key that covers what the result shows was read (each round learns files, so this ends).
     if (remoteRaw && (await learnUnkeyedReads(a, key, remoteRaw))) return runCacheable(a, true);
     const remote = remoteRaw && withoutOrionDepfile(remoteRaw, key);
@@ -241,7 +250,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       deps.history?.record(a.id, key, a.argv);
       return 'remote-cached';
     }
-    const executor = key.remotable ? deps.executor : deps.localExecutor;
+    const executor = key.remotable && !runHere ? deps.executor : deps.localExecutor;
     const { out, started } = await runCommand(a, executor === deps.localExecutor ? 'local' : 'remote', () => executor.run(a, key, deps.signal));
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), sentAt: out.sentAt, metadata: out.result.executionMetadata, exitCode: out.result.exitCode });
     deps.keyDeps.scanner.invalidate(a.outputs);
@@ -712,6 +721,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         });
       }
       if (running === 0 && ready.length === 0 && dagPhase === 'collect' && deferred.size > 0 && !stopping) {
+        if (graph.actions.length - finished <= (opts.localMax ?? 0)) {
+          // Only a few actions are left: they run here, as in a build without a head.
+          runHere = true;
+          toOneByOne();
+          pump();
+          return;
+        }
         // Everything that could run here has: the head takes the rest of the graph.
         dagPhase = 'started';
         running++;

@@ -42,6 +42,8 @@ export interface BuildCommandOptions {
   explain: boolean;
   /** With a head: submit the whole DAG to its Builds service (default), falling back to one Execute per action. */
   dag?: boolean;
+  /** With a head: run here when the local cache leaves at most this many actions (default: CPU cores; 0: never). */
+  localMax?: number;
   quiet: boolean;
   verbose: boolean;
   buildDir?: string;
@@ -114,7 +116,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         dag: head?.dagClient && buildId ? { client: head.dagClient, uploader: head.remoteExecutor, buildId } : undefined,
         signal,
       },
-      { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain },
+      { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain, localMax: o.head ? (o.localMax ?? os.availableParallelism()) : 0 },
     );
     const wallMs = Date.now() - started;
     reporter.summary(summary, wallMs);

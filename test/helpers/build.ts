@@ -63,11 +63,16 @@ export interface BuildRun extends RunResult {
   lines: ProgressLine[];
 }
 
-/** `orion build` in `dir`, with an explicit cache dir (and head, in cluster mode). */
+/**
+ * `orion build` in `dir`, with an explicit cache dir (and head, in cluster mode). With a head,
+ * `--local-max 0` unless the test sets it: the fixtures are small enough that the default would
+ * run their few misses here, and these tests are about the cluster.
+ */
 export async function orionBuild(dir: string, o: { cacheDir?: string; head?: string; args?: string[]; env?: Record<string, string> }): Promise<BuildRun> {
   const args = ['build'];
   if (o.cacheDir) args.push('--cache-dir', o.cacheDir);
   if (o.head) args.push('--head', o.head);
+  if (o.head && !o.args?.includes('--local-max')) args.push('--local-max', '0');
   args.push(...(o.args ?? []));
   const r = await orion(args, { cwd: dir, env: o.env });
   return { ...r, summary: parseSummary(r.stderr), lines: parseProgress(r.stdout) };

@@ -1,0 +1,77 @@
+/**
+ * `orion build --head --local-max N`: when the local cache leaves at most N actions to run, they
+ * run here (in place, as without a head) instead of on the cluster; with more left, or N = 0,
+ * the cluster runs them. A real head and two real nodes; the Make fixture.
+ */
+import { createHash } from 'node:crypto';
+import { appendFile, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { baseEnv, copyFixture, orionBuild, scratch, startCluster, type BuildRun, type Cluster } from '../helpers/build.js';
+
+const OUTPUTS = ['src/calc.o', 'calc', 'src/hello.o', 'hello', 'lib/libutil.a'];
+
+async function hashes(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const f of OUTPUTS) out[f] = createHash('sha256').update(await readFile(path.join(dir, f))).digest('hex');
+  return out;
+}
+
+const onNodes = (b: BuildRun) => Object.entries(b.summary.where).filter(([w]) => w !== 'local').reduce((n, [, k]) => n + k, 0);
+
+describe('orion build --head --local-max', () => {
+  let base: string;
+  let cluster: Cluster;
+  let dir: string;
+
+  beforeAll(async () => {
+    base = await scratch('local-max');
+    cluster = await startCluster(path.join(base, 'cluster'));
+    dir = await copyFixture('make-project', path.join(base, 'proj'));
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('runs an edit\'s few actions here when at most --local-max are left, on the cluster otherwise; the outputs are the same', async () => {
+    const env = baseEnv();
+    const head = cluster.address;
+    const cache = path.join(base, 'cache');
+    const cold = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '0'], env });
+    expect(cold.code, cold.stderr).toBe(0);
+    expect(onNodes(cold)).toBeGreaterThan(0);
+
+    // One .c edited: its compile and the link above it are left, two actions.
+    await appendFile(path.join(dir, 'src/calc.c'), '\nint orion_local_max_probe(void) { return 7; }\n');
+    const nodeRuns = cluster.nodeRuns();
+    const here = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '2'], env });
+    expect(here.code, here.stderr).toBe(0);
+    expect(here.summary.where).toEqual({ local: here.summary.run });
+    expect(here.lines.find((l) => l.label === 'CC src/calc.o')?.tag).not.toBe('cached');
+    expect(here.stderr).toMatch(/ran 0 remotely/);
+    expect(cluster.nodeRuns()).toBe(nodeRuns);
+    const local = await hashes(dir);
+
+    // The same tree on the cluster (a fresh local cache; the head never saw this edit): the same bytes.
+    const remote = await orionBuild(dir, { cacheDir: path.join(base, 'cache-2'), head, args: ['--local-max', '0'], env });
+    expect(remote.code, remote.stderr).toBe(0);
+    expect(onNodes(remote)).toBeGreaterThan(0);
+    expect(await hashes(dir)).toEqual(local);
+
+    // Two actions left but --local-max 1: the cluster runs them.
+    await appendFile(path.join(dir, 'src/calc.c'), '\nint orion_local_max_probe2(void) { return 8; }\n');
+    const before = cluster.nodeRuns();
+    const sent = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '1'], env });
+    expect(sent.code, sent.stderr).toBe(0);
+    expect(onNodes(sent)).toBeGreaterThan(0);
+    expect(cluster.nodeRuns()).toBeGreaterThan(before);
+  }, 120_000);
+
+  it('rejects a --local-max that is not a whole number, naming the option', async () => {
+    const r = await orionBuild(dir, { cacheDir: path.join(base, 'cache-3'), head: cluster.address, args: ['--local-max', '-1'], env: baseEnv() });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/--local-max/);
+  });
+});
