@@ -64,11 +64,6 @@ function declaredOutputs(a: Assignment): string[] {
   return dep ? [...declared, dep] : declared;
 }
 
-/**
- * Copies blobs the node does not hold yet from the head into the node-local CAS.
- * Blobs the head does not have either fail with FAILED_PRECONDITION listing them all
- * (REAPI's answer for missing inputs). Every copy has stopped when this settles.
- */
 /** Where an action's inputs may come from besides the head, and the bytes each source gave. */
 export interface FetchContext {
   peers?: PeerFetcher;
@@ -77,8 +72,49 @@ export interface FetchContext {
   bytes: { peer: number; head: number };
 }
 
+/** Blobs being copied into each node-local store, by digest: the copy that will bring them. */
+const fetching = new WeakMap<BlobStore, Map<string, Promise<void>>>();
+
+/**
+ * Copies the blobs of `digests` the node does not hold. Actions starting together (a node's
+ * slots at the start of a build) need the same source tree: a blob another call is already
+ * copying is waited for, not fetched twice (each slot fetched the whole tree before).
+ */
 async function fetchInto(local: BlobStore, remote: BlobStore, digests: Digest[], ctx?: FetchContext): Promise<void> {
-  let missing = await local.findMissing(digests);
+  let inflight = fetching.get(local);
+  if (!inflight) fetching.set(local, (inflight = new Map()));
+  const wanted = await local.findMissing(digests);
+  const theirs = new Set<Promise<void>>();
+  const mine: Digest[] = [];
+  for (const d of wanted) {
+    const other = inflight.get(digestKey(d));
+    if (other) theirs.add(other);
+    else mine.push(d);
+  }
+  let done!: () => void;
+  const copied = new Promise<void>((resolve) => (done = resolve));
+  for (const d of mine) inflight.set(digestKey(d), copied);
+  try {
+    await copyMissing(local, remote, mine, ctx);
+  } finally {
+    for (const d of mine) if (inflight.get(digestKey(d)) === copied) inflight.delete(digestKey(d));
+    done();
+  }
+  if (theirs.size === 0) return;
+  await Promise.all(theirs);
+  // What another call failed to copy, this one copies (or reports) itself.
+  const own = new Set(mine.map(digestKey));
+  const left = await local.findMissing(wanted.filter((d) => !own.has(digestKey(d))));
+  if (left.length > 0) await copyMissing(local, remote, left, ctx);
+}
+
+/**
+ * Copies `wanted` (blobs the node does not hold) from peers or the head into the node-local CAS.
+ * Blobs the head does not have either fail with FAILED_PRECONDITION listing them all (REAPI's
+ * answer for missing inputs). Every copy has stopped when this settles.
+ */
+async function copyMissing(local: BlobStore, remote: BlobStore, wanted: Digest[], ctx?: FetchContext): Promise<void> {
+  let missing = wanted;
   if (ctx?.peers && ctx.sources && ctx.sources.size > 0 && missing.length > 0) {
     // Outputs of other nodes: read them there first (the head has them too, as a fallback).
     const byPeer = new Map<string, Digest[]>();

@@ -174,6 +174,25 @@ describe('executor with an exec root cache', () => {
     expect(await readdir(workDir)).toEqual([]);
   });
 
+  it('fetches each blob once for actions that start together on one root (a node\'s slots at the start of a build), and both fail on a blob the head lacks', async () => {
+    const first = await inputTree(FILES);
+    const [r1, r2] = await Promise.all([run(assignment(first.rootDigest, 'cat src/util.c')), run(assignment(first.rootDigest, 'cat src/main.c'))]);
+    expect(await text(r1.stdoutDigest)).toBe('int util;\n');
+    expect(await text(r2.stdoutDigest)).toBe('int main() { return 0; }\n');
+    const everything = [...first.directories.keys(), ...[...first.files.keys()].filter((k) => !k.endsWith('/0'))];
+    expect(sorted(remote.calls.getMany.flat())).toEqual(sorted(everything));
+
+    const lost = 'lost on the head\n';
+    const second = await inputTree({ ...FILES, 'include/lost.h': lost }, false);
+    for (const [key, bytes] of second.directories) await memory.put(fromDigestKey(key), bytes);
+    const errs = await Promise.all([run(assignment(second.rootDigest, 'true')), run(assignment(second.rootDigest, 'true'))].map((p) => p.then(() => undefined, (e: unknown) => e)));
+    for (const err of errs) {
+      expect(err).toBeInstanceOf(OrionError);
+      expect((err as OrionError).code).toBe(Code.FAILED_PRECONDITION);
+      expect((err as OrionError).missing).toEqual([digestOf(Buffer.from(lost))]);
+    }
+  });
+
   it('fails with FAILED_PRECONDITION listing an input blob the head lacks, and fetches it once it is there', async () => {
     const first = await inputTree(FILES);
     await run(assignment(first.rootDigest, 'true'));
