@@ -121,7 +121,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('-n, --dry-run', 'show what would run without running it', false)
     .option('--explain', 'for each action that runs, say why it was not a cache hit', false)
     .option('--no-dag', 'with --head: send actions one by one (REAPI Execute) instead of submitting the whole DAG to the head\'s Builds service')
-    .option('--local-max <n>', 'with --head: when the local cache leaves at most n actions to run, run them here, not on the cluster (default: CPU cores; 0: always the cluster)', wrapParse(parseNonNegativeInt, '--local-max'))
+    .option('--local-max <n>', 'with --head: when at most n cache misses wait for the cluster (all else that could run here has), run them here instead (default: CPU cores; 0: always the cluster)', wrapParse(parseNonNegativeInt, '--local-max'))
     .option('--build-dir <dir>', 'CMake build directory (default: build)')
     .option('--profile <file.json>', 'write a timeline of the build (Chrome trace events: one lane per node slot, each action\'s phases) for Perfetto or chrome://tracing')
     .option('-q, --quiet', 'print only errors and the compilers\' output (no progress, no summary unless the build fails)', false)

@@ -42,10 +42,11 @@ export interface BuildRunnerOptions {
   dryRun: boolean;
   explain: boolean;
   /**
-   * With a DAG head: when the local cache leaves at most this many actions to run, they run
-   * here (in place) instead of on the cluster, without asking its cache (default 0: never). A
-   * few actions (an edited file and its link) cost here about what the round trips, the upload
-   * and the download cost around them on a node, and a fresh edit is rarely in a shared cache.
+   * With a DAG head: when everything that could run here has and at most this many misses wait
+   * for the cluster, they run here (in place) instead, without asking its cache, and so do the
+   * next such waves (default 0: never). A few actions (an edited file, then its link) cost here
+   * about what the round trips, the upload and the download cost around them on a node, and a
+   * fresh edit is rarely in a shared cache. A larger wave sends the rest of the graph to the head.
    */
   localMax?: number;
 }
@@ -178,8 +179,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   /** collect: cluster misses are deferred; started: the head has the rest of the DAG; off: one by one. */
   let dagPhase: 'collect' | 'started' | 'off' = deps.dag && !opts.dryRun ? 'collect' : 'off';
   const deferred = new Set<string>();
-  /** Set when the actions left were few enough (localMax) to run here rather than on the cluster. */
-  let runHere = false;
+  /** Misses that run here rather than on the cluster: a wave of at most localMax (see BuildRunnerOptions). */
+  const runHere = new Set<string>();
   let wake = () => {};
   const skipDependents = (id: string) => {
     const stack = [...(dependents.get(id) ?? [])];
@@ -234,8 +235,9 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
     if (opts.dryRun) return 'dry-run';
     // Whole-DAG mode: misses wait until nothing else can run here, then go to the head together.
-    if (dagPhase === 'collect' && key.remotable) return 'deferred';
-    const remoteRaw = runHere ? undefined : await deps.remoteCache?.get(key, a);
+    const here = runHere.has(a.id);
+    if (dagPhase === 'collect' && key.remotable && !here) return 'deferred';
+    const remoteRaw = here ? undefined : await deps.remoteCache?.get(key, a);
     // Look again under the key that covers what the result shows was read (each round learns files, so this ends).
     if (remoteRaw && (await learnUnkeyedReads(a, key, remoteRaw))) return runCacheable(a, true);
     const remote = remoteRaw && withoutOrionDepfile(remoteRaw, key);
@@ -250,7 +252,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       deps.history?.record(a.id, key, a.argv);
       return 'remote-cached';
     }
-    const executor = key.remotable && !runHere ? deps.executor : deps.localExecutor;
+    const executor = key.remotable && !here ? deps.executor : deps.localExecutor;
     const { out, started } = await runCommand(a, executor === deps.localExecutor ? 'local' : 'remote', () => executor.run(a, key, deps.signal));
     reporter.executed?.(a, { where: out.where, startMs: started, endMs: Date.now(), sentAt: out.sentAt, metadata: out.result.executionMetadata, exitCode: out.result.exitCode });
     deps.keyDeps.scanner.invalidate(a.outputs);
@@ -721,10 +723,14 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         });
       }
       if (running === 0 && ready.length === 0 && dagPhase === 'collect' && deferred.size > 0 && !stopping) {
-        if (graph.actions.length - finished <= (opts.localMax ?? 0)) {
-          // Only a few actions are left: they run here, as in a build without a head.
-          runHere = true;
-          toOneByOne();
+        if (deferred.size <= (opts.localMax ?? 0)) {
+          // A few misses: they run here, as in a build without a head; what they unblock is
+          // looked up and, if it misses, weighed the same way.
+          for (const id of deferred) {
+            runHere.add(id);
+            ready.push(byId.get(id)!);
+          }
+          deferred.clear();
           pump();
           return;
         }

@@ -42,7 +42,7 @@ export interface BuildCommandOptions {
   explain: boolean;
   /** With a head: submit the whole DAG to its Builds service (default), falling back to one Execute per action. */
   dag?: boolean;
-  /** With a head: run here when the local cache leaves at most this many actions (default: CPU cores; 0: never). */
+  /** With a head: misses run here while at most this many wait for the cluster at once (default: CPU cores; 0: never). */
   localMax?: number;
   quiet: boolean;
   verbose: boolean;

@@ -1,7 +1,7 @@
 /**
- * `orion build --head --local-max N`: when the local cache leaves at most N actions to run, they
- * run here (in place, as without a head) instead of on the cluster; with more left, or N = 0,
- * the cluster runs them. A real head and two real nodes; the Make fixture.
+ * `orion build --head --local-max N`: when at most N misses wait for the cluster (a wave: everything
+ * else that could run here has), they run here (in place, as without a head); a larger wave, or
+ * N = 0, goes to the cluster. A real head and two real nodes; the Make fixture.
  */
 import { createHash } from 'node:crypto';
 import { appendFile, readFile, rm } from 'node:fs/promises';
@@ -43,7 +43,7 @@ describe('orion build --head --local-max', () => {
     expect(cold.code, cold.stderr).toBe(0);
     expect(onNodes(cold)).toBeGreaterThan(0);
 
-    // One .c edited: its compile and the link above it are left, two actions.
+    // One .c edited: its compile misses (a wave of one), then the link above it (another wave of one).
     await appendFile(path.join(dir, 'src/calc.c'), '\nint orion_local_max_probe(void) { return 7; }\n');
     const nodeRuns = cluster.nodeRuns();
     const here = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '2'], env });
@@ -60,13 +60,14 @@ describe('orion build --head --local-max', () => {
     expect(onNodes(remote)).toBeGreaterThan(0);
     expect(await hashes(dir)).toEqual(local);
 
-    // Two actions left but --local-max 1: the cluster runs them.
-    await appendFile(path.join(dir, 'src/calc.c'), '\nint orion_local_max_probe2(void) { return 8; }\n');
+    // A header six compiles read, edited: a first wave of six misses, more than --local-max 2, so the cluster runs them.
+    await appendFile(path.join(dir, 'include/util.h'), '\nint orion_local_max_decl(void);\n');
     const before = cluster.nodeRuns();
-    const sent = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '1'], env });
+    const sent = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '2'], env });
     expect(sent.code, sent.stderr).toBe(0);
-    expect(onNodes(sent)).toBeGreaterThan(0);
+    expect(onNodes(sent)).toBeGreaterThanOrEqual(6);
     expect(cluster.nodeRuns()).toBeGreaterThan(before);
+    expect(sent.lines.find((l) => l.label === 'CC src/calc.o')?.tag).not.toBe('cached');
   }, 120_000);
 
   it('rejects a --local-max that is not a whole number, naming the option', async () => {
