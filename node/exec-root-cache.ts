@@ -109,6 +109,7 @@ const parentOf = (rel: string) => {
   const slash = rel.lastIndexOf('/');
   return slash < 0 ? '' : rel.slice(0, slash);
 };
+const nameOf = (rel: string) => rel.slice(rel.lastIndexOf('/') + 1);
 
 function cpAl(src: string, dest: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -247,11 +248,15 @@ function copyListed(l: Listing, dest: string, rel = '', made?: (rel: string) => 
   for (const [name, e] of l.dirs.get(rel)!) {
     const sub = childPath(rel, name);
     if (e.kind === 'dir') copyListed(l, dest, sub, made);
-    else if (e.kind === 'file') {
-      if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${sub} again from`);
-      linkSync(e.from, path.join(dest, sub));
-    } else symlinkSync(e.target, path.join(dest, sub));
+    else if (e.kind === 'file') linkAgain(e, sub, path.join(dest, sub));
+    else symlinkSync(e.target, path.join(dest, sub));
   }
+}
+
+/** Links listed file `rel` at `to` again, from the path holding its inode. */
+function linkAgain(e: Extract<Entry, { kind: 'file' }>, rel: string, to: string): void {
+  if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${rel} again from`);
+  linkSync(e.from, to);
 }
 
 /** Sets each directory's mtime to STAMP and records its ctime. */
@@ -303,9 +308,8 @@ function resetKept(k: Kept): void {
         walk(childPath(rel, d.name));
       } else if (e.kind === 'file') {
         if (d.isFile() && lstatSync(p).ino === e.ino) continue;
-        if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${childPath(rel, d.name)} again from`);
         rmSync(p, { recursive: true, force: true });
-        linkSync(e.from, p);
+        linkAgain(e, childPath(rel, d.name), p);
       } else {
         if (d.isSymbolicLink() && readlinkSync(p) === e.target) continue;
         rmSync(p, { recursive: true, force: true });
@@ -315,10 +319,8 @@ function resetKept(k: Kept): void {
     for (const [name, e] of want) {
       if (seen.has(name)) continue;
       if (e.kind === 'dir') copyListed(l, k.dir, childPath(rel, name), (d) => touched.add(d));
-      else if (e.kind === 'file') {
-        if (!e.from) throw new OrionError(Code.INTERNAL, `no source to link ${childPath(rel, name)} again from`);
-        linkSync(e.from, path.join(abs, name));
-      } else symlinkSync(e.target, path.join(abs, name));
+      else if (e.kind === 'file') linkAgain(e, childPath(rel, name), path.join(abs, name));
+      else symlinkSync(e.target, path.join(abs, name));
     }
   };
   walk('');
@@ -460,7 +462,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       if (!l) return;
       const parent = parentOf(rel);
       addDir(parent);
-      l.dirs.get(parent)!.set(rel.slice(parent === '' ? 0 : parent.length + 1), e);
+      l.dirs.get(parent)!.set(nameOf(rel), e);
       touched.add(parent);
     };
     const addDir = (rel: string) => {
@@ -473,10 +475,10 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       rmSync(path.join(dest, r), { recursive: true, force: true });
       if (!l) continue;
       const parent = parentOf(r);
-      if (l.dirs.get(parent)?.get(r.slice(parent === '' ? 0 : parent.length + 1))?.kind === 'dir') {
+      if (l.dirs.get(parent)?.get(nameOf(r))?.kind === 'dir') {
         for (const key of [...l.dirs.keys()]) if (key === r || key.startsWith(`${r}/`)) l.dirs.delete(key);
       }
-      l.dirs.get(parent)?.delete(r.slice(parent === '' ? 0 : parent.length + 1));
+      l.dirs.get(parent)?.delete(nameOf(r));
       touched.add(parent);
     }
     for (const d of change.dirs) {
@@ -507,26 +509,26 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     while (building) await building;
     const t = template;
     if (!t?.listing || t.free.length === 0) return undefined;
-    const same = t.free.findIndex((k) => k.root.hash === root.hash);
-    const [k] = t.free.splice(same >= 0 ? same : t.free.length - 1, 1);
+    const same = t.free.findIndex((x) => x.root.hash === root.hash);
+    const k = t.free.splice(same >= 0 ? same : t.free.length - 1, 1)[0]!;
     t.users++;
     try {
-      const change = await diffTrees(deps.local, k!.root, root, maxChanges);
+      const change = await diffTrees(deps.local, k.root, root, maxChanges);
       if (!change) {
-        removeQuietly(k!.dir);
+        removeQuietly(k.dir);
         t.users--;
         return undefined;
       }
-      renameSync(k!.dir, dir);
-      k!.dir = dir;
+      renameSync(k.dir, dir);
+      k.dir = dir;
       // The rename changed the root directory's ctime: stamp it again.
-      stampDirs(k!, ['']);
+      stampDirs(k, ['']);
       await apply(dir, change, k);
-      k!.root = root;
-      return { t, k: k! };
+      k.root = root;
+      return { t, k };
     } catch (err) {
       t.users--;
-      removeQuietly(k!.dir);
+      removeQuietly(k.dir);
       throw err;
     }
   }
