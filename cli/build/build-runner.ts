@@ -698,12 +698,25 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   }
 
   await new Promise<void>((resolve) => {
+    /** The deferred misses (a wave of at most localMax) go back to `ready`, to run here instead of on the cluster. */
+    const takeWaveHere = () => {
+      for (const id of deferred) {
+        runHere.add(id);
+        ready.push(byId.get(id)!);
+      }
+      deferred.clear();
+    };
     const pump = () => {
       if (deps.signal.aborted) stopping = true;
       const changed = deps.changedFiles?.();
       let likelyMiss: Map<string, number> | undefined;
       if (changed && changed.size > 0) {
-        likelyMiss = new Map(ready.map((a) => [a.id, a.inputs.some((f) => changed.has(f)) ? 1 : 0]));
+        const likely = (a: BuildAction) => a.inputs.some((f) => changed.has(f));
+        // After an edit the likely misses are keyed first: once none is left to key and the wave
+        // they made is small enough, it runs here at once (ahead of the cache hits' lookups).
+        const early = dagPhase === 'collect' && deferred.size > 0 && deferred.size <= (opts.localMax ?? 0) && !stopping;
+        if (early && running + ready.length > 0 && keyingFirst.size === 0 && !ready.some(likely)) takeWaveHere();
+        likelyMiss = new Map(ready.map((a) => [a.id, likely(a) || runHere.has(a.id) ? 1 : 0]));
         ready.sort((x, y) => likelyMiss!.get(x.id)! - likelyMiss!.get(y.id)! || priority.get(x.id)! - priority.get(y.id)!);
       } else ready.sort((x, y) => priority.get(x.id)! - priority.get(y.id)!);
       while (!stopping && running < inFlightMax && ready.length > 0) {
@@ -723,16 +736,11 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         });
       }
       if (running === 0 && ready.length === 0 && dagPhase === 'collect' && deferred.size > 0 && !stopping) {
+        // A few misses: they run here, as in a build without a head; what they unblock is
+        // looked up and, if it misses, weighed the same way.
         if (deferred.size <= (opts.localMax ?? 0)) {
-          // A few misses: they run here, as in a build without a head; what they unblock is
-          // looked up and, if it misses, weighed the same way.
-          for (const id of deferred) {
-            runHere.add(id);
-            ready.push(byId.get(id)!);
-          }
-          deferred.clear();
-          pump();
-          return;
+          takeWaveHere();
+          return pump();
         }
         // Everything that could run here has: the head takes the rest of the graph.
         dagPhase = 'started';

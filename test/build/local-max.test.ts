@@ -8,6 +8,7 @@ import { appendFile, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, copyFixture, orionBuild, scratch, startCluster, type BuildRun, type Cluster } from '../helpers/build.js';
+import { RACY_WINDOW_MS } from '../../cas/stat-cache.js';
 
 const OUTPUTS = ['src/calc.o', 'calc', 'src/hello.o', 'hello', 'lib/libutil.a'];
 
@@ -68,6 +69,28 @@ describe('orion build --head --local-max', () => {
     expect(onNodes(sent)).toBeGreaterThanOrEqual(6);
     expect(cluster.nodeRuns()).toBeGreaterThan(before);
     expect(sent.lines.find((l) => l.label === 'CC src/calc.o')?.tag).not.toBe('cached');
+  }, 120_000);
+
+  it('starts an edited file\'s compile here at once, while the cache hits are still looked up', async () => {
+    const env = baseEnv();
+    const cache = path.join(base, 'cache-4');
+    const first = await orionBuild(dir, { cacheDir: cache, head: cluster.address, args: ['--local-max', '0'], env });
+    expect(first.code, first.stderr).toBe(0);
+    // Files modified moments before they are hashed are hashed again next time (racy stat): let them age.
+    await new Promise((r) => setTimeout(r, RACY_WINDOW_MS + 200));
+    await appendFile(path.join(dir, 'lib/add.c'), '\nint orion_local_max_early(void) { return 9; }\n');
+    const trace = path.join(base, 'early.json');
+    const b = await orionBuild(dir, { cacheDir: cache, head: cluster.address, args: ['--local-max', '2', '-j', '2', '--profile', trace], env });
+    expect(b.code, b.stderr).toBe(0);
+    type Event = { ph: string; ts: number; name: string; cat?: string; args?: { where?: string } };
+    const events = (JSON.parse(await readFile(trace, 'utf8')) as { traceEvents: Event[] }).traceEvents.filter((e) => e.ph === 'X');
+    const compile = events.find((e) => e.name === 'CC lib/add.o' && e.cat === 'compile');
+    const lookups = events.filter((e) => e.cat === 'cache');
+    expect(compile, 'the edited compile ran').toBeDefined();
+    expect(compile!.args?.where).toBe('local');
+    expect(lookups.length).toBeGreaterThan(3);
+    // Without the early start it would wait for every lookup (the wave is weighed once all are done).
+    for (const l of lookups) expect(l.ts, `${l.name} started before the edited compile`).toBeGreaterThanOrEqual(compile!.ts);
   }, 120_000);
 
   it('rejects a --local-max that is not a whole number, naming the option', async () => {
