@@ -85,10 +85,11 @@ const renameP = promisify(rename);
 
 /**
  * Writes `data` to the new file `tmp` (mode `mode`), flushes it (unless `flush` is false) and
- * renames it to `dest`, on the thread pool through the callback API: a synchronous create or rename on ext4 can wait for the
- * journal commit another thread's flush started (~0.5 ms per entry measured on a head writing
- * results), which would stall the event loop, and the promise API's file handles cost the main
- * thread more than the calls (~0.4 ms per file measured on a head taking uploads).
+ * renames it to `dest`, on the thread pool through the callback API: a synchronous create or
+ * rename on ext4 can wait for the journal commit another thread's flush started (~0.5 ms per
+ * entry measured on a head writing results), which would stall the event loop, and the promise
+ * API's file handles cost the main thread more than the calls (~0.4 ms per file measured on a
+ * head taking uploads).
  */
 export async function writeDurableAndRename(tmp: string, dest: string, data: Uint8Array | string, mode: number, flush = true): Promise<void> {
   let fd: number | undefined;
@@ -121,25 +122,35 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
   } catch (err) {
     // The directory was removed since it was made: make it again, once.
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    making.delete(dirname(path));
+    ensureDir.forget(dirname(path));
     await ensureDir(dirname(path));
     await writeDurableAndRename(tempPathFor(path), path, data, mode);
   }
 }
 
-/** Directories made (or being made) by ensureDir, so each is made once per process. */
-const making = new Map<string, Promise<unknown>>();
-
-/** mkdir -p through the thread pool, once per directory per process (a head writes an action cache entry per action). */
-function ensureDir(dir: string): Promise<unknown> {
-  let made = making.get(dir);
-  if (!made) {
-    made = mkdir(dir, { recursive: true }).catch((err: unknown) => {
-      making.delete(dir);
-      throw err;
-    });
-    if (making.size > 10_000) making.clear();
-    making.set(dir, made);
-  }
-  return made;
+/** mkdir -p through the thread pool, once per directory; `forget` makes the next call make it again. */
+export interface DirMaker {
+  (dir: string): Promise<unknown>;
+  forget(dir: string): void;
 }
+
+/** A DirMaker with its own memory of the directories it made (or is making); a failed mkdir is retried next time. */
+export function createDirMaker(): DirMaker {
+  const making = new Map<string, Promise<unknown>>();
+  const ensure = (dir: string) => {
+    let made = making.get(dir);
+    if (!made) {
+      made = mkdir(dir, { recursive: true }).catch((err: unknown) => {
+        making.delete(dir);
+        throw err;
+      });
+      if (making.size > 10_000) making.clear();
+      making.set(dir, made);
+    }
+    return made;
+  };
+  return Object.assign(ensure, { forget: (dir: string) => void making.delete(dir) });
+}
+
+/** The directories of durable writeFileAtomic calls (a head writes an action cache entry per action). */
+const ensureDir = createDirMaker();

@@ -8,9 +8,9 @@
  * the same blob are safe (each renames its own complete copy).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { copyFile, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { constants, readFileSync, statSync } from 'node:fs';
-import { ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
+import { createDirMaker, ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { notFound, wrap } from '../common/errors.js';
@@ -42,20 +42,9 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
   // Not with durable writes: see writeFileAtomic (a synchronous create can wait for a journal commit).
   const syncIo = (opts.syncIo ?? false) && !durable;
   const tmpDir = join(dir, 'tmp');
-  const madeDirs = new Map<string, Promise<unknown>>();
+  const ensureDir = createDirMaker();
   const statLimit = createLimiter(64);
 
-  const ensureDir = (p: string) => {
-    let made = madeDirs.get(p);
-    if (!made) {
-      made = mkdir(p, { recursive: true }).catch((err: unknown) => {
-        madeDirs.delete(p);
-        throw err;
-      });
-      madeDirs.set(p, made);
-    }
-    return made;
-  };
   const blobPath = (d: Digest) => join(dir, d.hash.slice(0, 2), d.hash);
   const execPath = (d: Digest) => join(dir, 'x', d.hash.slice(0, 2), d.hash);
   const newTemp = async () => {

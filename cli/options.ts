@@ -17,19 +17,17 @@ export function parseDuration(value: string, flag: string): number {
   return Math.round(ms);
 }
 
-export function parsePositiveInt(value: string, flag: string, max = 1_000_000): number {
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a positive integer, got ${JSON.stringify(value)}`);
+/** A whole number from `min` to `max`; `what` names the expected kind in the error. */
+function parseWhole(value: string, flag: string, min: number, max: number, what: string): number {
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected ${what}, got ${JSON.stringify(value)}`);
   const n = Number(value);
-  if (n < 1 || n > max) throw new UsageError(`${flag}: must be between 1 and ${max}, got ${n}`);
+  if (n < min || n > max) throw new UsageError(`${flag}: must be between ${min} and ${max}, got ${n}`);
   return n;
 }
 
-export function parseNonNegativeInt(value: string, flag: string, max = 1_000_000): number {
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a whole number (0 or more), got ${JSON.stringify(value)}`);
-  const n = Number(value);
-  if (n > max) throw new UsageError(`${flag}: must be between 0 and ${max}, got ${n}`);
-  return n;
-}
+export const parsePositiveInt = (value: string, flag: string, max = 1_000_000): number => parseWhole(value, flag, 1, max, 'a positive integer');
+
+export const parseNonNegativeInt = (value: string, flag: string, max = 1_000_000): number => parseWhole(value, flag, 0, max, 'a whole number (0 or more)');
 
 export function parsePort(value: string, flag: string): number {
   if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a port number, got ${JSON.stringify(value)}`);
