@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { makeOwnDirs } from './own-dirs.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ORION = path.join(REPO, 'dist/orion.mjs');
@@ -332,7 +333,8 @@ function defineTools(peers) {
       async setUp() {
         const dir = path.join(RUN, 'cluster');
         discard(dir);
-        mkdirSync(dir, { recursive: true });
+        // The head and each node in a directory of its own block groups, as on their own machines.
+        if (!makeOwnDirs(dir, ['head', ...Array.from({ length: cfg.clusterNodes }, (_, i) => `n${i + 1}`)])) log('chattr +T refused: the daemons share block groups');
         const headLog = path.join(LOGS, 'head.log');
         writeFileSync(headLog, '');
         const head = startDaemon(ORION, ['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(dir, 'head'), '--log-level', 'warn'], { env: baseEnv(), logFile: headLog });

@@ -38,6 +38,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { makeOwnDirs } from './own-dirs.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ORION = path.join(REPO, 'dist/orion.mjs');
@@ -448,6 +449,8 @@ async function main() {
 
   const tmp = mkdtempSync(path.join(process.env.BENCH_TMP || os.tmpdir(), 'orion-bench-scale-'));
   scratch = tmp;
+  // The head and each node in a directory of its own block groups (see own-dirs.mjs).
+  const ownDirs = makeOwnDirs(tmp, ['head', ...Array.from({ length: opts.nodes }, (_, i) => `n${String(i).padStart(2, '0')}`)]);
   const started = performance.now();
   const loadAvgBefore = os.loadavg()[0];
   const overall = setTimeout(async () => {
@@ -665,6 +668,7 @@ async function main() {
       ...(cold.length > 0 ? { coldHead: { ok: cold[0].ok, wallSeconds: cold[0].wallSeconds, efficiency: cold[0].efficiency, efficiencyVsSimulated: cold[0].efficiencyVsSimulated, perNode: cold[0].perNode } } : {}),
       cores: os.availableParallelism(),
       loadAvgBefore: round(loadAvgBefore, 2),
+      ownDirs,
       totalSeconds: round((performance.now() - started) / 1000, 1),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
