@@ -21,7 +21,7 @@
  * need no look.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, invalidArgument, wrap } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -259,6 +259,29 @@ function linkAgain(e: Extract<Entry, { kind: 'file' }>, rel: string, to: string)
   linkSync(e.from, to);
 }
 
+const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
+
+/**
+ * Removes the file, symlink or directory tree at `abs` (nothing there is fine). Direct calls: for
+ * every entry rmSync stats it, and tries rmdir on a directory before emptying it; here the types
+ * come from the directory listings (`isDir` when the caller's listing already says). An action's
+ * output directories go this way after each action: rmSync was ~15% of a busy node's main thread.
+ */
+export function removePath(abs: string, isDir?: boolean): void {
+  if (isDir === undefined) {
+    const st = lstatSync(abs, { throwIfNoEntry: false });
+    if (!st) return;
+    isDir = st.isDirectory();
+  }
+  try {
+    if (!isDir) return unlinkSync(abs);
+    for (const d of readdirSync(abs, { withFileTypes: true })) removePath(path.join(abs, d.name), d.isDirectory());
+    rmdirSync(abs);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+}
+
 /** Sets each directory's mtime to STAMP and records its ctime. */
 function stampDirs(k: Kept, dirs: Iterable<string>): void {
   for (const rel of dirs) {
@@ -283,7 +306,7 @@ function resetKept(k: Kept): void {
     const abs = rel === '' ? k.dir : path.join(k.dir, rel);
     const st = lstatSync(abs, { bigint: true, throwIfNoEntry: false });
     if (!st || !st.isDirectory()) {
-      rmSync(abs, { recursive: true, force: true });
+      if (st) removePath(abs, false);
       copyListed(l, k.dir, rel, (d) => touched.add(d));
       touched.add(parentOf(rel));
       return;
@@ -300,7 +323,7 @@ function resetKept(k: Kept): void {
       const e = want.get(d.name);
       const p = path.join(abs, d.name);
       if (!e) {
-        rmSync(p, { recursive: true, force: true });
+        removePath(p, d.isDirectory());
         continue;
       }
       seen.add(d.name);
@@ -308,11 +331,11 @@ function resetKept(k: Kept): void {
         walk(childPath(rel, d.name));
       } else if (e.kind === 'file') {
         if (d.isFile() && lstatSync(p).ino === e.ino) continue;
-        rmSync(p, { recursive: true, force: true });
+        removePath(p, d.isDirectory());
         linkAgain(e, childPath(rel, d.name), p);
       } else {
         if (d.isSymbolicLink() && readlinkSync(p) === e.target) continue;
-        rmSync(p, { recursive: true, force: true });
+        removePath(p, d.isDirectory());
         symlinkSync(e.target, p);
       }
     }
@@ -431,7 +454,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
    */
   async function place(dest: string, f: TreeChange['files'][number]): Promise<Entry> {
     const abs = path.join(dest, f.path);
-    rmSync(abs, { recursive: true, force: true });
+    removePath(abs);
     mkdirSync(path.dirname(abs), { recursive: true });
     const src = f.digest.sizeBytes === 0 ? undefined : f.isExecutable ? await deps.local.localExecutablePath?.(f.digest) : deps.local.localPath?.(f.digest);
     if (src) {
@@ -472,7 +495,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
       touched.add(rel);
     };
     for (const r of change.removed) {
-      rmSync(path.join(dest, r), { recursive: true, force: true });
+      removePath(path.join(dest, r));
       if (!l) continue;
       const parent = parentOf(r);
       if (l.dirs.get(parent)?.get(nameOf(r))?.kind === 'dir') {

@@ -10,7 +10,7 @@ import { encodeDirectory } from '../../cas/directory.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { buildTreeFromDisk, buildTreeFromEntries, materializeTree, type MerkleTree } from '../../cas/merkle.js';
 import type { Digest, Directory } from '../../cas/types.js';
-import { createExecRootCache, diffTrees, type ExecRootCache } from '../../node/exec-root-cache.js';
+import { createExecRootCache, diffTrees, removePath, type ExecRootCache } from '../../node/exec-root-cache.js';
 import { useTempDirs } from '../cas/tmpdir.js';
 
 const execFileP = promisify(execFile);
@@ -605,5 +605,43 @@ describe('createExecRootCache', () => {
     expect(roots.isComplete(a)).toBe(true);
     expect(roots.isComplete({ ...a })).toBe(true);
     expect(roots.isComplete(b)).toBe(false);
+  });
+});
+
+describe('removePath', () => {
+  const tempDir = useTempDirs();
+
+  it('removes a tree with files, empty and nested directories and symlinks, without following a link out of it', async () => {
+    const tmp = await tempDir();
+    const outside = join(tmp, 'outside');
+    await mkdir(join(outside, 'keep'), { recursive: true });
+    await writeFile(join(outside, 'keep/file'), 'kept');
+    const tree = join(tmp, 'tree');
+    await mkdir(join(tree, 'a/b/c'), { recursive: true });
+    await mkdir(join(tree, 'empty'));
+    await writeFile(join(tree, 'a/b/c/f.o'), 'object');
+    await writeFile(join(tree, 'top'), 'top');
+    await symlink(outside, join(tree, 'a/to-dir'));
+    await symlink('missing', join(tree, 'dangling'));
+    removePath(tree);
+    await expect(lstat(tree)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readFile(join(outside, 'keep/file'), 'utf8')).toBe('kept');
+    // A symlink to a directory, given as such, goes alone; a plain file; nothing at all.
+    await symlink(outside, join(tmp, 'link'));
+    removePath(join(tmp, 'link'));
+    await expect(lstat(join(tmp, 'link'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readdir(outside)).toEqual(['keep']);
+    await writeFile(join(tmp, 'file'), 'x');
+    removePath(join(tmp, 'file'), false);
+    await expect(lstat(join(tmp, 'file'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(() => removePath(join(tmp, 'nothing'))).not.toThrow();
+    expect(() => removePath(join(tmp, 'nothing'), true)).not.toThrow();
+  });
+
+  it('reports what it cannot remove', async () => {
+    const tmp = await tempDir();
+    await writeFile(join(tmp, 'file'), 'x');
+    // Told it is a directory, a file cannot be listed: the error names the path.
+    expect(() => removePath(join(tmp, 'file'), true)).toThrow(/ENOTDIR.*file/);
   });
 });
