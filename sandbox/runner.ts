@@ -95,7 +95,7 @@ export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner
       let strays = 0;
       const killAll = () => {
         killGroup(child.pid);
-        if (spec.root) strays += killProcessesUnder(spec.root.hostDir).length;
+        if (spec.root) strays += killProcessesUnder(spec.root.hostDir, child.pid).length;
         scanned = true;
       };
       const timer = spec.timeoutMs
@@ -130,7 +130,7 @@ export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner
         spec.signal?.removeEventListener('abort', onAbort);
         killGroup(child.pid);
         // Once more if the exit's scan found stragglers (they may have started others) or never ran.
-        if (spec.root && (strays > 0 || !scanned)) killProcessesUnder(spec.root.hostDir);
+        if (spec.root && (strays > 0 || !scanned)) killProcessesUnder(spec.root.hostDir, child.pid);
       }
     },
   };

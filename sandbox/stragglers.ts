@@ -8,21 +8,47 @@
  * Synchronous: a node scans /proc once per action, and a readlink through the
  * promise API cost ~20 times the system call (a few ms per action on a busy node).
  */
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
-/** SIGKILLs every process (of this user) whose cwd is `dir` or below it; returns their pids. */
-export function killProcessesUnder(dir: string): number[] {
+/** The pid this pid namespace handed out last (/proc/loadavg's fifth field); undefined when unknown. */
+function lastPid(): number | undefined {
+  try {
+    const n = Number(readFileSync('/proc/loadavg', 'latin1').split(' ')[4]);
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether `pid` was handed out at or after `since`, the last pid handed out being `last`: pids
+ * grow until they wrap around to small numbers (then the newer ones are those up to `last`).
+ */
+export function handedOutSince(pid: number, since: number, last: number): boolean {
+  return pid >= since || (last < since && pid <= last);
+}
+
+/**
+ * SIGKILLs every process (of this user) whose cwd is `dir` or below it; returns their pids.
+ * With `since` (the pid of the action's first process), only processes started after it are
+ * looked at: the action's can be no older, and the node's own, its other slots' older actions
+ * and the machine's daemons (most of /proc on a busy node) need no readlink each.
+ */
+export function killProcessesUnder(dir: string, since?: number): number[] {
   let entries: string[];
   try {
     entries = readdirSync('/proc');
   } catch {
     return []; // Not Linux: nothing to look at.
   }
+  // Read after the listing: every pid listed was handed out by then.
+  const last = since === undefined ? undefined : lastPid();
   const prefix = dir.endsWith('/') ? dir : `${dir}/`;
   const killed: number[] = [];
   for (const e of entries) {
     const c = e.charCodeAt(0);
     if (c < 48 || c > 57 || Number(e) === process.pid) continue;
+    if (since !== undefined && last !== undefined && !handedOutSince(Number(e), since, last)) continue;
     let cwd: string;
     try {
       cwd = readlinkSync(`/proc/${e}/cwd`);

@@ -142,6 +142,13 @@ describe('process runner', () => {
     const pid = Number(r.stdout.toString().trim());
     expect(await waitUntilGone([pid])).toEqual([]);
   });
+
+  it('leaves no process behind that left the group (setsid) but works in the action directory', async () => {
+    const r = await run(['sh', '-c', 'setsid sleep 100 >/dev/null 2>&1 & echo $!'], { root: { hostDir: tmp, sandboxDir: tmp } });
+    expect(r.exitCode).toBe(0);
+    const pid = Number(r.stdout.toString().trim());
+    expect(await waitUntilGone([pid])).toEqual([]);
+  });
 });
 
 describe('bubblewrap runner', () => {
