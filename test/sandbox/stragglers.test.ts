@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -47,7 +47,6 @@ describe('handedOutSince', () => {
 describe('killProcessesUnder', () => {
   it('kills the processes working in the directory, and with `since` only those started after that pid', async () => {
     const dir = path.join(tmp, 'action');
-    const { mkdir } = await import('node:fs/promises');
     await mkdir(path.join(dir, 'sub'), { recursive: true });
     const older = strayIn(dir);
     const elsewhere = strayIn(tmp);
