@@ -15,6 +15,7 @@ import { close, closeSync, fdatasync, mkdirSync, open, openSync, rename, renameS
 import { mkdir, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { basename, dirname, join } from 'node:path';
+import { isErrno } from '../common/errors.js';
 
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomUUID()}.tmp`);
@@ -42,7 +43,7 @@ function openMaking(path: string, mode: number): number {
   try {
     return openSync(path, 'wx', mode);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!isErrno(err, 'ENOENT')) throw err;
     madeDirs.delete(dirname(path));
     ensureDirSync(dirname(path));
     return openSync(path, 'wx', mode);
@@ -65,7 +66,7 @@ export function writeAndRename(tmp: string, dest: string, data: Uint8Array | str
     try {
       renameSync(tmp, dest);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (!isErrno(err, 'ENOENT')) throw err;
       madeDirs.delete(dirname(dest));
       ensureDirSync(dirname(dest));
       renameSync(tmp, dest);
@@ -121,7 +122,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     await writeDurableAndRename(tempPathFor(path), path, data, mode);
   } catch (err) {
     // The directory was removed since it was made: make it again, once.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!isErrno(err, 'ENOENT')) throw err;
     ensureDir.forget(dirname(path));
     await ensureDir(dirname(path));
     await writeDurableAndRename(tempPathFor(path), path, data, mode);

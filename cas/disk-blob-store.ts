@@ -13,7 +13,7 @@ import { constants, readFileSync, statSync } from 'node:fs';
 import { createDirMaker, ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { notFound, wrap } from '../common/errors.js';
+import { isErrno, notFound, wrap } from '../common/errors.js';
 import { findMissingWith, readRange, type BlobStore } from './blob-store.js';
 import { digestKey, digestMismatch, isEmptyDigest, validateDigest } from './digest.js';
 import { createLimiter } from './concurrency.js';
@@ -27,8 +27,6 @@ import type { Digest } from './types.js';
  * per blob served, against tens of µs for a blob in the page cache.
  */
 const SMALL_BLOB = 256 * 1024;
-
-const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
 
 async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   for (let off = 0; off < chunk.length; ) {

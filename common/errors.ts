@@ -68,6 +68,9 @@ export const internal = (msg: string, opts?: OrionErrorOptions) => new OrionErro
 export const unavailable = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.UNAVAILABLE, msg, opts);
 
 /** Status code of any thrown value: OrionError and grpc-js ServiceError keep theirs. */
+/** Whether `err` is a system error with errno name `code` (ENOENT, ...). */
+export const isErrno = (err: unknown, code: string): boolean => (err as NodeJS.ErrnoException)?.code === code;
+
 export function statusOf(err: unknown): Code {
   if (err instanceof OrionError) return err.code;
   if (err && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'number') {

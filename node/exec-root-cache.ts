@@ -21,9 +21,9 @@
  * need no look.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Code, OrionError, invalidArgument, wrap } from '../common/errors.js';
+import { Code, OrionError, invalidArgument, isErrno, wrap } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { digestKey } from '../cas/digest.js';
 import { decodeDirectory, validateDirectory, validateName } from '../cas/directory.js';
@@ -259,8 +259,6 @@ function linkAgain(e: Extract<Entry, { kind: 'file' }>, rel: string, to: string)
   linkSync(e.from, to);
 }
 
-const isErrno = (err: unknown, code: string) => (err as NodeJS.ErrnoException)?.code === code;
-
 /**
  * Removes the file, symlink or directory tree at `abs` (nothing there is fine). Direct calls: for
  * every entry rmSync stats it, and tries rmdir on a directory before emptying it; here the types
@@ -352,7 +350,7 @@ function resetKept(k: Kept): void {
 
 const removeQuietly = (dir: string) => {
   try {
-    rmSync(dir, { recursive: true, force: true });
+    removePath(dir);
   } catch {
     // Left for the next start's clean-up.
   }
@@ -375,7 +373,7 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     const made = (async () => {
       const dir = path.join(deps.dir, `t${process.pid}-${++seq}`);
       let listing: Listing | undefined;
-      rmSync(dir, { recursive: true, force: true });
+      removePath(dir);
       try {
         await materializeTree(root, deps.local, dir, { link: true, signal });
         listing = maxInProcess >= 0 ? await listTree(deps.local, root, dir, maxInProcess) : undefined;

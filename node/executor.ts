@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import { chmod, copyFile, mkdir, rename, rm, lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../common/clock.js';
@@ -13,7 +12,7 @@ import type { ActionRunner } from '../sandbox/runner.js';
 import { confineToRoot } from '../sandbox/path-guard.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../common/platform-properties.js';
 import { decodeDirectory } from '../cas/directory.js';
-import type { ExecRootCache, ExecRootLease } from './exec-root-cache.js';
+import { removePath, type ExecRootCache, type ExecRootLease } from './exec-root-cache.js';
 import type { PeerFetcher } from './peer-endpoint.js';
 
 export interface Assignment {
@@ -405,7 +404,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         // Synchronous: a fraction of the CPU of the promise-based walk, which a busy node pays per action.
         try {
           if (lease) lease.release();
-          else rmSync(dir, { recursive: true, force: true });
+          else removePath(dir);
         } catch (err) {
           log.warn({ err }, 'could not remove action directory');
         }

@@ -47,8 +47,9 @@ export function killProcessesUnder(dir: string, since?: number): number[] {
   const killed: number[] = [];
   for (const e of entries) {
     const c = e.charCodeAt(0);
-    if (c < 48 || c > 57 || Number(e) === process.pid) continue;
-    if (since !== undefined && last !== undefined && !handedOutSince(Number(e), since, last)) continue;
+    if (c < 48 || c > 57) continue;
+    const pid = Number(e);
+    if (pid === process.pid || (since !== undefined && last !== undefined && !handedOutSince(pid, since, last))) continue;
     let cwd: string;
     try {
       cwd = readlinkSync(`/proc/${e}/cwd`);
@@ -59,8 +60,8 @@ export function killProcessesUnder(dir: string, since?: number): number[] {
     const clean = cwd.endsWith(' (deleted)') ? cwd.slice(0, -' (deleted)'.length) : cwd;
     if (clean !== dir && !clean.startsWith(prefix)) continue;
     try {
-      process.kill(Number(e), 'SIGKILL');
-      killed.push(Number(e));
+      process.kill(pid, 'SIGKILL');
+      killed.push(pid);
     } catch {
       // Gone already, or not ours.
     }
