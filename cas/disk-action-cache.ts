@@ -54,9 +54,9 @@ function deserialize(text: string): ActionResult {
 
 export interface DiskCacheOptions {
   /**
-   * Flush each entry to disk before it becomes visible (default true: a head's cache).
-   * False for a client's local cache, as ccache and sccache: a crash may lose recent
-   * entries, never tear one (see writeFileAtomic).
+   * Flush each entry to disk before it becomes visible (default true). False for a client's
+   * local cache, as ccache and sccache, and for a head's, whose blobs are flushed before an
+   * entry names them: a crash may lose recent entries, never tear one (see writeFileAtomic).
    */
   durable?: boolean;
   /**

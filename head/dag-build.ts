@@ -296,12 +296,17 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
   }
 
   /** The action keyed on `root`: its digest, after storing the Action in the CAS. */
-  async function keyOn(n: Node, root: Digest): Promise<{ action: Action; digest: Digest }> {
+  /**
+   * The Action of `n` over input root `root`, and its digest (the action cache key). Its bytes
+   * are stored (`store`) only for an action that runs or whose result is stored under it: a
+   * cache hit's Action is in the CAS since it first ran, and a stat per hit cost the head more
+   * than the lookup itself.
+   */
+  function keyOn(n: Node, root: Digest): { action: Action; digest: Digest; store(): Promise<void> } {
     const action: Action = { commandDigest: n.spec.commandDigest, inputRootDigest: root, timeoutMs: n.spec.timeoutMs, doNotCache: n.spec.doNotCache, platform: n.spec.platform };
     const bytes = encodeActionMessage(action);
     const digest = digestOf(bytes);
-    await (deps.derivedCas ?? deps.cas).put(digest, bytes);
-    return { action, digest };
+    return { action, digest, store: () => (deps.derivedCas ?? deps.cas).put(digest, bytes) };
   }
 
   /**
@@ -310,14 +315,14 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
    * found, so reads the client could not see up front (computed includes) are
    * covered by content. Undefined when a read file is not in `execRoot`.
    */
-  async function extendedKey(n: Node, keyRoot: Digest, reads: string[], execRoot: Digest): Promise<Digest | undefined> {
+  async function extendedKey(n: Node, keyRoot: Digest, reads: string[], execRoot: Digest): Promise<ReturnType<typeof keyOn> | undefined> {
     const files: TreeFileEntry[] = [];
     for (const rel of reads) {
       const f = await deps.overlay.file(execRoot, rel);
       if (!f) return undefined;
       files.push(f);
     }
-    return (await keyOn(n, await deps.overlay.overlay(keyRoot, files))).digest;
+    return keyOn(n, await deps.overlay.overlay(keyRoot, files));
   }
 
   async function run(req: DagBuildRequest, emit: (ev: DagEvent) => void, signal: AbortSignal): Promise<DagSummary> {
@@ -498,7 +503,8 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           produced.push(f);
         }
         const keyRoot = await deps.overlay.overlay(n.spec.inputRootDigest, produced);
-        const { action, digest: actionDigest } = await keyOn(n, keyRoot);
+        const key = keyOn(n, keyRoot);
+        const { action, digest: actionDigest } = key;
         const cache = deps.caches.forInstance(req.instanceName);
         if (!req.skipCacheLookup && !action.doNotCache) {
           const cached = await cache.get(actionDigest);
@@ -510,10 +516,10 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           if (reads && reads.length > 0) {
             // Cached under a key that misses files it read: look under the key that covers them as they are now.
             const ext = await extendedKey(n, keyRoot, reads, await preRoot(n));
-            const hit = ext ? await cache.get(ext) : undefined;
+            const hit = ext ? await cache.get(ext.digest) : undefined;
             if (ext && hit && (await unkeyedReads(n, hit, keyRoot))?.every((r) => reads.includes(r))) {
-              deps.builds?.lookup(info(n), ext, true);
-              return await succeed(n, hit, true, ext);
+              deps.builds?.lookup(info(n), ext.digest, true);
+              return await succeed(n, hit, true, ext.digest);
             }
           }
         }
@@ -531,6 +537,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           peerSources.push({ digest: out.digest, nodeId: producer.ranOn });
         }
         const root = await preRoot(n);
+        await key.store();
         if (stopping) return settleSkipped(n);
         const e = deps.scheduler.enqueue({
           instanceName: req.instanceName,
@@ -585,7 +592,9 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         const reads = await unkeyedReads(n, result, keyRoot);
         if (!reads || reads.length === 0) return;
         const ext = await extendedKey(n, keyRoot, reads, root);
-        if (ext) await deps.caches.forInstance(req.instanceName).put(ext, result);
+        if (!ext) return;
+        await ext.store();
+        await deps.caches.forInstance(req.instanceName).put(ext.digest, result);
       } catch (err) {
         log.warn({ action: n.spec.id, err: (err as Error).message }, 'could not store the result under its extended key');
       }

@@ -186,6 +186,20 @@ async function decodeAction(h: Harness, d: Digest) {
   return actionFromPb(PbAction.decode(await h.cas.get(d)));
 }
 
+/** A harness with one 2-slot node that has built compileAndLink once (every action ran). */
+async function builtOnce() {
+  const h = harness();
+  h.join('n1', 2);
+  const { sourceRoot, actions } = await compileAndLink(h);
+  const first = h.start({ sourceRoot, actions });
+  await settle();
+  await h.finish('a', { 'a.o': 'A-OBJ' });
+  await h.finish('b', { 'b.o': 'B-OBJ' });
+  await h.finish('link', { app: 'ELF' });
+  await first.done;
+  return { h, sourceRoot, actions, first };
+}
+
 describe('DAG builds: order, inputs and events', () => {
   it('sends ACCEPTED first and BUILD_FINISHED last, with a summary counting every action, and resolves with that summary', async () => {
     const h = harness();
@@ -351,15 +365,7 @@ describe('DAG builds: order, inputs and events', () => {
   });
 
   it('serves a second identical build entirely from the action cache, running nothing', async () => {
-    const h = harness();
-    h.join('n1', 2);
-    const { sourceRoot, actions } = await compileAndLink(h);
-    const first = h.start({ sourceRoot, actions });
-    await settle();
-    await h.finish('a', { 'a.o': 'A-OBJ' });
-    await h.finish('b', { 'b.o': 'B-OBJ' });
-    await h.finish('link', { app: 'ELF' });
-    await first.done;
+    const { h, sourceRoot, actions, first } = await builtOnce();
     const assigned = h.assigns().length;
 
     const second = h.start({ sourceRoot, actions });
@@ -380,6 +386,26 @@ describe('DAG builds: order, inputs and events', () => {
     await h.finish('b', { 'b.o': 'B-OBJ' });
     await h.finish('link', { app: 'ELF' });
     expect(await third.done).toMatchObject({ ok: true, executed: 3, cacheHits: 0 });
+  });
+
+  it('stores in the CAS the Action of every action it runs, and writes nothing for a cache hit', async () => {
+    const { h, sourceRoot, actions, first } = await builtOnce();
+    for (const id of ['a', 'b', 'link']) {
+      const digest = eventOf(first.events, id, 'finished')!.actionDigest!;
+      const action = actionFromPb(PbAction.decode(await h.cas.get(digest)));
+      expect(action.commandDigest).toEqual(actions.find((a) => a.id === id)!.commandDigest);
+    }
+
+    const put = h.cas.put.bind(h.cas);
+    const written: Digest[] = [];
+    h.cas.put = async (d, data) => {
+      written.push(d);
+      return put(d, data);
+    };
+    const second = h.start({ sourceRoot, actions });
+    await settle();
+    expect(await second.done).toMatchObject({ ok: true, cacheHits: 3 });
+    expect(written).toEqual([]);
   });
 
   it("runs a consumer again when a producer's output changed, and only the producers whose inputs changed", async () => {
