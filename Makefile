@@ -28,7 +28,7 @@ proto-check: proto
 	git diff --exit-code --stat -- proto/gen || (echo "proto/gen is out of date: run 'make proto' and commit" >&2; exit 1)
 	test -z "$$(git status --porcelain -- proto/gen)" || (echo "proto/gen has untracked generated files: run 'make proto' and commit" >&2; exit 1)
 
-# tsc type-checks and emits dist/; esbuild then bundles the CLI into dist/orion.mjs, which
+# tsc type-checks and emits dist/; cc builds the spawn helper (sandbox/orion-spawn.c) into dist/; esbuild then bundles the CLI into dist/orion.mjs, which
 # starts in half the time of loading a few hundred modules (a no-op build is mostly start-up).
 # Each command's modules go to their own chunk (dist/chunks/), loaded only by that command:
 # `orion build` does not parse the head, the node or the generated gRPC client code it does not use.
@@ -41,6 +41,7 @@ build:
 	  "--banner:js=import { createRequire as __orionRequire } from 'node:module'; const require = __orionRequire(import.meta.url);"
 	node scripts/launcher-header.mjs dist/orion.mjs
 	chmod +x dist/orion.mjs dist/cli/main.js
+	$(CC) -O2 -Wall -Wextra -Werror -o dist/orion-spawn sandbox/orion-spawn.c
 
 test: build
 	npx vitest run

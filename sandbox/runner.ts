@@ -1,6 +1,7 @@
-import { spawn as spawnProcess } from 'node:child_process';
 import { OrionError, Code } from '../common/errors.js';
 import { killProcessesUnder } from './stragglers.js';
+import { createNodeLauncher, type Launcher } from './launcher.js';
+import { createHelperLauncher, findSpawnHelper } from './spawn-helper.js';
 
 export interface RunSpec {
   argv: string[];
@@ -33,10 +34,8 @@ export interface ActionRunner {
   run(spec: RunSpec): Promise<RunResult>;
 }
 
-export type Spawner = typeof spawnProcess;
-
 /** Output kept per stream; beyond it a command's output is cut (a runaway printer, not a compiler). */
-const MAX_OUTPUT = 256 * 1024 * 1024;
+export const MAX_OUTPUT = 256 * 1024 * 1024;
 
 function killGroup(pid: number | undefined) {
   if (!pid) return;
@@ -47,55 +46,52 @@ function killGroup(pid: number | undefined) {
   }
 }
 
-/** Collects a stream's bytes up to MAX_OUTPUT. */
-function collect(stream: NodeJS.ReadableStream | null): () => Buffer {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  stream?.on('data', (chunk: Buffer) => {
-    if (size >= MAX_OUTPUT) return;
-    const kept = chunk.subarray(0, MAX_OUTPUT - size);
-    chunks.push(kept);
-    size += kept.length;
-  });
-  return () => Buffer.concat(chunks, size);
+/**
+ * The launcher daemons and `orion build` use: the orion-spawn helper when it was built
+ * (dist/orion-spawn), else Node's own spawn. One per process, started on first use.
+ */
+let defaultLauncher: Launcher | undefined;
+export function getDefaultLauncher(): Launcher {
+  if (defaultLauncher) return defaultLauncher;
+  const helper = findSpawnHelper();
+  defaultLauncher = helper ? createHelperLauncher(helper, { maxOutputBytes: MAX_OUTPUT }) : createNodeLauncher();
+  return defaultLauncher;
 }
 
 /**
  * Runs the command as the leader of its own process group; on timeout, abort
  * or exit, the whole group is killed so no process of the action outlives it.
- * Plain node:child_process: `orion build` starts every compile through here, and
- * loading execa cost ~25 ms of each build's start-up.
  */
-export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner {
+export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): ActionRunner {
   return {
     kind: 'process',
     async run(spec) {
       if (spec.argv.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, 'empty command line');
       if (spec.signal?.aborted) throw new OrionError(Code.CANCELLED, 'action cancelled before it started');
       const started = Date.now();
-      const child = spawn(spec.argv[0]!, spec.argv.slice(1), {
-        cwd: spec.root ? mapToHost(spec.cwd, spec.root) : spec.cwd,
-        env: spec.env,
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const stdout = collect(child.stdout);
-      const stderr = collect(child.stderr);
-      // 'close' comes once the process exited and its output pipes are drained; 'error' alone
-      // when it could not be started.
-      const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
-        child.once('error', (error) => resolve({ code: null, signal: null, error }));
-        child.once('close', (code, signal) => resolve({ code, signal }));
-      });
+      let child;
+      try {
+        child = await launcher.launch({
+          file: spec.argv[0]!,
+          args: spec.argv.slice(1),
+          cwd: spec.root ? mapToHost(spec.cwd, spec.root) : spec.cwd,
+          env: spec.env,
+          maxOutputBytes: MAX_OUTPUT,
+        });
+      } catch (err) {
+        if (err instanceof OrionError) throw err;
+        throw new OrionError(Code.FAILED_PRECONDITION, `cannot run ${JSON.stringify(spec.argv[0])}: ${(err as Error).message}`);
+      }
+      const pid = child.pid;
       let timedOut = false;
       let cancelled = false;
       // The group, plus processes that left it (setsid) but still work in the action's directory:
-      // those would otherwise hold the output pipes open and keep `child` from settling.
+      // those would otherwise hold the output pipes open and keep the output from ending.
       let scanned = false;
       let strays = 0;
       const killAll = () => {
-        killGroup(child.pid);
-        if (spec.root) strays += killProcessesUnder(spec.root.hostDir, child.pid).length;
+        killGroup(pid);
+        if (spec.root) strays += killProcessesUnder(spec.root.hostDir, pid).length;
         scanned = true;
       };
       const timer = spec.timeoutMs
@@ -109,28 +105,28 @@ export function createProcessRunner(spawn: Spawner = spawnProcess): ActionRunner
         killAll();
       };
       spec.signal?.addEventListener('abort', onAbort, { once: true });
-      // When the command exits, whatever it left running in its group goes too (and
-      // stops holding its output pipes open, which would keep the action from ending).
-      child.once('exit', killAll);
+      // An abort while the launcher was starting it.
+      if (spec.signal?.aborted) onAbort();
       try {
-        const r = await ended;
+        // When the command exits, whatever it left running in its group goes too (and
+        // stops holding its output pipes open, which would keep the action from ending).
+        const exit = await child.exit;
+        killAll();
+        const { stdout, stderr } = await child.output;
         if (cancelled) throw new OrionError(Code.CANCELLED, 'action cancelled');
-        if (r.error && child.pid === undefined) {
-          throw new OrionError(Code.FAILED_PRECONDITION, `cannot run ${JSON.stringify(spec.argv[0])}: ${r.error.message}`);
-        }
         return {
-          exitCode: r.code ?? (r.signal ? 128 + (signalNumber(r.signal) ?? 9) : 1),
-          stdout: stdout(),
-          stderr: stderr(),
+          exitCode: exit.code ?? (exit.signal ? 128 + (signalNumber(exit.signal) ?? 9) : 1),
+          stdout,
+          stderr,
           timedOut,
           durationMs: Date.now() - started,
         };
       } finally {
         if (timer) clearTimeout(timer);
         spec.signal?.removeEventListener('abort', onAbort);
-        killGroup(child.pid);
+        killGroup(pid);
         // Once more if the exit's scan found stragglers (they may have started others) or never ran.
-        if (spec.root && (strays > 0 || !scanned)) killProcessesUnder(spec.root.hostDir, child.pid);
+        if (spec.root && (strays > 0 || !scanned)) killProcessesUnder(spec.root.hostDir, pid);
       }
     },
   };

@@ -6,7 +6,9 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Code, OrionError } from '../../common/errors.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
-import { createProcessRunner, type ActionRunner, type RunSpec } from '../../sandbox/runner.js';
+import { createProcessRunner, getDefaultLauncher, MAX_OUTPUT, type ActionRunner, type RunSpec } from '../../sandbox/runner.js';
+import { createNodeLauncher } from '../../sandbox/launcher.js';
+import { createHelperLauncher, findSpawnHelper } from '../../sandbox/spawn-helper.js';
 import { isRunning, waitUntilGone } from '../helpers/processes.js';
 
 const ENV = { PATH: '/usr/bin:/bin' };
@@ -53,8 +55,19 @@ function pidsWithArg(marker: string): number[] {
   return out;
 }
 
-describe('process runner', () => {
-  const runner = createProcessRunner();
+const HELPER = findSpawnHelper();
+
+it('finds the orion-spawn helper that `make build` compiles (the runners below use it)', () => {
+  expect(HELPER).toBeDefined();
+  expect(getDefaultLauncher().kind).toBe('helper');
+});
+
+// Every case, with the orion-spawn helper (what daemons and `orion build` use) and with Node's own spawn.
+describe.each([
+  ['orion-spawn helper', () => createHelperLauncher(HELPER!, { maxOutputBytes: MAX_OUTPUT })],
+  ['node spawn', () => createNodeLauncher()],
+] as const)('process runner (%s)', (_name, launcher) => {
+  const runner = createProcessRunner(launcher());
   const run = (argv: string[], extra: Partial<RunSpec> = {}) => runner.run({ argv, cwd: tmp, env: ENV, ...extra });
 
   it('reports the exit code of the command', async () => {

@@ -1,0 +1,82 @@
+/**
+ * Starting an action's process: the one place a runner forks. Two implementations: Node's
+ * child_process (createNodeLauncher) and the orion-spawn helper (spawn-helper.ts), which
+ * spares a large daemon the fork of its own address space per action.
+ */
+import { spawn as spawnProcess } from 'node:child_process';
+
+export interface LaunchSpec {
+  /** argv[0]: a path, or a name looked up in `env.PATH`. */
+  file: string;
+  args: string[];
+  cwd: string;
+  /** The complete environment (nothing is inherited). */
+  env: Record<string, string>;
+  /** Bytes kept per output stream; the rest is read and dropped. */
+  maxOutputBytes: number;
+}
+
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * A started process: the leader of a new session (its own process group), stdin from
+ * /dev/null, stdout and stderr captured.
+ */
+export interface Launched {
+  pid: number;
+  /** Settles when the process exited (its descendants may still hold its output open). */
+  exit: Promise<ExitStatus>;
+  /** Settles after `exit`, once stdout and stderr reached end of file. */
+  output: Promise<{ stdout: Buffer; stderr: Buffer }>;
+}
+
+export interface Launcher {
+  readonly kind: 'node' | 'helper';
+  /** Rejects with an Error whose `code` is the errno name (ENOENT, EACCES...) when the command cannot start. */
+  launch(spec: LaunchSpec): Promise<Launched>;
+}
+
+/** Collects a stream's bytes up to `max`. */
+function collect(stream: NodeJS.ReadableStream | null, max: number): () => Buffer {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream?.on('data', (chunk: Buffer) => {
+    if (size >= max) return;
+    const kept = chunk.subarray(0, max - size);
+    chunks.push(kept);
+    size += kept.length;
+  });
+  return () => Buffer.concat(chunks, size);
+}
+
+/**
+ * Node's child_process.spawn: forks this process (the event loop waits until the child has
+ * exec'd). The fallback where the helper is not built.
+ */
+export function createNodeLauncher(spawn: typeof spawnProcess = spawnProcess): Launcher {
+  return {
+    kind: 'node',
+    launch(spec) {
+      const child = spawn(spec.file, spec.args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      const stdout = collect(child.stdout, spec.maxOutputBytes);
+      const stderr = collect(child.stderr, spec.maxOutputBytes);
+      // 'close' comes once the process exited and its output pipes are drained; 'error' alone
+      // when it could not be started.
+      const closed = new Promise<ExitStatus & { error?: Error }>((resolve) => {
+        child.once('error', (error) => resolve({ code: null, signal: null, error }));
+        child.once('close', (code, signal) => resolve({ code, signal }));
+      });
+      if (child.pid === undefined) {
+        return closed.then((r) => {
+          throw r.error ?? new Error(`spawn ${spec.file} failed`);
+        });
+      }
+      const exit = new Promise<ExitStatus>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      const output = closed.then(() => ({ stdout: stdout(), stderr: stderr() }));
+      return Promise.resolve({ pid: child.pid, exit, output });
+    },
+  };
+}
