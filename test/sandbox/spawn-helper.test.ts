@@ -22,8 +22,20 @@ afterEach(async () => {
 const spec = (file: string, args: string[], more: Partial<LaunchSpec> = {}): LaunchSpec => ({ file, args, cwd: tmp, env: { PATH: '/usr/bin:/bin' }, maxOutputBytes: 1 << 20, ...more });
 
 describe('orion-spawn helper', () => {
-  it('is built by `make build` next to the bundle', () => {
+  it('is built by `make build` next to the bundle; ORION_SPAWN_HELPER names another, or none when empty', () => {
     expect(HELPER).toBe(path.join(REPO, 'dist', 'orion-spawn'));
+    const saved = process.env.ORION_SPAWN_HELPER;
+    try {
+      process.env.ORION_SPAWN_HELPER = '';
+      expect(findSpawnHelper()).toBeUndefined();
+      process.env.ORION_SPAWN_HELPER = path.join(tmp, 'absent');
+      expect(findSpawnHelper()).toBeUndefined();
+      process.env.ORION_SPAWN_HELPER = HELPER;
+      expect(findSpawnHelper()).toBe(HELPER);
+    } finally {
+      if (saved === undefined) delete process.env.ORION_SPAWN_HELPER;
+      else process.env.ORION_SPAWN_HELPER = saved;
+    }
   });
 
   it('runs many commands at once, each with its own output, exit status and process group', async () => {
