@@ -67,9 +67,10 @@ export const failedPrecondition = (msg: string, opts?: OrionErrorOptions) => new
 export const internal = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.INTERNAL, msg, opts);
 export const unavailable = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.UNAVAILABLE, msg, opts);
 
-/** Status code of any thrown value: OrionError and grpc-js ServiceError keep theirs. */
 /** Whether `err` is a system error with errno name `code` (ENOENT, ...). */
 export const isErrno = (err: unknown, code: string): boolean => (err as NodeJS.ErrnoException)?.code === code;
+
+/** Status code of any thrown value: OrionError and grpc-js ServiceError keep theirs. */
 
 export function statusOf(err: unknown): Code {
   if (err instanceof OrionError) return err.code;

@@ -295,7 +295,6 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     return missing;
   }
 
-  /** The action keyed on `root`: its digest, after storing the Action in the CAS. */
   /**
    * The Action of `n` over input root `root`, and its digest (the action cache key). Its bytes
    * are stored (`store`) only for an action that runs or whose result is stored under it: a

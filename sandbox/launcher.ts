@@ -12,9 +12,10 @@ export interface LaunchSpec {
   cwd: string;
   /** The complete environment (nothing is inherited). */
   env: Record<string, string>;
-  /** Bytes kept per output stream; the rest is read and dropped. */
-  maxOutputBytes: number;
 }
+
+/** Output kept per stream by default; beyond it a command's output is cut (a runaway printer, not a compiler). */
+export const MAX_OUTPUT = 256 * 1024 * 1024;
 
 export interface ExitStatus {
   code: number | null;
@@ -35,6 +36,7 @@ export interface Launched {
 
 export interface Launcher {
   readonly kind: 'node' | 'helper';
+  /** Each command's stdout and stderr are kept up to the launcher's limit; the rest is read and dropped. */
   /** Rejects with an Error whose `code` is the errno name (ENOENT, EACCES...) when the command cannot start. */
   launch(spec: LaunchSpec): Promise<Launched>;
 }
@@ -56,13 +58,13 @@ function collect(stream: NodeJS.ReadableStream | null, max: number): () => Buffe
  * Node's child_process.spawn: forks this process (the event loop waits until the child has
  * exec'd). The fallback where the helper is not built.
  */
-export function createNodeLauncher(spawn: typeof spawnProcess = spawnProcess): Launcher {
+export function createNodeLauncher(maxOutputBytes = MAX_OUTPUT, spawn: typeof spawnProcess = spawnProcess): Launcher {
   return {
     kind: 'node',
     launch(spec) {
       const child = spawn(spec.file, spec.args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-      const stdout = collect(child.stdout, spec.maxOutputBytes);
-      const stderr = collect(child.stderr, spec.maxOutputBytes);
+      const stdout = collect(child.stdout, maxOutputBytes);
+      const stderr = collect(child.stderr, maxOutputBytes);
       // 'close' comes once the process exited and its output pipes are drained; 'error' alone
       // when it could not be started.
       const closed = new Promise<ExitStatus & { error?: Error }>((resolve) => {

@@ -1,6 +1,7 @@
 import { OrionError, Code } from '../common/errors.js';
 import { killProcessesUnder } from './stragglers.js';
 import { createNodeLauncher, type Launcher } from './launcher.js';
+export { MAX_OUTPUT } from './launcher.js';
 import { createHelperLauncher, findSpawnHelper } from './spawn-helper.js';
 
 export interface RunSpec {
@@ -34,9 +35,6 @@ export interface ActionRunner {
   run(spec: RunSpec): Promise<RunResult>;
 }
 
-/** Output kept per stream; beyond it a command's output is cut (a runaway printer, not a compiler). */
-export const MAX_OUTPUT = 256 * 1024 * 1024;
-
 function killGroup(pid: number | undefined) {
   if (!pid) return;
   try {
@@ -54,7 +52,7 @@ let defaultLauncher: Launcher | undefined;
 export function getDefaultLauncher(): Launcher {
   if (defaultLauncher) return defaultLauncher;
   const helper = findSpawnHelper();
-  defaultLauncher = helper ? createHelperLauncher(helper, { maxOutputBytes: MAX_OUTPUT }) : createNodeLauncher();
+  defaultLauncher = helper ? createHelperLauncher(helper) : createNodeLauncher();
   return defaultLauncher;
 }
 
@@ -76,7 +74,6 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
           args: spec.argv.slice(1),
           cwd: spec.root ? mapToHost(spec.cwd, spec.root) : spec.cwd,
           env: spec.env,
-          maxOutputBytes: MAX_OUTPUT,
         });
       } catch (err) {
         if (err instanceof OrionError) throw err;

@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Code, OrionError } from '../common/errors.js';
-import type { ExitStatus, Launched, Launcher, LaunchSpec } from './launcher.js';
+import { MAX_OUTPUT, type ExitStatus, type Launched, type Launcher, type LaunchSpec } from './launcher.js';
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
@@ -40,12 +40,11 @@ interface Pending {
 }
 
 function encodeRequest(id: number, spec: LaunchSpec): Buffer {
-  const strings = [spec.cwd, spec.file, ...spec.args];
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-  for (const s of [...strings, ...env]) {
-    if (s.includes('\0')) throw new OrionError(Code.INVALID_ARGUMENT, `a command's argument, directory or environment contains a NUL byte: ${JSON.stringify(s.slice(0, 80))}`);
-  }
-  const parts = [spec.cwd, spec.file, ...spec.args, ...env].map((s) => Buffer.from(s));
+  const strings = [spec.cwd, spec.file, ...spec.args, ...env];
+  const nul = strings.find((s) => s.includes('\0'));
+  if (nul !== undefined) throw new OrionError(Code.INVALID_ARGUMENT, `a command's argument, directory or environment contains a NUL byte: ${JSON.stringify(nul.slice(0, 80))}`);
+  const parts = strings.map((s) => Buffer.from(s));
   // id, flags, argc, envc, and each string's length and bytes.
   const size = 16 + parts.reduce((n, b) => n + 4 + b.length, 0);
   const buf = Buffer.allocUnsafe(4 + size);
@@ -65,8 +64,8 @@ function encodeRequest(id: number, spec: LaunchSpec): Buffer {
 }
 
 export interface HelperLauncherOptions {
-  /** Bytes kept per output stream (the helper's limit for every command). */
-  maxOutputBytes: number;
+  /** Bytes kept per output stream (the helper's limit for every command; default MAX_OUTPUT). */
+  maxOutputBytes?: number;
   /** Called when the helper cannot be used (it died, or failed to start); the next launch starts a new one. */
   onError?: (err: Error) => void;
 }
@@ -75,7 +74,7 @@ export interface HelperLauncherOptions {
  * Starts `helperPath` on first use, and again after it died. While no command is running the
  * helper does not keep this process alive (a finished `orion build` exits).
  */
-export function createHelperLauncher(helperPath: string, opts: HelperLauncherOptions): Launcher {
+export function createHelperLauncher(helperPath: string, opts: HelperLauncherOptions = {}): Launcher {
   let helper: { proc: ChildProcessByStdio<Writable, Readable, null>; pending: Map<number, Pending> } | undefined;
   let nextId = 1;
 
@@ -85,7 +84,7 @@ export function createHelperLauncher(helperPath: string, opts: HelperLauncherOpt
   };
 
   function start(): NonNullable<typeof helper> {
-    const proc = spawn(helperPath, [String(opts.maxOutputBytes)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const proc = spawn(helperPath, [String(opts.maxOutputBytes ?? MAX_OUTPUT)], { stdio: ['pipe', 'pipe', 'inherit'] });
     const h = { proc, pending: new Map<number, Pending>() };
     let buf: Buffer = Buffer.alloc(0);
     let dead = false;

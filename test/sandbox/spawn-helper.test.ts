@@ -19,7 +19,7 @@ afterEach(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-const spec = (file: string, args: string[], more: Partial<LaunchSpec> = {}): LaunchSpec => ({ file, args, cwd: tmp, env: { PATH: '/usr/bin:/bin' }, maxOutputBytes: 1 << 20, ...more });
+const spec = (file: string, args: string[], more: Partial<LaunchSpec> = {}): LaunchSpec => ({ file, args, cwd: tmp, env: { PATH: '/usr/bin:/bin' }, ...more });
 
 describe('orion-spawn helper', () => {
   it('is built by `make build` next to the bundle; ORION_SPAWN_HELPER names another, or none when empty', () => {
@@ -122,9 +122,9 @@ describe('orion-spawn helper', () => {
     const script = `
       import { createHelperLauncher } from ${JSON.stringify(path.join(REPO, 'dist/sandbox/spawn-helper.js'))};
       const l = createHelperLauncher(${JSON.stringify(HELPER)}, { maxOutputBytes: 1000 });
-      const first = await l.launch({ file: 'true', args: [], cwd: '/', env: { PATH: '/usr/bin:/bin' }, maxOutputBytes: 1000 });
+      const first = await l.launch({ file: 'true', args: [], cwd: '/', env: { PATH: '/usr/bin:/bin' } });
       await first.output;
-      const long = await l.launch({ file: 'sh', args: ['-c', 'sleep 300', ${JSON.stringify(marker)}], cwd: '/', env: { PATH: '/usr/bin:/bin' }, maxOutputBytes: 1000 });
+      const long = await l.launch({ file: 'sh', args: ['-c', 'sleep 300', ${JSON.stringify(marker)}], cwd: '/', env: { PATH: '/usr/bin:/bin' } });
       console.log(long.pid);
       setTimeout(() => process.exit(0), 100);
     `;
