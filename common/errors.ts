@@ -71,7 +71,6 @@ export const unavailable = (msg: string, opts?: OrionErrorOptions) => new OrionE
 export const isErrno = (err: unknown, code: string): boolean => (err as NodeJS.ErrnoException)?.code === code;
 
 /** Status code of any thrown value: OrionError and grpc-js ServiceError keep theirs. */
-
 export function statusOf(err: unknown): Code {
   if (err instanceof OrionError) return err.code;
   if (err && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'number') {

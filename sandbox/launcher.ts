@@ -36,8 +36,11 @@ export interface Launched {
 
 export interface Launcher {
   readonly kind: 'node' | 'helper';
-  /** Each command's stdout and stderr are kept up to the launcher's limit; the rest is read and dropped. */
-  /** Rejects with an Error whose `code` is the errno name (ENOENT, EACCES...) when the command cannot start. */
+  /**
+   * Starts one command. Its stdout and stderr are kept up to the launcher's limit; the rest is
+   * read and dropped. Rejects with an Error whose `code` is the errno name (ENOENT, EACCES...)
+   * when the command cannot start.
+   */
   launch(spec: LaunchSpec): Promise<Launched>;
 }
 

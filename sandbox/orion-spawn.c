@@ -18,7 +18,8 @@
  *     'F' could not start: errno
  *     'X' exited: signalled (one byte, 0 or 1), exit code or signal number
  *     'C' its stdout and stderr reached end of file (after 'X'): stdout, stderr (strings),
- *         then one byte: bit 0 stdout was cut at MAX_OUTPUT_BYTES, bit 1 stderr was
+ *         then one byte: bit 0 set when stdout was cut at MAX_OUTPUT_BYTES, bit 1 when
+ *         stderr was (the daemon does not read this byte)
  * Each command runs in a new session (its own process group), with stdin from /dev/null,
  * the environment it was given and default signal handling; a name without '/' is looked
  * up in the PATH of that environment. When its stdin closes (the daemon exited), the

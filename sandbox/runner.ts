@@ -1,8 +1,9 @@
 import { OrionError, Code } from '../common/errors.js';
 import { killProcessesUnder } from './stragglers.js';
 import { createNodeLauncher, type Launcher } from './launcher.js';
-export { MAX_OUTPUT } from './launcher.js';
 import { createHelperLauncher, findSpawnHelper } from './spawn-helper.js';
+
+export { MAX_OUTPUT } from './launcher.js';
 
 export interface RunSpec {
   argv: string[];
