@@ -14,7 +14,8 @@ import type { ActionResult, Digest } from './types.js';
 
 const FORMAT_VERSION = 1;
 
-function serialize(r: ActionResult): string {
+/** An entry's JSON text (raw stdout/stderr in base64); the log action cache stores the same. */
+export function serializeEntry(r: ActionResult): string {
   const { stdoutRaw, stderrRaw, ...rest } = r;
   return JSON.stringify({
     version: FORMAT_VERSION,
@@ -32,7 +33,8 @@ function decodeRaw(v: unknown, what: string): Buffer | undefined {
   return Buffer.from(v, 'base64');
 }
 
-function deserialize(text: string): ActionResult {
+/** Parses and checks an entry's JSON text; throws on anything malformed. */
+export function deserializeEntry(text: string): ActionResult {
   const o = JSON.parse(text) as { version?: unknown; result?: unknown } | null;
   check(o?.version === FORMAT_VERSION, 'unknown format version');
   check(typeof o.result === 'object' && o.result !== null, 'no result');
@@ -87,7 +89,7 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
         throw wrap(err, `failed to read action cache entry ${path}`);
       }
       try {
-        return deserialize(text);
+        return deserializeEntry(text);
       } catch {
         await rm(path, { force: true });
         return undefined;
@@ -96,7 +98,7 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
     async put(actionDigest, result) {
       const path = entryPath(validateDigest(actionDigest));
       try {
-        await writeFileAtomic(path, serialize(result), { durable });
+        await writeFileAtomic(path, serializeEntry(result), { durable });
       } catch (err) {
         throw wrap(err, `failed to write action cache entry ${path}`);
       }

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { OrionError } from '../common/errors.js';
-import { UsageError, parseDuration, parseHostPort, parseNonNegativeInt, parsePort, parsePositiveInt } from './options.js';
+import { UsageError, parseDuration, parseHostPort, parseNonNegativeInt, parsePort, parsePositiveInt, parseSize } from './options.js';
 import { NODE_FAULTS, isNodeFault } from '../node/faults.js';
 import { addClientAuthOptions, addHeadSecurityOptions, clientAuthFrom, headSecurityFrom } from './security-options.js';
 
@@ -44,6 +44,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0 picks a free one)', wrapParse(parsePort, '--port'), 50050)
     .option('--data-dir <dir>', 'where the CAS and action cache live', path.join(os.homedir(), '.local/share/orion/head'))
+    .option('--action-cache-size <size>', 'disk the action cache may use (per REAPI instance name); past it the oldest entries not used lately go (default: 512MiB)', wrapParse((v, f) => parseSize(v, f, 16 << 20), '--action-cache-size'))
     .option('--heartbeat-timeout <duration>', 'mark a node inactive after this long without a heartbeat', wrapParse(parseDuration, '--heartbeat-timeout'), 10_000)
     .option('--straggler-min <duration>', 'start a speculative copy of an action that runs 3 times longer than usual only once it has run this long (default: 2s)', wrapParse(parseDuration, '--straggler-min'))
     .option('--http-port <n>', 'serve the web dashboard, the JSON API (/api/nodes, /api/builds, /api/events) and Prometheus /metrics on this port of --host (0 picks a free one; default: off)', wrapParse(parsePort, '--http-port'))
@@ -51,7 +52,7 @@ export function buildProgram(out: CliOutput): Command {
     .action(async (o) => {
       const { runHead } = await import('./commands/head.js');
       const host = String(o.host).includes(':') ? `[${o.host}]` : o.host;
-      await runHead({ listen: `${host}:${o.port}`, httpListen: o.httpPort === undefined ? undefined : `${host}:${o.httpPort}`, dataDir: path.resolve(o.dataDir), heartbeatTimeoutMs: o.heartbeatTimeout, stragglerMinMs: o.stragglerMin, logLevel: o.logLevel, security: headSecurityFrom(o) });
+      await runHead({ listen: `${host}:${o.port}`, httpListen: o.httpPort === undefined ? undefined : `${host}:${o.httpPort}`, dataDir: path.resolve(o.dataDir), actionCacheMaxBytes: o.actionCacheSize, heartbeatTimeoutMs: o.heartbeatTimeout, stragglerMinMs: o.stragglerMin, logLevel: o.logLevel, security: headSecurityFrom(o) });
     });
 
   program

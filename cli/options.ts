@@ -29,6 +29,18 @@ export const parsePositiveInt = (value: string, flag: string, max = 1_000_000): 
 
 export const parseNonNegativeInt = (value: string, flag: string, max = 1_000_000): number => parseWhole(value, flag, 0, max, 'a whole number (0 or more)');
 
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, kib: 2 ** 10, m: 1e6, mb: 1e6, mib: 2 ** 20, g: 1e9, gb: 1e9, gib: 2 ** 30, t: 1e12, tb: 1e12, tib: 2 ** 40 };
+
+/** A size in bytes: "512MiB", "2GiB", "100MB", "4096" (bytes), at least `min`. */
+export function parseSize(value: string, flag: string, min = 1): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new UsageError(`${flag}: invalid size ${JSON.stringify(value)} (examples: 512MiB, 2GiB, 100MB)`);
+  const n = Math.floor(Number(m[1]) * unit);
+  if (n < min) throw new UsageError(`${flag}: must be at least ${min} bytes, got ${JSON.stringify(value)}`);
+  return n;
+}
+
 export function parsePort(value: string, flag: string): number {
   if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a port number, got ${JSON.stringify(value)}`);
   const n = Number(value);

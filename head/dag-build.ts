@@ -103,11 +103,6 @@ export type DagLimits = ExecutionLimits & { maxDagActions: number };
 
 export interface DagBuildsDeps {
   cas: BlobStore;
-  /**
-   * Where the head's own derived blobs go (each action's Action message): the same store,
-   * but writes need not be flushed one by one, since they can be made again. Default: cas.
-   */
-  derivedCas?: BlobStore;
   caches: InstanceCaches;
   scheduler: Scheduler;
   overlay: TreeOverlay;
@@ -297,15 +292,14 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
 
   /**
    * The Action of `n` over input root `root`, and its digest (the action cache key). Its bytes
-   * are stored (`store`) only for an action that runs or whose result is stored under it: a
-   * cache hit's Action is in the CAS since it first ran, and a stat per hit cost the head more
-   * than the lookup itself.
+   * are not stored in the CAS: the head makes them from the DAG, nodes receive the Action inline
+   * with their assignment, and no reader of the cache needs it (REAPI asks clients to upload an
+   * Action only for Execute). Storing it cost the head a stat and four file calls per executed
+   * action, ~0.18 ms of its main thread.
    */
-  function keyOn(n: Node, root: Digest): { action: Action; digest: Digest; store(): Promise<void> } {
+  function keyOn(n: Node, root: Digest): { action: Action; digest: Digest } {
     const action: Action = { commandDigest: n.spec.commandDigest, inputRootDigest: root, timeoutMs: n.spec.timeoutMs, doNotCache: n.spec.doNotCache, platform: n.spec.platform };
-    const bytes = encodeActionMessage(action);
-    const digest = digestOf(bytes);
-    return { action, digest, store: () => (deps.derivedCas ?? deps.cas).put(digest, bytes) };
+    return { action, digest: digestOf(encodeActionMessage(action)) };
   }
 
   /**
@@ -536,7 +530,6 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
           peerSources.push({ digest: out.digest, nodeId: producer.ranOn });
         }
         const root = await preRoot(n);
-        await key.store();
         if (stopping) return settleSkipped(n);
         const e = deps.scheduler.enqueue({
           instanceName: req.instanceName,
@@ -592,7 +585,6 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         if (!reads || reads.length === 0) return;
         const ext = await extendedKey(n, keyRoot, reads, root);
         if (!ext) return;
-        await ext.store();
         await deps.caches.forInstance(req.instanceName).put(ext.digest, result);
       } catch (err) {
         log.warn({ action: n.spec.id, err: (err as Error).message }, 'could not store the result under its extended key');

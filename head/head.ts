@@ -14,7 +14,6 @@ import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { ActionCache } from '../cas/action-cache.js';
 import { createDiskBlobStore } from '../cas/disk-blob-store.js';
-import { createDiskActionCache } from '../cas/disk-action-cache.js';
 import { createCompletenessCheckingActionCache } from '../cas/complete-action-cache.js';
 import type { ActionResult } from '../cas/types.js';
 import { createActionCacheService } from './action-cache-service.js';
@@ -24,6 +23,7 @@ import { createCasService, DEFAULT_CAS_LIMITS } from './cas-service.js';
 import { createClusterService } from './cluster-service.js';
 import { createExecutionService } from './execution-service.js';
 import { createHealthService } from './health-service.js';
+import { openLogActionCache } from '../cas/log-action-cache.js';
 import { createInstanceCaches, type InstanceCaches } from './instance-caches.js';
 import { createNodeRegistry, type NodeRegistry } from './node-registry.js';
 import { createScheduler, type Execution, type Scheduler } from './scheduler.js';
@@ -45,6 +45,8 @@ export interface HeadOptions {
   /** host:port to listen on; port 0 picks a free port. */
   listen: string;
   dataDir: string;
+  /** Bytes of disk the action cache may use per instance name; past it the oldest entries not in use go (default 512 MiB). */
+  actionCacheMaxBytes?: number;
   heartbeatTimeoutMs: number;
   log: Logger;
   clock?: Clock;
@@ -115,20 +117,22 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   const registry = createNodeRegistry({ clock, heartbeatTimeoutMs: opts.heartbeatTimeoutMs });
   const metrics = createHeadMetrics({ scheduler: () => scheduler!, registry, builds: () => builds });
   const cas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas')), metrics.cas);
-  // The same directory, for blobs the head derives itself (Action messages, the Directories of
-  // exec and key roots): not flushed one by one (a crash loses what can be computed again),
-  // which cost ~15% of the head's dispatch rate. Uploaded blobs stay durable.
+  // The same directory, for blobs the head derives itself (the Directories of exec and key roots):
+  // not flushed one by one (a crash loses what can be computed again), which cost ~15% of the
+  // head's dispatch rate. Uploaded blobs stay durable.
   const derivedCas = createMeteredBlobStore(createDiskBlobStore(path.join(opts.dataDir, 'cas'), { durable: false }), metrics.cas);
-  // Action cache entries are not flushed one by one either (five thread-pool calls and a flush per
-  // executed action, ~15% of the head's main thread at its dispatch rate): every blob an entry names
-  // was flushed when it was uploaded, before the entry was written; an entry that a power loss cut
-  // short fails to parse and is a miss; and each hit is checked for its blobs before it is served.
+  // The action cache is an append-only log with an index in memory (cas/log-action-cache.ts): a
+  // put is one write, a miss a map lookup; the file-per-entry cache cost a stat per lookup and four
+  // file calls per executed action. Entries are not flushed one by one: every blob an entry names
+  // was flushed when it was uploaded, before the entry was written; a record a power loss cut short
+  // fails its checksum and is a miss; and each hit is checked for its blobs before it is served.
   // A crash can lose recent entries (those actions run again), never serve a wrong one.
-  const caches = createInstanceCaches(
-    (dir): ActionCache =>
-      createMeteredActionCache(createCompletenessCheckingActionCache(createDiskActionCache(dir, { durable: false }), cas), metrics.actionCacheLookup),
-    path.join(opts.dataDir, 'ac'),
-  );
+  const caches = createInstanceCaches((dir) => {
+    const log = openLogActionCache(dir, { maxBytes: opts.actionCacheMaxBytes });
+    return Object.assign(createMeteredActionCache(createCompletenessCheckingActionCache(log, cas), metrics.actionCacheLookup), { close: log.close });
+  }, path.join(opts.dataDir, 'action-cache'));
+  // Takes the default instance's lock now: a second head on this data directory fails at its start.
+  caches.forInstance('');
   const heartbeatIntervalMs = Math.max(50, Math.floor(opts.heartbeatTimeoutMs / 3));
   // Nodes read each other's blobs with this secret (a new one per head run).
   const peerToken = randomBytes(32).toString('hex');
@@ -164,7 +168,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   server.addService(ExecutionService, createExecutionService({ cas, caches, scheduler, log, builds, limits }));
   server.addService(WorkerService, workers.service);
   server.addService(ClusterService, createClusterService(registry, builds));
-  const dags = createDagBuilds({ cas, derivedCas, caches, scheduler, overlay: createTreeOverlay(derivedCas), clock, log, limits, builds });
+  const dags = createDagBuilds({ cas, caches, scheduler, overlay: createTreeOverlay(derivedCas), clock, log, limits, builds });
   server.addService(BuildsService, createBuildService(dags));
   server.addService(
     HealthService,
@@ -221,6 +225,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
       clearInterval(sweeper);
       workers.closeAll();
       await shutdownServer(server, 2000);
+      caches.close();
     },
   };
 }

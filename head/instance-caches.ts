@@ -8,10 +8,15 @@ import type { ActionCache } from '../cas/action-cache.js';
  */
 export interface InstanceCaches {
   forInstance(instanceName: string): ActionCache;
+  /** Closes the caches that hold files open (head shutdown). */
+  close(): void;
 }
 
-export function createInstanceCaches(make: (subdir: string) => ActionCache, baseDir = ''): InstanceCaches {
-  const caches = new Map<string, ActionCache>();
+/** A cache `make` returns; `close`, when it has one, is called by InstanceCaches.close. */
+export type ClosableActionCache = ActionCache & { close?(): void };
+
+export function createInstanceCaches(make: (subdir: string) => ClosableActionCache, baseDir = ''): InstanceCaches {
+  const caches = new Map<string, ClosableActionCache>();
   return {
     forInstance(instanceName) {
       let c = caches.get(instanceName);
@@ -21,6 +26,10 @@ export function createInstanceCaches(make: (subdir: string) => ActionCache, base
         caches.set(instanceName, c);
       }
       return c;
+    },
+    close() {
+      for (const c of caches.values()) c.close?.();
+      caches.clear();
     },
   };
 }

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../cli/cli.js';
 import { NodeStatus } from '../../proto/gen/orion/v1/cluster.js';
-import { closedPort, listNodes, startHeadProcess, startNodeProcess, tempDir, waitFor, waitForActiveNodes, type Daemon } from '../helpers/daemons.js';
+import { closedPort, listNodes, startHeadProcess, startOrion, startNodeProcess, tempDir, waitFor, waitForActiveNodes, type Daemon } from '../helpers/daemons.js';
 
 async function cli(...argv: string[]) {
   let stdout = '';
@@ -17,6 +17,8 @@ describe('orion command line: usage errors exit 2 and name the flag', () => {
     [['head', '--port', 'http'], 'orion: --port: expected a port number, got "http"\n'],
     [['head', '--heartbeat-timeout', '10x'], 'orion: --heartbeat-timeout: invalid duration "10x" (examples: 500ms, 10s, 2m)\n'],
     [['head', '--heartbeat-timeout', '0s'], 'orion: --heartbeat-timeout: duration must be positive, got "0s"\n'],
+    [['head', '--action-cache-size', 'lots'], 'orion: --action-cache-size: invalid size "lots" (examples: 512MiB, 2GiB, 100MB)\n'],
+    [['head', '--action-cache-size', '1MiB'], 'orion: --action-cache-size: must be at least 16777216 bytes, got "1MiB"\n'],
     [['node', '--head', 'nonsense'], 'orion: --head: expected HOST:PORT (for example 127.0.0.1:50050), got "nonsense"\n'],
     [['node', '--head', '127.0.0.1:0'], 'orion: --head: expected HOST:PORT (for example 127.0.0.1:50050), got "127.0.0.1:0"\n'],
     [['node', '--head', '127.0.0.1:50050', '--slots', '0'], 'orion: --slots: must be between 1 and 1000000, got 0\n'],
@@ -125,6 +127,16 @@ describe('orion head and node as real processes', () => {
     ]);
     // The node's 1-minute load average, as it reported in its heartbeats.
     for (const r of rows) expect(r[4]).toMatch(/^\d+\.\d\d$/);
+  });
+
+  it('a second head on the same data directory exits at its start, naming the process that holds it', async () => {
+    const second = startOrion(['head', '--port', '0', '--data-dir', path.join(tmp.dir, 'head')]);
+    const code = await new Promise<number | null>((r) => second.proc.once('exit', r));
+    expect(code).not.toBe(0);
+    expect(second.output()).toContain(`is in use by process ${head.proc.pid}`);
+    expect(second.output()).not.toContain('listening');
+    // The first head still serves.
+    expect((await listNodes(head.address)).length).toBe(2);
   });
 
   it('a node given SIGTERM exits 0, says it stopped, and the head marks it inactive at once', async () => {
