@@ -111,6 +111,65 @@ export interface Scheduler {
 }
 
 const COMPLETED_RETENTION = 10_000;
+
+interface RunQueue {
+  readonly length: number;
+  at(i: number): Execution;
+  /** Inserts in order: after every entry `e` is not `before`. */
+  insert(e: Execution): void;
+  insertAt(i: number, e: Execution): void;
+  removeAt(i: number): void;
+  indexOf(e: Execution): number;
+  some(fn: (e: Execution) => boolean): boolean;
+}
+
+/**
+ * Queued executions in dispatch order: an array with a moving start, since dispatch takes from the
+ * front, where Array.splice(0, 1) moved every other entry (20,000 queued no-op actions: ~0.75 s of
+ * the head's main thread per build).
+ */
+function createRunQueue(before: (a: Execution, b: Execution) => boolean): RunQueue {
+  let items: (Execution | undefined)[] = [];
+  let start = 0;
+  const q: RunQueue = {
+    get length() {
+      return items.length - start;
+    },
+    at: (i) => items[start + i]!,
+    insert(e) {
+      let i = items.length;
+      while (i > start && before(e, items[i - 1]!)) i--;
+      q.insertAt(i - start, e);
+    },
+    insertAt(i, e) {
+      if (i === 0 && start > 0) items[--start] = e;
+      else items.splice(start + i, 0, e);
+    },
+    removeAt(i) {
+      if (i !== 0) {
+        items.splice(start + i, 1);
+        return;
+      }
+      items[start++] = undefined;
+      if (start === items.length) {
+        items = [];
+        start = 0;
+      } else if (start > 1024 && start * 2 > items.length) {
+        items = items.slice(start);
+        start = 0;
+      }
+    },
+    indexOf(e) {
+      const i = items.indexOf(e, start);
+      return i < 0 ? -1 : i - start;
+    },
+    some(fn) {
+      for (let i = start; i < items.length; i++) if (fn(items[i]!)) return true;
+      return false;
+    },
+  };
+  return q;
+}
 const RECENT_ROOTS = 16;
 
 export function createScheduler(deps: SchedulerDeps): Scheduler {
@@ -123,7 +182,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const inFlightByKey = new Map<string, Execution>();
   const watchers = new Map<string, Set<(e: Execution) => void>>();
   /** Queued executions, kept sorted by (priority, retries first, arrival). */
-  const queue: Execution[] = [];
+  const queue = createRunQueue(before);
   const assignments = new Map<string, { execution: Execution; nodeId: string }>();
   const completedOrder: string[] = [];
   /** Input roots each node ran recently: it holds their blobs, so it fetches least. */
@@ -136,7 +195,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const keyOf = (r: ExecutionRequest) =>
     `${r.instanceName}\u0000${r.actionDigest.hash}/${r.actionDigest.sizeBytes}\u0000${r.execRootDigest?.hash ?? ''}`;
   const rootOf = (e: Execution) => (e.request.execRootDigest ?? e.request.action.inputRootDigest).hash;
-  const runningCopies = (e: Execution) => [...assignments.entries()].filter(([, a]) => a.execution === e).map(([id, a]) => ({ id, nodeId: a.nodeId }));
+  const runningCopies = (e: Execution) => e.attempts.filter((at) => assignments.get(at.assignmentId)?.execution === e).map((at) => ({ id: at.assignmentId, nodeId: at.nodeId }));
 
   function before(a: Execution, b: Execution): boolean {
     const pa = a.request.priority ?? 0;
@@ -145,23 +204,19 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return a.seq < b.seq;
   }
 
-  function enqueueSorted(e: Execution) {
-    let i = queue.length;
-    while (i > 0 && before(e, queue[i - 1]!)) i--;
-    queue.splice(i, 0, e);
-  }
-
   function notify(e: Execution) {
     for (const fn of [...(watchers.get(e.name) ?? [])]) fn(e);
     if (e.stage === 'completed') watchers.delete(e.name);
   }
 
   function complete(e: Execution, response: ExecutionResponse) {
+    const wasQueued = e.stage === 'queued';
     e.stage = 'completed';
     e.response = response;
-    inFlightByKey.delete(keyOf(e.request));
-    const qi = queue.indexOf(e);
-    if (qi >= 0) queue.splice(qi, 1);
+    const key = keyOf(e.request);
+    if (inFlightByKey.get(key) === e) inFlightByKey.delete(key);
+    const qi = wasQueued ? queue.indexOf(e) : -1;
+    if (qi >= 0) queue.removeAt(qi);
     // The first result wins: cancel any other copy still running.
     for (const copy of runningCopies(e)) {
       assignments.delete(copy.id);
@@ -203,7 +258,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     deps.log.warn({ execution: e.name, reason, retryInMs: Math.round(delay) }, 'requeueing action');
     e.stage = 'queued';
     e.notBefore = delay > 0 ? deps.clock.now() + delay : undefined;
-    enqueueSorted(e);
+    queue.insert(e);
     notify(e);
   }
 
@@ -271,7 +326,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const now = deps.clock.now();
     let earliestWait = Infinity;
     for (let i = 0; i < queue.length; ) {
-      const e = queue[i]!;
+      const e = queue.at(i);
       if (e.notBefore !== undefined && e.notBefore > now) {
         earliestWait = Math.min(earliestWait, e.notBefore);
         i++;
@@ -279,10 +334,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       }
       const node = pickNode(e, unreachable);
       if (!node) break;
-      queue.splice(i, 1);
+      queue.removeAt(i);
       if (!assign(e, node)) {
         // That node's stream is gone; keep the work in place and try the other nodes.
-        queue.splice(i, 0, e);
+        queue.insertAt(i, e);
         unreachable.add(node.nodeId);
         continue;
       }
@@ -327,12 +382,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       const e: Execution = { name: randomUUID(), request: req, stage: 'queued', queuedAt: deps.clock.now(), attempts: [], seq: seq++ };
       executions.set(e.name, e);
       inFlightByKey.set(key, e);
-      enqueueSorted(e);
+      queue.insert(e);
       dispatch();
       return e;
     },
     completed(req, response) {
-      const e: Execution = { name: randomUUID(), request: req, stage: 'queued', queuedAt: deps.clock.now(), attempts: [], seq: seq++ };
+      // Never queued: complete() has nothing to take off the queue.
+      const e: Execution = { name: randomUUID(), request: req, stage: 'completed', queuedAt: deps.clock.now(), attempts: [], seq: seq++ };
       executions.set(e.name, e);
       complete(e, response);
       return e;

@@ -64,6 +64,44 @@ describe('scheduler policies', () => {
     expect(assigns().map((a) => a.execution.name)).toEqual([critical.name, mid.name, mid2.name, low.name]);
   });
 
+  it('keeps priority and arrival order over thousands of queued actions, with cancellations and late arrivals mixed in', async () => {
+    const { scheduler, join, assigns } = setup();
+    // Enough work that the queue's taken front is compacted several times while it drains.
+    // `from`: how many assignments had gone out when the action was queued.
+    const all: { name: string; priority: number; seq: number; from: number }[] = [];
+    for (let i = 0; i < 5000; i++) {
+      const priority = -(i % 7);
+      all.push({ name: scheduler.enqueue(request(i, { priority })).name, priority, seq: i, from: 0 });
+    }
+    const cancelled = new Set<string>();
+    for (let i = 3; i < 5000; i += 97) {
+      scheduler.cancel(all[i]!.name, 'test');
+      cancelled.add(all[i]!.name);
+    }
+    join('n1', 4);
+    let next = 5000;
+    let out = assigns();
+    for (let done = 0; done < (out = out.length > done ? out : assigns()).length; done++) {
+      const a = out[done]!;
+      await scheduler.finished(a.nodeId, a.assignmentId, { ok: true, result: result(a.nodeId) });
+      // Late arrivals while the queue drains: more urgent than everything queued.
+      if (done % 500 === 0 && next < 5010) {
+        const from = (out = assigns()).length;
+        all.push({ name: scheduler.enqueue(request(next, { priority: -100 })).name, priority: -100, seq: next++, from });
+      }
+    }
+    const ran = assigns().map((a) => a.execution.name);
+    expect(ran.length).toBe(all.length - cancelled.size);
+    // Each assignment is the most urgent action queued at that moment, (priority, arrival) first.
+    const pending = all.filter((x) => !cancelled.has(x.name)).sort((x, y) => x.priority - y.priority || x.seq - y.seq);
+    for (let i = 0; i < ran.length; i++) {
+      const at = pending.findIndex((x) => x.from <= i);
+      expect(ran[i], `assignment ${i}`).toBe(pending[at]!.name);
+      pending.splice(at, 1);
+    }
+    expect(scheduler.queueLength()).toBe(0);
+  });
+
   it('retries a failing action at once the first time, then backs off exponentially before each further retry', async () => {
     const { clock, scheduler, join, assigns } = setup({ retryBackoffMs: 100 });
     join('n1');
