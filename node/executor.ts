@@ -335,7 +335,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         }
         // Symlinks of the input tree may chain out of it: act only on paths that resolve inside.
         const cwd = await confineToRoot(execRoot, path.join(execRoot, a.command.workingDirectory), 'working directory');
-        await mkdir(cwd, { recursive: true });
+        if (cwd !== execRoot) await mkdir(cwd, { recursive: true });
         // An input that is also an output (ranlib, ar r on an existing archive) is a hard
         // link into the local CAS: give the command its own writable copy instead, so the
         // cached blob can never change. Create the parent directories the command expects.

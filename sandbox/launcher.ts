@@ -4,6 +4,7 @@
  * spares a large daemon the fork of its own address space per action.
  */
 import { spawn as spawnProcess } from 'node:child_process';
+import { Code, OrionError } from '../common/errors.js';
 
 export interface LaunchSpec {
   /** argv[0]: a path, or a name looked up in `env.PATH`. */
@@ -12,6 +13,8 @@ export interface LaunchSpec {
   cwd: string;
   /** The complete environment (nothing is inherited). */
   env: Record<string, string>;
+  /** A cgroup.procs file the process writes its pid to before exec (only where `Launcher.joinsCgroup`). */
+  cgroupProcs?: string;
 }
 
 /** Output kept per stream by default; beyond it a command's output is cut (a runaway printer, not a compiler). */
@@ -36,6 +39,8 @@ export interface Launched {
 
 export interface Launcher {
   readonly kind: 'node' | 'helper';
+  /** Whether `LaunchSpec.cgroupProcs` is honoured. */
+  readonly joinsCgroup: boolean;
   /**
    * Starts one command. Its stdout and stderr are kept up to the launcher's limit; the rest is
    * read and dropped. Rejects with an Error whose `code` is the errno name (ENOENT, EACCES...)
@@ -64,7 +69,9 @@ function collect(stream: NodeJS.ReadableStream | null, max: number): () => Buffe
 export function createNodeLauncher(maxOutputBytes = MAX_OUTPUT, spawn: typeof spawnProcess = spawnProcess): Launcher {
   return {
     kind: 'node',
+    joinsCgroup: false,
     launch(spec) {
+      if (spec.cgroupProcs) return Promise.reject(new OrionError(Code.INTERNAL, 'this launcher cannot start a process in a cgroup'));
       const child = spawn(spec.file, spec.args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
       const stdout = collect(child.stdout, maxOutputBytes);
       const stderr = collect(child.stderr, maxOutputBytes);

@@ -12,7 +12,9 @@
  *
  * Every integer is a little-endian u32 (i32 where signed); a string is its length then
  * its bytes. Each frame starts with the length of what follows.
- *   request: id, flags (unused, 0), cwd, argc, argv..., envc, "NAME=value"...
+ *   request: id, flags, cwd, argc, argv..., envc, "NAME=value"..., then with flag bit 0
+ *            a cgroup.procs path: the process joins that cgroup before exec, so the cgroup
+ *            counts everything it starts (started by fork, as posix_spawn cannot do that)
  *   reply:   type (one byte), id, then by type
  *     'S' started: pid
  *     'F' could not start: errno
@@ -205,10 +207,62 @@ static void set_nonblock(int fd) {
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
 }
 
+/*
+ * Starts `prog` as posix_spawn would (new session, stdin /dev/null, stdout and stderr on
+ * `out`/`err`, directory `cwd`, no blocked signals, default dispositions), after the child
+ * has moved itself into the cgroup whose cgroup.procs is `cgroup`. Returns 0 with *pid set
+ * once the exec succeeded, else the errno of the step that failed (the child is reaped).
+ */
+static int fork_into(const char *cgroup, const char *prog, char **argv, char **envp, const char *cwd, int out, int err, const sigset_t *none, pid_t *pid) {
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) < 0) return errno;
+  pid_t child = fork();
+  if (child < 0) {
+    int e = errno;
+    close(report[0]);
+    close(report[1]);
+    return e;
+  }
+  if (child == 0) {
+    int e = 0;
+    char me[24];
+    int len = snprintf(me, sizeof me, "%d", (int)getpid());
+    int fd = open(cgroup, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, me, (size_t)len) != len) e = errno ? errno : EIO;
+    if (fd >= 0) close(fd);
+    if (!e && setsid() < 0) e = errno;
+    for (int s = 1; s < 32 && !e; s++)
+      if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+    if (!e) sigprocmask(SIG_SETMASK, none, NULL);
+    int dn = e ? -1 : open("/dev/null", O_RDONLY);
+    if (!e && (dn < 0 || dup2(dn, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)) e = errno;
+    if (!e && chdir(cwd) < 0) e = errno;
+    if (!e) {
+      execve(prog, argv, envp);
+      e = errno;
+    }
+    if (write(report[1], &e, sizeof e) < 0) _exit(127);
+    _exit(127);
+  }
+  close(report[1]);
+  int e = 0;
+  ssize_t got;
+  do got = read(report[0], &e, sizeof e);
+  while (got < 0 && errno == EINTR);
+  close(report[0]);
+  if (got == (ssize_t)sizeof e) {
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return e ? e : EIO;
+  }
+  *pid = child;
+  return 0;
+}
+
 static void start(const unsigned char *frame, size_t n) {
   struct reader r = {frame, frame + n, 0};
   uint32_t id = get_u32(&r);
-  (void)get_u32(&r); /* flags */
+  uint32_t flags = get_u32(&r);
   char *cwd = get_str(&r);
   uint32_t argc = get_u32(&r);
   if (r.bad || argc == 0 || argc > n / 4) {
@@ -226,7 +280,8 @@ static void start(const unsigned char *frame, size_t n) {
   char **envp = calloc((size_t)envc + 1, sizeof(char *));
   if (!envp) die("calloc");
   for (uint32_t i = 0; i < envc; i++) envp[i] = get_str(&r);
-  if (r.bad || r.p != r.end) {
+  char *cgroup = (flags & 1) ? get_str(&r) : NULL;
+  if (r.bad || r.p != r.end || (flags & ~1u) != 0) {
     fprintf(stderr, "orion-spawn: malformed request\n");
     exit(2);
   }
@@ -237,25 +292,29 @@ static void start(const unsigned char *frame, size_t n) {
   int out[2] = {-1, -1}, errp[2] = {-1, -1};
   if (prog) {
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) die("pipe2");
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-    posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    posix_spawnattr_init(&at);
     sigset_t none, all;
     sigemptyset(&none);
     sigemptyset(&all);
     for (int s = 1; s < 32; s++)
       if (s != SIGKILL && s != SIGSTOP) sigaddset(&all, s);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    err = posix_spawn(&pid, prog, &fa, &at, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+    if (cgroup) {
+      err = fork_into(cgroup, prog, argv, envp, cwd, out[1], errp[1], &none, &pid);
+    } else {
+      posix_spawn_file_actions_t fa;
+      posix_spawnattr_t at;
+      posix_spawn_file_actions_init(&fa);
+      posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+      posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+      posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+      posix_spawn_file_actions_addchdir_np(&fa, cwd);
+      posix_spawnattr_init(&at);
+      posix_spawnattr_setsigmask(&at, &none);
+      posix_spawnattr_setsigdefault(&at, &all);
+      posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+      err = posix_spawn(&pid, prog, &fa, &at, argv, envp);
+      posix_spawn_file_actions_destroy(&fa);
+      posix_spawnattr_destroy(&at);
+    }
     close(out[1]);
     close(errp[1]);
     free(prog);
@@ -265,6 +324,7 @@ static void start(const unsigned char *frame, size_t n) {
   free(argv);
   free(envp);
   free(cwd);
+  free(cgroup);
 
   char body[4];
   if (err != 0) {

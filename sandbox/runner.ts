@@ -1,5 +1,5 @@
 import { OrionError, Code } from '../common/errors.js';
-import { killProcessesUnder } from './stragglers.js';
+import { killCgroupMembers, killProcessesUnder } from './stragglers.js';
 import { createNodeLauncher, type Launcher } from './launcher.js';
 import { createHelperLauncher, findSpawnHelper } from './spawn-helper.js';
 
@@ -19,6 +19,8 @@ export interface RunSpec {
   env: Record<string, string>;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** A cgroup.procs file the command joins before exec; only for a runner whose `joinsCgroup` is true. */
+  cgroupProcs?: string;
 }
 
 export interface RunResult {
@@ -33,6 +35,8 @@ export interface RunResult {
 /** Runs one command. Implementations: plain process, bubblewrap sandbox. */
 export interface ActionRunner {
   readonly kind: string;
+  /** Whether it honours `RunSpec.cgroupProcs`. */
+  readonly joinsCgroup?: boolean;
   run(spec: RunSpec): Promise<RunResult>;
 }
 
@@ -64,6 +68,7 @@ export function getDefaultLauncher(): Launcher {
 export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): ActionRunner {
   return {
     kind: 'process',
+    joinsCgroup: launcher.joinsCgroup,
     async run(spec) {
       if (spec.argv.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, 'empty command line');
       if (spec.signal?.aborted) throw new OrionError(Code.CANCELLED, 'action cancelled before it started');
@@ -75,6 +80,7 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
           args: spec.argv.slice(1),
           cwd: spec.root ? mapToHost(spec.cwd, spec.root) : spec.cwd,
           env: spec.env,
+          cgroupProcs: spec.cgroupProcs,
         });
       } catch (err) {
         if (err instanceof OrionError) throw err;
@@ -87,9 +93,12 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
       // those would otherwise hold the output pipes open and keep the output from ending.
       let scanned = false;
       let strays = 0;
+      // In a cgroup of its own, the group's members are the action's (one read); else a scan of
+      // the processes started since, by working directory.
+      const killStrays = () => (spec.cgroupProcs ? killCgroupMembers(spec.cgroupProcs) : spec.root ? killProcessesUnder(spec.root.hostDir, pid) : []).length;
       const killAll = () => {
         killGroup(pid);
-        if (spec.root) strays += killProcessesUnder(spec.root.hostDir, pid).length;
+        strays += killStrays();
         scanned = true;
       };
       const timer = spec.timeoutMs
@@ -124,7 +133,7 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
         spec.signal?.removeEventListener('abort', onAbort);
         killGroup(pid);
         // Once more if the exit's scan found stragglers (they may have started others) or never ran.
-        if (spec.root && (strays > 0 || !scanned)) killProcessesUnder(spec.root.hostDir, pid);
+        if (strays > 0 || !scanned) killStrays();
       }
     },
   };

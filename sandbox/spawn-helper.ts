@@ -41,16 +41,16 @@ interface Pending {
 
 function encodeRequest(id: number, spec: LaunchSpec): Buffer {
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-  const strings = [spec.cwd, spec.file, ...spec.args, ...env];
+  const strings = [spec.cwd, spec.file, ...spec.args, ...env, ...(spec.cgroupProcs ? [spec.cgroupProcs] : [])];
   const nul = strings.find((s) => s.includes('\0'));
   if (nul !== undefined) throw new OrionError(Code.INVALID_ARGUMENT, `a command's argument, directory or environment contains a NUL byte: ${JSON.stringify(nul.slice(0, 80))}`);
   const parts = strings.map((s) => Buffer.from(s));
-  // id, flags, argc, envc, and each string's length and bytes.
+  // id, flags (bit 0: a cgroup.procs path follows the environment), argc, envc, and each string's length and bytes.
   const size = 16 + parts.reduce((n, b) => n + 4 + b.length, 0);
   const buf = Buffer.allocUnsafe(4 + size);
   let o = buf.writeUInt32LE(size, 0);
   o = buf.writeUInt32LE(id, o);
-  o = buf.writeUInt32LE(0, o);
+  o = buf.writeUInt32LE(spec.cgroupProcs ? 1 : 0, o);
   const str = (b: Buffer) => {
     o = buf.writeUInt32LE(b.length, o);
     o += b.copy(buf, o);
@@ -59,7 +59,7 @@ function encodeRequest(id: number, spec: LaunchSpec): Buffer {
   o = buf.writeUInt32LE(1 + spec.args.length, o);
   for (let i = 1; i <= 1 + spec.args.length; i++) str(parts[i]!);
   o = buf.writeUInt32LE(env.length, o);
-  for (let i = 2 + spec.args.length; i < parts.length; i++) str(parts[i]!);
+  for (let i = 2 + spec.args.length; i < parts.length; i++) str(parts[i]!); // the environment, then the cgroup path
   return buf;
 }
 
@@ -144,6 +144,7 @@ export function createHelperLauncher(helperPath: string, opts: HelperLauncherOpt
 
   return {
     kind: 'helper',
+    joinsCgroup: true,
     launch(spec) {
       const id = nextId++;
       let request: Buffer;

@@ -68,3 +68,30 @@ export function killProcessesUnder(dir: string, since?: number): number[] {
   }
   return killed;
 }
+
+/**
+ * SIGKILLs every process in the cgroup whose cgroup.procs file is `procs`, this process
+ * excepted; returns their pids. For an action in a cgroup of its own (pids-limit-runner.ts):
+ * what it started is there whatever its session or directory, found with one read instead of
+ * a look at every new process on the machine.
+ */
+export function killCgroupMembers(procs: string): number[] {
+  let text: string;
+  try {
+    text = readFileSync(procs, 'latin1');
+  } catch {
+    return []; // The group is gone: nothing is in it.
+  }
+  const killed: number[] = [];
+  for (const line of text.split('\n')) {
+    const pid = Number(line);
+    if (!line || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+      killed.push(pid);
+    } catch {
+      // Gone already.
+    }
+  }
+  return killed;
+}

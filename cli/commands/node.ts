@@ -56,7 +56,8 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   let runner: ActionRunner = createProcessRunner();
   // A process-count cap per action (a fork bomb stops there), where the kernel's pids cgroup is writable.
   const pids = o.maxProcesses > 0 ? await probePidsCgroup() : undefined;
-  if (pids) runner = createPidsLimitRunner(runner, pids, o.maxProcesses);
+  const pidsRunner = pids ? createPidsLimitRunner(runner, pids, o.maxProcesses) : undefined;
+  if (pidsRunner) runner = pidsRunner;
   else if (o.maxProcesses > 0) log.warn('no writable pids cgroup: actions run without a process limit');
   if (o.sandbox !== 'off') {
     // ORION_BWRAP names another bubblewrap binary (tests point it at one that fails).
@@ -111,6 +112,7 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     remote.close();
     peers?.close();
     await peerEndpoint?.close();
+    await pidsRunner?.close();
   }
   log.info('node stopped');
 }

@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -309,7 +310,8 @@ describe('process limit (pids cgroup)', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-pids-'));
     try {
       // The limit applies outside the sandbox: bwrap itself joins the group, so everything in it counts.
-      const runner = createBwrapRunner(createPidsLimitRunner(createProcessRunner(), cgroup, 64));
+      const limited = createPidsLimitRunner(createProcessRunner(), cgroup, 64);
+      const runner = createBwrapRunner(limited);
       // A bounded fork bomb (dash, which does not retry a failed fork): each process tries to start two
       // more, 12 levels deep (8190 if unchecked);
       // the survivors report how many forks failed.
@@ -319,9 +321,89 @@ describe('process limit (pids cgroup)', () => {
       expect(Number(r.stdout.toString().trim())).toBeGreaterThan(0);
       const after = await runner.run({ argv: ['sh', '-c', 'echo clean'], cwd: '/w', root: { hostDir: dir, sandboxDir: '/w' }, env: { PATH: '/usr/bin:/bin' } });
       expect(after.stdout.toString()).toBe('clean\n');
+      await limited.close();
       expect(readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`))).toEqual([]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('lends an emptied group to the next action, makes another for one running alongside, and removes them all on close', async () => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = (await probePidsCgroup())!;
+    const runner = createPidsLimitRunner(createProcessRunner(), cgroup, 32);
+    const groupOf = async (argv: string[]) => {
+      const r = await runner.run({ argv, cwd: tmp, env: ENV });
+      return /^\d+:pids:(\S+)$/m.exec(r.stdout.toString())![1]!;
+    };
+    const first = await groupOf(['cat', '/proc/self/cgroup']);
+    expect(first).toMatch(new RegExp(`/a${process.pid}-\\d+$`));
+    expect(readFileSync(path.join(cgroup.parent, path.basename(first), 'pids.max'), 'utf8').trim()).toBe('32');
+    // Given back in the background once empty: wait for it.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await groupOf(['cat', '/proc/self/cgroup'])).toBe(first);
+    await new Promise((r) => setTimeout(r, 100));
+    const both = await Promise.all([groupOf(['sh', '-c', 'sleep 0.3; cat /proc/self/cgroup']), groupOf(['sh', '-c', 'sleep 0.3; cat /proc/self/cgroup'])]);
+    expect(new Set(both).size).toBe(2);
+    expect(both).toContain(first);
+    await runner.close();
+    expect(readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`))).toEqual([]);
+  });
+
+  it.each([
+    ['the spawn helper (it joins the group itself)', () => createHelperLauncher(findSpawnHelper()!)],
+    ["Node's spawn (a shell joins the group, then becomes the command)", () => createNodeLauncher()],
+  ])('puts the command and everything it starts in its group, started by %s', async (_, launcher) => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = (await probePidsCgroup())!;
+    const inner = createProcessRunner(launcher());
+    const runner = createPidsLimitRunner(inner, cgroup, 32);
+    const r = await runner.run({ argv: ['sh', '-c', 'grep pids: /proc/self/cgroup; (grep pids: /proc/self/cgroup)'], cwd: tmp, env: ENV });
+    const lines = r.stdout.toString().trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`:pids:/.*/a${process.pid}-\\d+$`));
+    expect(lines[1]).toBe(lines[0]);
+    // A group that cannot be joined fails the start instead of running the command unlimited.
+    if (inner.joinsCgroup) {
+      const err = await inner.run({ argv: ['true'], cwd: tmp, env: ENV, cgroupProcs: path.join(tmp, 'no-such-group/cgroup.procs') }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OrionError);
+      expect((err as OrionError).message).toMatch(/cannot run "true".*ENOENT/);
+    }
+    await runner.close();
+  });
+
+  it('ends a process the action left running in a new session and another directory (its cgroup still holds it)', async () => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = (await probePidsCgroup())!;
+    const inner = createProcessRunner(createHelperLauncher(findSpawnHelper()!));
+    const runner = createPidsLimitRunner(inner, cgroup, 32);
+    const marker = `${1000 + (process.pid % 1000)}.4545`;
+    const r = await runner.run({ argv: ['sh', '-c', `cd / && setsid sleep ${marker} > /dev/null 2>&1 & echo $!; sleep 0.2`], cwd: tmp, root: { hostDir: tmp, sandboxDir: tmp }, env: ENV });
+    const pid = Number(r.stdout.toString().trim());
+    expect(pid).toBeGreaterThan(0);
+    expect(await waitUntilGone([pid])).toEqual([]);
+    expect(pidsWithArg(marker)).toEqual([]);
+    await runner.close();
+  });
+
+  it('removes the empty groups a node killed without closing left behind, and only those', async () => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = (await probePidsCgroup())!;
+    const gone = spawn('true');
+    await new Promise((r) => gone.once('exit', r));
+    const alive = spawn('sleep', ['30']);
+    try {
+      mkdirSync(path.join(cgroup.parent, `a${gone.pid}-7`), { recursive: true });
+      mkdirSync(path.join(cgroup.parent, `a${alive.pid}-7`), { recursive: true });
+      const runner = createPidsLimitRunner(createProcessRunner(), cgroup, 32);
+      expect((await runner.run({ argv: ['true'], cwd: tmp, env: ENV })).exitCode).toBe(0);
+      const left = readdirSync(cgroup.parent);
+      expect(left).not.toContain(`a${gone.pid}-7`);
+      expect(left).toContain(`a${alive.pid}-7`);
+      await runner.close();
+    } finally {
+      alive.kill('SIGKILL');
+      rmdirSync(path.join(cgroup.parent, `a${alive.pid}-7`));
+    }
+  });
 });
