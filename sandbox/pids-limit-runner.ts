@@ -9,8 +9,8 @@
  * killed without its `close` left behind (named after its pid) are removed by the
  * next runner on the same hierarchy.
  */
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ActionRunner } from './runner.js';
 
@@ -47,7 +47,14 @@ function alive(pid: number): boolean {
   }
 }
 
-const isEmpty = async (group: string) => (await readFile(path.join(group, 'cgroup.procs'), 'utf8').catch(() => 'gone')).trim() === '';
+/** Whether the group has no process (a synchronous read: cgroupfs answers from memory, a file handle costs more). */
+function isEmpty(group: string): boolean {
+  try {
+    return readFileSync(path.join(group, 'cgroup.procs'), 'latin1').trim() === '';
+  } catch {
+    return false; // gone
+  }
+}
 
 export interface PidsLimitRunner extends ActionRunner {
   /** Removes the groups this runner made (the node stopping); runs still going keep theirs until they end. */
@@ -87,7 +94,7 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
   /** Lends `group` again once its processes are gone (the runner killed them all); else removes it when it empties. */
   async function giveBack(group: string) {
     for (let i = 0; i < 50; i++) {
-      if (await isEmpty(group)) {
+      if (isEmpty(group)) {
         if (closed) await rmdir(group).catch(() => undefined);
         else free.push(group);
         return;

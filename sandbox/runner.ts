@@ -96,8 +96,10 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
       // In a cgroup of its own, the group's members are the action's (one read); else a scan of
       // the processes started since, by working directory.
       const killStrays = () => (spec.cgroupProcs ? killCgroupMembers(spec.cgroupProcs) : spec.root ? killProcessesUnder(spec.root.hostDir, pid) : []).length;
+      // A cgroup holds the process group's members too: no kill of a group that is usually gone
+      // already (a failed kill costs an exception).
       const killAll = () => {
-        killGroup(pid);
+        if (!spec.cgroupProcs) killGroup(pid);
         strays += killStrays();
         scanned = true;
       };
@@ -131,7 +133,7 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
       } finally {
         if (timer) clearTimeout(timer);
         spec.signal?.removeEventListener('abort', onAbort);
-        killGroup(pid);
+        if (!spec.cgroupProcs) killGroup(pid);
         // Once more if the exit's scan found stragglers (they may have started others) or never ran.
         if (strays > 0 || !scanned) killStrays();
       }
