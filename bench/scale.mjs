@@ -249,7 +249,9 @@ const PIDS_FILE = process.env.BENCH_PIDS_FILE; // run.sh kills what is listed he
 const daemons = [];
 
 function startDaemon(args, nodeFlags = []) {
-  const proc = spawn(process.execPath, [...nodeFlags, ORION, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  // Through the `orion` launcher, as users start it (its per-command settings included); a
+  // profiled daemon needs Node's own command line, which bypasses them.
+  const proc = nodeFlags.length === 0 ? spawn(ORION, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true }) : spawn(process.execPath, [...nodeFlags, ORION, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   if (PIDS_FILE) appendFileSync(PIDS_FILE, `${proc.pid}\n`);
   let out = '';
   const keep = (d) => {

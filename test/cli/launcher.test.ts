@@ -88,7 +88,7 @@ describe('the orion launcher and NODE_EXTRA_CA_CERTS', () => {
     expect(untrusted.stdout).toBe('');
   });
 
-  it('starts `orion head` with a 16-thread libuv pool unless UV_THREADPOOL_SIZE is set, and leaves other commands alone', async () => {
+  it('starts `orion head` with a 16-thread libuv pool unless UV_THREADPOOL_SIZE is set and a 4 MB young generation, and leaves other commands alone', async () => {
     const PATH = `${path.dirname(process.execPath)}:${process.env.PATH}`;
     const started = async (extra: Record<string, string | undefined>, name: string) => {
       const child = spawn(ORION, ['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(tmp.dir, name)], { env: env({ ...extra, PATH }) as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -99,13 +99,16 @@ describe('the orion launcher and NODE_EXTRA_CA_CERTS', () => {
         });
         const environ = (await readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0');
         const threads = (await readdir(`/proc/${child.pid}/task`)).length;
-        return { pool: environ.find((e) => e.startsWith('UV_THREADPOOL_SIZE='))?.split('=')[1], threads };
+        const cmdline = (await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).split('\0');
+        return { pool: environ.find((e) => e.startsWith('UV_THREADPOOL_SIZE='))?.split('=')[1], threads, cmdline };
       } finally {
         child.kill('SIGTERM');
       }
     };
     const byDefault = await started({ UV_THREADPOOL_SIZE: undefined }, 'pool-default');
     expect(byDefault.pool).toBe('16');
+    // And a small young generation (the head's peak RSS): a flag on Node's own command line.
+    expect(byDefault.cmdline.slice(1, 3)).toEqual(['--max-semi-space-size=4', ORION]);
     // The pool's threads are there beside the main thread and V8's own.
     expect(byDefault.threads).toBeGreaterThan(16);
     const chosen = await started({ UV_THREADPOOL_SIZE: '2' }, 'pool-chosen');
