@@ -239,8 +239,15 @@ export function openLogActionCache(dir: string, opts: LogActionCacheOptions = {}
         index.delete(keyOf(d));
         return undefined;
       }
-      // In use and next in line for eviction: write it again at the head of the log.
-      if (segments.length >= 4 && rec.seq <= segments[Math.floor(segments.length / 4) - 1]!.seq) append(d, rec.json);
+      // In use and next in line for eviction: write it again at the head of the log (a failure
+      // to do so costs the entry later, not this hit).
+      if (segments.length >= 4 && rec.seq <= segments[Math.floor(segments.length / 4) - 1]!.seq) {
+        try {
+          append(d, rec.json);
+        } catch {
+          // disk full or the like: the next put reports it
+        }
+      }
       return result;
     },
     async put(actionDigest, result) {
