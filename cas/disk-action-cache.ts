@@ -57,8 +57,9 @@ export function deserializeEntry(text: string): ActionResult {
 export interface DiskCacheOptions {
   /**
    * Flush each entry to disk before it becomes visible (default true). False for a client's
-   * local cache, as ccache and sccache, and for a head's, whose blobs are flushed before an
-   * entry names them: a crash may lose recent entries, never tear one (see writeFileAtomic).
+   * local cache, as ccache and sccache, and for a head's, whose file system is flushed as a
+   * whole every few seconds and checked after a machine crash (sync-checkpoint.ts): a crash may
+   * lose recent entries, never tear one (see writeFileAtomic).
    */
   durable?: boolean;
   /**

@@ -1,5 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ORION, listNodes, startHeadProcess, startNodeProcess, tempDir, waitFor, waitForActiveNodes, type Daemon } from '../helpers/daemons.js';
@@ -21,9 +22,9 @@ function writeProject(dir: string, variant: string) {
   );
 }
 
-function build(cwd: string, head: string, cache: string): Promise<{ code: number | null; out: string }> {
+function build(cwd: string, head: string, cache: string, extra: string[] = []): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [ORION, 'build', '--head', head, '--cache-dir', cache], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [ORION, 'build', '--head', head, '--cache-dir', cache, ...extra], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -80,4 +81,69 @@ describe('a head killed with -9 in the middle of a build', () => {
     for (const l of lines) expect(l).toContain('(cached (remote))');
     expect(execFileSync(path.join(proj, 'app'), { encoding: 'utf8' })).toBe('6\n');
   }, 180_000);
+});
+
+describe('a machine crash that tore blobs the head had not flushed yet', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  const daemons: Daemon[] = [];
+
+  beforeAll(async () => {
+    tmp = await tempDir('crash');
+  });
+
+  afterAll(async () => {
+    for (const d of daemons) await d.kill('SIGKILL');
+    await tmp?.cleanup();
+  });
+
+  it('the head rehashes what was written since its last flush, removes the torn blob, and the action that made it runs again', async () => {
+    const headDir = path.join(tmp.dir, 'head');
+    let head = await startHeadProcess(headDir);
+    daemons.push(head);
+    // The head records, flushed, that everything before its start is on disk.
+    const record = JSON.parse(readFileSync(path.join(headDir, 'synced.json'), 'utf8')) as { bootId: string; syncedBeforeMs: number };
+    expect(record.bootId).toBe(readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
+    const node = startNodeProcess(head.address, 'c1', path.join(tmp.dir, 'c1'), ['--slots', '2']);
+    daemons.push(node);
+    await waitForActiveNodes(head.address, 1);
+
+    const proj = path.join(tmp.dir, 'proj');
+    writeProject(proj, 'v1');
+    const first = await build(proj, head.address, path.join(tmp.dir, 'cache1'), ['--local-max', '0']);
+    expect(first.code, first.out).toBe(0);
+    const a1 = readFileSync(path.join(proj, 'a1.o'));
+    const blob = path.join(headDir, 'cas', createHash('sha256').update(a1).digest('hex').slice(0, 2), createHash('sha256').update(a1).digest('hex'));
+    expect(readFileSync(blob)).toEqual(a1);
+
+    // The machine goes down before the head's next flush: the process dies, the record still
+    // names the boot before, and one output blob comes back as zeros (what ext4 shows of an
+    // unflushed file's blocks).
+    await node.kill('SIGKILL');
+    await head.kill('SIGKILL');
+    writeFileSync(path.join(headDir, 'synced.json'), JSON.stringify({ bootId: 'the-boot-before-the-crash', syncedBeforeMs: record.syncedBeforeMs }));
+    chmodSync(blob, 0o644);
+    writeFileSync(blob, Buffer.alloc(a1.length));
+
+    head = await startHeadProcess(headDir);
+    daemons.push(head);
+    expect(existsSync(blob)).toBe(false);
+    expect(head.output()).toContain('removed stored files that did not match their digest');
+    expect(head.output()).toMatch(/"removed":1\b/);
+    const node2 = startNodeProcess(head.address, 'c2', path.join(tmp.dir, 'c2'), ['--slots', '2']);
+    daemons.push(node2);
+    await waitForActiveNodes(head.address, 1);
+
+    // A fresh checkout with an empty local cache: a1.o's cache entry names a blob that is gone, so
+    // a1.c compiles again; everything else is served by the head. Output as before the crash.
+    rmSync(proj, { recursive: true, force: true });
+    writeProject(proj, 'v1');
+    const again = await build(proj, head.address, path.join(tmp.dir, 'cache2'), ['--local-max', '0']);
+    expect(again.code, again.out).toBe(0);
+    const lines = again.out.split('\n').filter((l) => /\] (CC|LD) /.test(l));
+    expect(lines).toHaveLength(8);
+    expect(lines.filter((l) => !l.includes('(cached (remote))')).map((l) => l.replace(/^.*\] /, ''))).toEqual([expect.stringMatching(/^CC a1\.o/)]);
+    expect(readFileSync(path.join(proj, 'a1.o'))).toEqual(a1);
+    expect(readFileSync(blob)).toEqual(a1);
+    expect(execFileSync(path.join(proj, 'app'), { encoding: 'utf8' })).toBe('6\n');
+  }, 120_000);
 });
