@@ -4,9 +4,11 @@
 // head, where common/extra-ca-certs.ts hands it back. `node dist/orion.mjs` still works: to JavaScript
 // the second line is a string and a comment.
 // It also gives `orion head` a larger libuv thread pool (16 threads unless UV_THREADPOOL_SIZE is
-// set): the head's durable uploads end in an fdatasync each, run on that pool, and ext4 commits
-// concurrent flushes in one journal transaction. Node reads the variable when the pool starts,
-// which its module loader does before any of Orion runs, so only the environment can set it.
+// set): every uploaded blob is written through that pool (open, write, close, rename), and a call
+// that waits on the disk holds a thread; it was sized when each upload also ended in an fdatasync
+// (now the file system is flushed as a whole every few seconds: cas/sync-checkpoint.ts). Node
+// reads the variable when the pool starts, which its module loader does before any of Orion runs,
+// so only the environment can set it.
 // And a 4 MB young generation (V8's grows to 16 MB): with a 20,000-action DAG dispatched at
 // ~2,200 actions/s the head's peak RSS was 252 MiB with V8's default, 220 MiB with this, at the
 // same rate. V8 sizes it when the heap is made, so it is a flag of Node's command line.
