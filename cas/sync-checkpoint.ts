@@ -129,6 +129,8 @@ export async function openSyncCheckpoint(opts: SyncCheckpointOptions): Promise<S
   if (!record || record.bootId !== bootId) {
     const sinceMs = record ? Math.max(0, record.syncedBeforeMs - SLACK_MS) : 0;
     const reason = record ? 'the machine restarted since the last flush' : problem!;
+    // (A new data directory has no record and nothing to check: no word about it.)
+    if (record) log?.info({ reason, since: sinceMs > 0 ? new Date(sinceMs).toISOString() : 'the beginning' }, 'checking the stored files written since the last flush against their digests');
     const r = await opts.verify(sinceMs);
     recovery = { reason, sinceMs, ...r };
     if (r.removed > 0) log?.warn({ ...recovery }, 'removed stored files that did not match their digest (written before a machine crash, never flushed)');

@@ -127,6 +127,7 @@ describe('a machine crash that tore blobs the head had not flushed yet', () => {
     head = await startHeadProcess(headDir);
     daemons.push(head);
     expect(existsSync(blob)).toBe(false);
+    expect(head.output()).toContain('checking the stored files written since the last flush');
     expect(head.output()).toContain('removed stored files that did not match their digest');
     expect(head.output()).toMatch(/"removed":1\b/);
     const node2 = startNodeProcess(head.address, 'c2', path.join(tmp.dir, 'c2'), ['--slots', '2']);
