@@ -23,6 +23,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Code, OrionError, isErrno, wrap } from '../common/errors.js';
+import { isProcessAlive } from '../common/process-alive.js';
 import type { ActionCache } from './action-cache.js';
 import { deserializeEntry, serializeEntry } from './disk-action-cache.js';
 import { validateDigest } from './digest.js';
@@ -76,7 +77,7 @@ function takeLock(dir: string): string {
       if (!isErrno(err, 'EEXIST')) throw wrap(err, `cannot lock the action cache ${dir}`);
     }
     const owner = Number.parseInt(readFileSync(lock, 'utf8'), 10);
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isProcessAlive(owner)) {
       throw new OrionError(Code.FAILED_PRECONDITION, `the action cache ${dir} is in use by process ${owner}`, {
         hint: `give each head its own --data-dir; if process ${owner} is not an Orion head, remove ${lock}`,
       });
@@ -84,15 +85,6 @@ function takeLock(dir: string): string {
     rmSync(lock, { force: true }); // left by a process that is gone
   }
   throw new OrionError(Code.FAILED_PRECONDITION, `cannot lock the action cache ${dir}: another process keeps taking ${lock}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return isErrno(err, 'EPERM');
-  }
 }
 
 export function openLogActionCache(dir: string, opts: LogActionCacheOptions = {}): LogActionCache {

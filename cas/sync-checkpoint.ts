@@ -216,13 +216,6 @@ export function createCheckpointedBlobStore<S extends BlobStore>(inner: S, check
       checkpoint.dirtied();
     };
   }
-  if (inner.localExecutablePath) {
-    tracked.localExecutablePath = async (d) => {
-      const p = await inner.localExecutablePath!(d);
-      if (p) checkpoint.dirtied();
-      return p;
-    };
-  }
   // Reads and whatever else the inner store offers pass through.
   return Object.assign(Object.create(inner) as S, tracked);
 }

@@ -12,6 +12,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { isProcessAlive } from '../common/process-alive.js';
 import type { ActionRunner } from './runner.js';
 
 export interface PidsCgroup {
@@ -35,16 +36,6 @@ export async function probePidsCgroup(): Promise<PidsCgroup | undefined> {
     }
   }
   return undefined;
-}
-
-/** Whether process `pid` exists (EPERM: it does, as another user's). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Whether the group has no process (a synchronous read: cgroupfs answers from memory, a file handle costs more). */
@@ -77,7 +68,7 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
     await mkdir(cgroup.parent, { recursive: true });
     for (const name of await readdir(cgroup.parent).catch(() => [] as string[])) {
       const owner = /^a(\d+)-\d+$/.exec(name);
-      if (owner && Number(owner[1]) !== process.pid && !alive(Number(owner[1]))) await rmdir(path.join(cgroup.parent, name)).catch(() => undefined);
+      if (owner && Number(owner[1]) !== process.pid && !isProcessAlive(Number(owner[1]))) await rmdir(path.join(cgroup.parent, name)).catch(() => undefined);
     }
   }
 

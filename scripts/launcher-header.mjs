@@ -17,7 +17,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 const file = process.argv[2];
 const HEADER = [
   '#!/bin/sh',
-  `':' //; if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ORION_NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export ORION_NODE_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; fi; if [ "\${1:-}" = head ] && [ -z "\${UV_THREADPOOL_SIZE:-}" ]; then UV_THREADPOOL_SIZE=16; export UV_THREADPOOL_SIZE; fi; if [ "\${1:-}" = head ]; then exec node --max-semi-space-size=4 "$0" "$@"; fi; exec node "$0" "$@"`,
+  `':' //; if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ORION_NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; export ORION_NODE_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; fi; if [ "\${1:-}" = head ]; then if [ -z "\${UV_THREADPOOL_SIZE:-}" ]; then UV_THREADPOOL_SIZE=16; export UV_THREADPOOL_SIZE; fi; exec node --max-semi-space-size=4 "$0" "$@"; fi; exec node "$0" "$@"`,
 ];
 const lines = readFileSync(file, 'utf8').split('\n');
 if (!lines[0].startsWith('#!')) throw new Error(`${file}: expected a #! first line, found ${JSON.stringify(lines[0])}`);
