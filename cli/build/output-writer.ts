@@ -122,8 +122,10 @@ export async function freshenOutputs(outputs: string[], inputs: Iterable<string>
   for (const o of outputs) {
     const s = await files.state(o);
     if (s?.mtimeMs === undefined || s.mtimeMs >= newest) continue;
-    const now = new Date();
-    await utimes(o, now, now);
+    // Now, in whole milliseconds, can be older than an input written earlier in the same
+    // millisecond (file times have nanoseconds): then a millisecond past the newest input.
+    const t = Math.max(Date.now(), Math.floor(newest) + 1) / 1000;
+    await utimes(o, t, t);
     files.record(o, s.digest, await lstat(o));
   }
 }

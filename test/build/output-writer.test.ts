@@ -1,4 +1,5 @@
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -7,7 +8,7 @@ import { digestOf } from '../../cas/digest.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createMemoryBlobStore } from '../../cas/memory-blob-store.js';
 import { createStatCache } from '../../cas/stat-cache.js';
-import { writeOutputs } from '../../cli/build/output-writer.js';
+import { freshenOutputs, writeOutputs } from '../../cli/build/output-writer.js';
 import { createProjectFiles } from '../../cli/build/project-files.js';
 
 let tmp: string;
@@ -78,5 +79,26 @@ describe('writing cached outputs into the tree', () => {
     const files = createProjectFiles(root, createStatCache(path.join(tmp, 'stat.json')));
     await writeOutputs(result([{ path: 'a.o', data: obj, isExecutable: false }]), root, files, cas);
     expect(await readFile(path.join(root, 'a.o'))).toEqual(obj);
+  });
+});
+
+describe('freshening outputs a cache hit left in place', () => {
+  it('makes the output newer than its newest input, to the nanosecond, even when that input is timestamped later in the current millisecond', async () => {
+    const root = path.join(tmp, 'proj');
+    await mkdir(root);
+    const input = path.join(root, 'main.o');
+    const output = path.join(root, 'prog');
+    await writeFile(input, 'object');
+    await writeFile(output, 'program');
+    // The input written "just now" with a sub-millisecond part ahead of the clock's whole milliseconds.
+    const inputSeconds = (Math.floor(Date.now()) + 0.7) / 1000 + 2;
+    await utimes(input, inputSeconds, inputSeconds);
+    await utimes(output, 1_000_000, 1_000_000);
+    const files = createProjectFiles(root, createStatCache(path.join(tmp, 'stat.json')));
+    await freshenOutputs([output], [input], files);
+    const [i, o] = [statSync(input, { bigint: true }), statSync(output, { bigint: true })];
+    expect(o.mtimeNs > i.mtimeNs).toBe(true);
+    // And Orion's own view of the output follows.
+    expect((await files.state(output))?.mtimeMs).toBe(Number(o.mtimeNs) / 1e6);
   });
 });
