@@ -49,6 +49,7 @@ function dagActionFromPb(a: DagAction, where: string): DagActionSpec {
         platform: platformFromPb(a.platform),
         depfile: a.depfile || undefined,
         label: a.label.slice(0, 500) || undefined,
+        estimatedMs: a.estimatedMs > 0 ? a.estimatedMs : undefined,
       };
 }
 

@@ -46,6 +46,8 @@ export interface DagActionSpec {
   label?: string;
   /** Run by the client, which reports its effects (reportClientAction). */
   client?: boolean;
+  /** The client's guess of its duration (ms), used until the head has measured the command. */
+  estimatedMs?: number;
 }
 
 export interface ClientActionReport {
@@ -241,7 +243,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     // Longest remaining path, in reverse topological order, from measured durations where known.
     for (let i = order.length - 1; i >= 0; i--) {
       const n = order[i]!;
-      const own = n.spec.client ? 0 : (deps.scheduler.expectedDuration(n.spec.commandDigest.hash) ?? defaultMs);
+      const own = n.spec.client ? 0 : (deps.scheduler.expectedDuration(n.spec.commandDigest.hash) ?? n.spec.estimatedMs ?? defaultMs);
       // A loop, not Math.max(...): one generated header can have more dependents than a call has arguments.
       let after = 0;
       for (const d of n.dependents) after = Math.max(after, d.remainingMs);

@@ -78,6 +78,8 @@ export interface BuildRunnerDeps {
    * hits are keyed while their compilers run.
    */
   changedFiles?: () => ReadonlySet<string>;
+  /** Expected milliseconds of each action (default: every action counts as one unit): ready actions start longest remaining chain first. */
+  estimate?: (a: BuildAction) => number;
   signal: AbortSignal;
 }
 
@@ -116,17 +118,23 @@ function dependentsOf(actions: BuildAction[]): Map<string, string[]> {
   return dependents;
 }
 
-/** Longest chain (in actions) from each action to the end of the build: its critical-path length. */
-export function criticalPathLengths(actions: BuildAction[], dependents = dependentsOf(actions)): Map<string, number> {
+/**
+ * Longest chain from each action to the end of the build, the action itself
+ * included: its critical-path length, in actions, or in expected milliseconds
+ * when `costOf` estimates each action (cli/build/cost-estimate.ts).
+ */
+export function criticalPathLengths(actions: BuildAction[], dependents = dependentsOf(actions), costOf: (a: BuildAction) => number = () => 1): Map<string, number> {
   const memo = new Map<string, number>();
+  const byId = new Map(actions.map((a) => [a.id, a]));
   const visit = (id: string): number => {
     const known = memo.get(id);
     if (known !== undefined) return known;
-    memo.set(id, 1);
+    const own = costOf(byId.get(id)!);
+    memo.set(id, own);
     let best = 0;
     for (const d of dependents.get(id) ?? []) best = Math.max(best, visit(d));
-    memo.set(id, best + 1);
-    return best + 1;
+    memo.set(id, best + own);
+    return best + own;
   };
   for (const a of actions) visit(a.id);
   return memo;
@@ -145,7 +153,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   const dependents = dependentsOf(graph.actions);
   const waiting = new Map<string, number>();
   for (const a of graph.actions) waiting.set(a.id, [...new Set(a.deps)].filter((d) => byId.has(d)).length);
-  const priority = criticalPathLengths(graph.actions, dependents);
+  const estimated = deps.estimate ? new Map(graph.actions.map((a) => [a.id, Math.round(deps.estimate!(a))])) : undefined;
+  const priority = criticalPathLengths(graph.actions, dependents, estimated && ((a) => estimated.get(a.id)!));
   const ready: BuildAction[] = graph.actions.filter((a) => waiting.get(a.id) === 0);
   const summary: BuildSummary = {
     ok: true,
@@ -388,6 +397,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       inputRootDigest: key.inputRoot.rootDigest,
       producedInputs: key.producedInputs ?? [],
       depfile: depfileAbs ? path.relative(graph.root, depfileAbs) : undefined,
+      estimatedMs: estimated?.get(a.id),
     };
   }
 

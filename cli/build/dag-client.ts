@@ -20,6 +20,8 @@ export interface DagSpec {
   inputRootDigest?: Digest;
   producedInputs: { path: string; producer: string }[];
   depfile?: string;
+  /** The client's guess of its duration (ms), for the head's priorities until it has measured the action. */
+  estimatedMs?: number;
 }
 
 export type DagClientEvent =
@@ -64,6 +66,7 @@ function specToPb(s: DagSpec): DagAction {
     depfile: s.depfile ?? '',
     label: s.label,
     client: s.client,
+    estimatedMs: s.estimatedMs ?? 0,
   };
 }
 

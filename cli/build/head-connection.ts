@@ -29,6 +29,8 @@ export function connectToHead(o: {
   dag: boolean;
   buildId: string;
   actions: BuildAction[];
+  /** Expected milliseconds of each action, for the priority sent with each Execute (default: one unit per action). */
+  estimate?: (a: BuildAction) => number;
   localCas: BlobStore;
   files: ProjectFiles;
   meter: { read(n: number): void; written(n: number): void };
@@ -36,7 +38,7 @@ export function connectToHead(o: {
 }): HeadConnection {
   const { credentials, channelOptions } = loadClientAuth(o.auth);
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials, channelOptions }), o.meter);
-  const chain = criticalPathLengths(o.actions);
+  const chain = criticalPathLengths(o.actions, undefined, o.estimate);
   const remoteExecutor = createRemoteExecutor({
     priorityOf: (a) => -(chain.get(a.id) ?? 0),
     address: o.head,

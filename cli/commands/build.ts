@@ -26,6 +26,7 @@ import { newBuildId } from '../build/build-id.js';
 import { lazyHeadConnection } from '../build/lazy-head.js';
 import { buildReport } from '../build/build-report.js';
 import { fanOutReporter } from '../build/fan-out-reporter.js';
+import { createCostEstimate } from '../build/cost-estimate.js';
 import { createTimeline } from '../build/timeline.js';
 import { createTtyReporter } from '../build/tty-reporter.js';
 
@@ -91,6 +92,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const runner = createProcessRunner();
   const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
   const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
+  const estimate = createCostEstimate();
   const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees };
 
   let head: HeadConnection | undefined;
@@ -98,7 +100,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     if (o.head && buildId) {
       // gRPC is loaded and the head connected on first use: a build the local cache serves
       // whole (a warm CI checkout, a no-op) never waits for either.
-      head = lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: graph.actions, localCas, files, meter, onStage });
+      head = lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: graph.actions, estimate, localCas, files, meter, onStage });
     }
     const summary = await runBuild(
       {
@@ -113,6 +115,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         reporter,
         history,
         changedFiles: statCache.rehashed,
+        estimate,
         dag: head?.dagClient && buildId ? { client: head.dagClient, uploader: head.remoteExecutor, buildId } : undefined,
         signal,
       },

@@ -33,6 +33,7 @@ describe('Builds service edge: requests', () => {
         platform: { properties: [{ name: 'orion-mount-path', value: '/src' }] },
         depfile: 'a.d',
         label: 'CC a.o',
+        estimatedMs: 1970,
       }),
     );
     expect(req).toMatchObject({ instanceName: 'main', buildId: 'b1', sourceRoot: root, keepGoing: true, skipCacheLookup: false });
@@ -47,9 +48,10 @@ describe('Builds service edge: requests', () => {
       platform: { properties: [{ name: 'orion-mount-path', value: '/src' }] },
       depfile: 'a.d',
       label: 'CC a.o',
+      estimatedMs: 1970,
     });
     const bare = dagRequestFromPb(request()).actions[0]!;
-    expect([bare.timeoutMs, bare.depfile, bare.label, bare.platform]).toEqual([undefined, undefined, undefined, undefined]);
+    expect([bare.timeoutMs, bare.depfile, bare.label, bare.platform, bare.estimatedMs]).toEqual([undefined, undefined, undefined, undefined, undefined]);
   });
 
   it('keeps at most 500 characters of a label', () => {

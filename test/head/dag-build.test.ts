@@ -749,6 +749,31 @@ describe('DAG builds: scheduling', () => {
     await b.done;
   });
 
+  it("uses the client's estimates for actions it has not measured, and its own measurements over them", async () => {
+    const h = harness();
+    const priorities = spy(h);
+    const { sourceRoot, actions } = await chains(h);
+    // The client guesses short at 5 s (a big source), long* at 100 ms each; mid1 has no estimate (1 s by default).
+    const guess: Record<string, number> = { short: 5000, long1: 100, long2: 100, long3: 100, mid2: 200 };
+    const withGuesses = actions.map((a) => ({ ...a, estimatedMs: guess[a.id] }));
+    const b = h.start({ sourceRoot, actions: withGuesses });
+    await settle();
+    expect(priorities(b.events)).toEqual({ short: -5000, mid1: -1200, long1: -300 });
+    h.join('n1', 1);
+    expect(h.assignedIds()).toEqual(['short']);
+    h.clock.advance(40);
+    await h.finish('short');
+    expect(h.assignedIds()).toEqual(['short', 'mid1']);
+    h.dags.cancel(b.events[0]!.buildId, 'done');
+    await b.done;
+    // Measured now (40 ms): the next build ranks short by that, not by the client's guess.
+    const again = h.start({ sourceRoot, actions: withGuesses, skipCacheLookup: true });
+    await settle();
+    expect(priorities(again.events).short).toBe(-40);
+    h.dags.cancel(again.events[0]!.buildId, 'done');
+    await again.done;
+  });
+
   it.each(['n1', 'n2'])('places a consumer on the node that produced most of its input bytes (%s)', async (big) => {
     const h = harness();
     h.join('n1', 1);

@@ -92,6 +92,12 @@ export interface DagAction {
    * ReportClientAction. Its command and input root may be empty.
    */
   client: boolean;
+  /**
+   * The client's estimate of how long the action runs, in milliseconds (0:
+   * none). The head orders ready actions by the longest remaining chain of
+   * durations; it uses this for actions it has not measured yet.
+   */
+  estimatedMs: number;
 }
 
 export interface ClientActionReport {
@@ -442,6 +448,7 @@ function createBaseDagAction(): DagAction {
     depfile: "",
     label: "",
     client: false,
+    estimatedMs: 0,
   };
 }
 
@@ -479,6 +486,9 @@ export const DagAction: MessageFns<DagAction> = {
     }
     if (message.client !== false) {
       writer.uint32(88).bool(message.client);
+    }
+    if (message.estimatedMs !== 0) {
+      writer.uint32(96).uint32(message.estimatedMs);
     }
     return writer;
   },
@@ -584,6 +594,14 @@ export const DagAction: MessageFns<DagAction> = {
             message.client = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.estimatedMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -627,6 +645,11 @@ export const DagAction: MessageFns<DagAction> = {
       depfile: isSet(object.depfile) ? globalThis.String(object.depfile) : "",
       label: isSet(object.label) ? globalThis.String(object.label) : "",
       client: isSet(object.client) ? globalThis.Boolean(object.client) : false,
+      estimatedMs: isSet(object.estimatedMs)
+        ? globalThis.Number(object.estimatedMs)
+        : isSet(object.estimated_ms)
+        ? globalThis.Number(object.estimated_ms)
+        : 0,
     };
   },
 
@@ -665,6 +688,9 @@ export const DagAction: MessageFns<DagAction> = {
     if (message.client !== false) {
       obj.client = message.client;
     }
+    if (message.estimatedMs !== 0) {
+      obj.estimatedMs = Math.round(message.estimatedMs);
+    }
     return obj;
   },
 
@@ -692,6 +718,7 @@ export const DagAction: MessageFns<DagAction> = {
     message.depfile = object.depfile ?? "";
     message.label = object.label ?? "";
     message.client = object.client ?? false;
+    message.estimatedMs = object.estimatedMs ?? 0;
     return message;
   },
 };
