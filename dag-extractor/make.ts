@@ -22,7 +22,7 @@ import { classifyCommandLine } from './command-line-classifier.js';
 import { createProcessCommandRunner, environmentWith, tail, type CommandRunner } from './command-runner.js';
 import type { ExtractOptions, GraphExtractor } from './extractor.js';
 import { parseMakeDryRun, type MakeRecipe } from './make-dry-run-parser.js';
-import { buildOrderedActions } from './ordered-graph.js';
+import { buildOrderedActions, type OrderedAction } from './ordered-graph.js';
 import { resolveDirectory } from './project-dir.js';
 import type { BuildAction, BuildGraph } from './types.js';
 
@@ -70,34 +70,49 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
           recipes.push(command.rule);
         }
       }
-      const actions = buildOrderedActions(drafts, root);
-      attachMakeRules(actions, recipes);
+      const skippable = skippableRecipes(drafts, recipes);
+      const actions = buildOrderedActions(drafts, root, (i) => (skippable.has(recipes[i]!) ? recipes[i] : undefined));
+      attachMakeRules(actions, recipes, skippable);
       return { root, tool: 'make', actions };
     },
   };
 }
 
 /**
- * Gives the steps of each recipe make's own up-to-date rule (see BuildAction.makeRule).
- * Only recipes whose commands are all steps qualify: steps are barriers, so the
- * first of them runs after everything make would have run before the recipe and
- * before any of its commands, which is where make decides. Recipes without
- * prerequisites are left out: make runs those when the target is missing, or
- * always when it is phony, which the trace does not tell.
+ * The recipes make may find up to date, whose steps then do nothing: those
+ * whose commands are all steps and whose rule has prerequisites. Recipes
+ * without prerequisites are left out: make runs those when the target is
+ * missing, or always when it is phony, which the trace does not tell.
  */
-function attachMakeRules(actions: BuildAction[], recipes: readonly (MakeRecipe | undefined)[]) {
-  const members = new Map<MakeRecipe, BuildAction[]>();
+function skippableRecipes(drafts: readonly ActionDraft[], recipes: readonly (MakeRecipe | undefined)[]): Set<MakeRecipe> {
+  const all = new Set<MakeRecipe>();
+  const withCompiles = new Set<MakeRecipe>();
+  drafts.forEach((d, i) => {
+    const r = recipes[i];
+    if (!r || r.prereqs.length === 0) return;
+    all.add(r);
+    if (d.cacheable) withCompiles.add(r);
+  });
+  return new Set([...all].filter((r) => !withCompiles.has(r)));
+}
+
+/**
+ * Gives the steps of each skippable recipe make's own up-to-date rule (see
+ * BuildAction.makeRule). Steps are barriers, so the first of them runs after
+ * everything make would have run before the recipe and before any of its
+ * commands, which is where make decides; the decision itself only waits for
+ * the previous barrier and the writers of the rule's files (decideAfter).
+ */
+function attachMakeRules(actions: OrderedAction[], recipes: readonly (MakeRecipe | undefined)[], skippable: ReadonlySet<MakeRecipe>) {
+  const first = new Map<MakeRecipe, string>();
   actions.forEach((a, i) => {
     const r = recipes[i];
-    if (!r) return;
-    const list = members.get(r);
-    if (list) list.push(a);
-    else members.set(r, [a]);
+    const decideAfter = a.decideAfter;
+    delete a.decideAfter;
+    if (!r || !skippable.has(r)) return;
+    if (!first.has(r)) first.set(r, a.id);
+    a.makeRule = { recipe: first.get(r)!, target: r.target, prereqs: r.prereqs, decideAfter: decideAfter ?? [] };
   });
-  for (const [r, list] of members) {
-    if (r.prereqs.length === 0 || list.some((a) => a.cacheable)) continue;
-    for (const a of list) a.makeRule = { recipe: list[0]!.id, target: r.target, prereqs: r.prereqs };
-  }
 }
 
 /**

@@ -13,27 +13,59 @@
  * or an archive wrote (Redis's `install redis-server redis-sentinel`). Running
  * the actions in any order that respects the edges is then as safe as the
  * original sequence.
+ *
+ * A conditional barrier is a step make may find up to date (its whole recipe is
+ * steps and its rule has prerequisites; Redis's `commands.c: commands/*.json`):
+ * its `decideAfter` lists what make's decision waits for, the previous barrier
+ * and the writers of its target and prerequisites. Found up to date, it does
+ * nothing, and its dependents need not wait for the actions since the previous
+ * barrier: the build settles it as soon as `decideAfter` is done. So that this
+ * stays safe, the next barrier also depends on every action since the last
+ * barrier that is not conditional.
  */
 import { actionLabel, type ActionDraft } from './action-draft.js';
 import { assignActionIds } from './action-id.js';
 import { unique } from './paths.js';
 import type { BuildAction } from './types.js';
 
-export function buildOrderedActions(drafts: readonly ActionDraft[], root: string): BuildAction[] {
+/** The rule of a step make may skip (see above): absolute paths of its target and prerequisites. */
+export interface ConditionalRule {
+  target: string;
+  prereqs: string[];
+}
+
+export interface OrderedAction extends BuildAction {
+  /** For a conditional barrier: the ids make's up-to-date decision waits for. */
+  decideAfter?: string[];
+}
+
+export function buildOrderedActions(drafts: readonly ActionDraft[], root: string, conditional: (index: number) => ConditionalRule | undefined = () => undefined): OrderedAction[] {
   const ids = assignActionIds(drafts);
   const lastWriter = new Map<string, string>();
   const readersSinceWrite = new Map<string, string[]>();
   /** Files a link or an archive wrote (or a copy of one): nothing includes them. */
   const binaries = new Set<string>();
   let barrier: string | undefined;
-  let sinceBarrier: string[] = [];
+  /** Non-barrier actions since the last barrier that is not conditional. */
+  let sinceHardBarrier: string[] = [];
 
   return drafts.map((draft, index) => {
     const id = ids[index];
     const deps = new Set<string>();
     const isBarrier = !draft.cacheable || (draft.kind === 'copy' && !draft.inputs.every((p) => binaries.has(p)));
+    const rule = isBarrier ? conditional(index) : undefined;
+    let decideAfter: string[] | undefined;
+    if (rule) {
+      const after = new Set<string>();
+      if (barrier !== undefined) after.add(barrier);
+      for (const f of [rule.target, ...rule.prereqs]) {
+        const writer = lastWriter.get(f);
+        if (writer !== undefined) after.add(writer);
+      }
+      decideAfter = [...after];
+    }
     if (barrier !== undefined) deps.add(barrier);
-    if (isBarrier) for (const earlier of sinceBarrier) deps.add(earlier);
+    if (isBarrier) for (const earlier of sinceHardBarrier) deps.add(earlier);
 
     const inputs = [...draft.inputs, ...draft.optionalInputs.filter((p) => lastWriter.has(p))];
     for (const input of inputs) {
@@ -60,13 +92,13 @@ export function buildOrderedActions(drafts: readonly ActionDraft[], root: string
       else binaries.delete(output);
     }
     if (!isBarrier) {
-      sinceBarrier.push(id);
+      sinceHardBarrier.push(id);
     } else {
       barrier = id;
-      sinceBarrier = [];
+      if (!rule) sinceHardBarrier = [];
     }
 
-    const action: BuildAction = {
+    const action: OrderedAction = {
       id,
       kind: draft.kind,
       cwd: draft.cwd,
@@ -78,6 +110,7 @@ export function buildOrderedActions(drafts: readonly ActionDraft[], root: string
       label: actionLabel(draft, root),
     };
     if (draft.env) action.env = draft.env;
+    if (decideAfter) action.decideAfter = decideAfter;
     return action;
   });
 }

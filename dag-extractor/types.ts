@@ -37,6 +37,13 @@ export interface MakeRule {
   target: string;
   /** Absolute paths of its prerequisites (at least one). */
   prereqs: string[];
+  /**
+   * Ids of the actions make's decision waits for: the previous step and the
+   * writers of the target and the prerequisites. Found up to date once these
+   * are done, the recipe's steps are settled at once: what follows them need
+   * not wait for the rest of their dependencies.
+   */
+  decideAfter?: string[];
 }
 
 export interface BuildGraph {

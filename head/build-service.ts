@@ -50,6 +50,7 @@ function dagActionFromPb(a: DagAction, where: string): DagActionSpec {
         depfile: a.depfile || undefined,
         label: a.label.slice(0, 500) || undefined,
         estimatedMs: a.estimatedMs > 0 ? a.estimatedMs : undefined,
+        decideAfter: a.skippable ? a.decideAfter : undefined,
       };
 }
 
@@ -97,6 +98,7 @@ export function createBuildService(builds: DagBuilds): BuildsServer {
         deleted: req.deleted,
         rekeyed: req.rekeyed.map((a, i) => dagActionFromPb(a, `rekeyed[${i}]`)),
         message: req.message.slice(0, 10_000) || undefined,
+        upToDate: req.upToDate ? { decidedAfter: req.decidedAfter } : undefined,
       }, actingAs(callerOf(call.metadata)));
       return {};
     }),

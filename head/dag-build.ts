@@ -48,6 +48,8 @@ export interface DagActionSpec {
   client?: boolean;
   /** The client's guess of its duration (ms), used until the head has measured the command. */
   estimatedMs?: number;
+  /** A client step make will probably find up to date: the actions its decision waits for (only they lead through it in the priorities). */
+  decideAfter?: string[];
 }
 
 export interface ClientActionReport {
@@ -60,6 +62,12 @@ export interface ClientActionReport {
   /** Waiting actions keyed again because the step changed their key inputs. */
   rekeyed: DagActionSpec[];
   message?: string;
+  /**
+   * Make's rule found the step up to date once `decidedAfter` (ancestors of it)
+   * were done: it changed nothing, and its dependents need not wait for its
+   * other dependencies.
+   */
+  upToDate?: { decidedAfter: string[] };
 }
 
 export interface DagBuildRequest {
@@ -246,7 +254,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       const own = n.spec.client ? 0 : (deps.scheduler.expectedDuration(n.spec.commandDigest.hash) ?? n.spec.estimatedMs ?? defaultMs);
       // A loop, not Math.max(...): one generated header can have more dependents than a call has arguments.
       let after = 0;
-      for (const d of n.dependents) after = Math.max(after, d.remainingMs);
+      for (const d of n.dependents) if (!d.spec.decideAfter || d.spec.decideAfter.includes(n.spec.id)) after = Math.max(after, d.remainingMs);
       n.remainingMs = own + after;
     }
     return nodes;
@@ -349,6 +357,8 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     /** Exec roots of actions with several parents, by parent set: actions after one barrier share theirs. */
     const merged = new Map<string, Promise<Digest>>();
     const preRoot = (n: Node): Promise<Digest> => (n.pre ??= computePre(n));
+    /** Client steps reported up to date, waiting for the actions their decision waited for. */
+    const early = new Set<Node>();
 
     async function computePre(n: Node): Promise<Digest> {
       if (n.parents.length === 0) return req.sourceRoot;
@@ -477,6 +487,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         d.waiting--;
         if (d.waiting === 0 && d.state === 'waiting' && !stopping) void limit(() => resolve(d));
       }
+      if (early.size > 0 && !stopping) void settleEarly();
     };
 
     async function resolve(n: Node): Promise<void> {
@@ -623,8 +634,56 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       }
       const missing = await deps.cas.findMissing(r.written.map((f) => f.digest));
       if (missing.length > 0) throw new OrionError(Code.FAILED_PRECONDITION, `${missing.length} written file(s) of ${r.actionId} are not in the CAS`, { missing });
+      if (r.upToDate) {
+        if (r.exitCode !== 0 || r.written.length > 0 || r.deleted.length > 0 || r.rekeyed.length > 0) {
+          throw new OrionError(Code.INVALID_ARGUMENT, `action ${r.actionId} is reported up to date: it must have exit code 0 and no written, deleted or rekeyed entries`);
+        }
+        const ancestors = ancestorsOf(n);
+        for (const id of r.upToDate.decidedAfter) {
+          const a = nodes.get(id);
+          if (!a || !ancestors.has(a)) throw new OrionError(Code.INVALID_ARGUMENT, `action ${r.actionId} is reported up to date after ${JSON.stringify(id.slice(0, 200))}, which is not one of its dependencies`);
+        }
+      }
       n.report = r;
       if (n.state === 'client') await applyReport(n, r);
+      else if (r.upToDate) {
+        early.add(n);
+        await settleEarly();
+      }
+    }
+
+    /** Every action `n` depends on, directly or not. */
+    function ancestorsOf(n: Node): Set<Node> {
+      const seen = new Set<Node>();
+      const stack = [...n.parents];
+      while (stack.length > 0) {
+        const x = stack.pop()!;
+        if (seen.has(x)) continue;
+        seen.add(x);
+        stack.push(...x.parents);
+      }
+      return seen;
+    }
+
+    /**
+     * Client steps reported up to date whose decision's dependencies are done:
+     * each is settled with no effects and with those as its only parents (its
+     * exec root is theirs), so its dependents wait for nothing else of its.
+     */
+    async function settleEarly() {
+      for (const n of [...early]) {
+        if (n.state !== 'waiting') {
+          early.delete(n);
+          continue;
+        }
+        const after = n.report!.upToDate!.decidedAfter.map((id) => nodes.get(id)!);
+        if (!after.every((p) => p.state === 'done')) continue;
+        early.delete(n);
+        n.parents = after;
+        n.depth = after.reduce((d, p) => Math.max(d, p.depth + 1), 0);
+        n.state = 'client';
+        await applyReport(n, n.report!);
+      }
     }
 
     function settleSkipped(n: Node) {

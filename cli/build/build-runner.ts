@@ -10,7 +10,7 @@ import { Code, OrionError, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
-import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
+import type { BuildAction, BuildGraph, MakeRule } from '../../dag-extractor/types.js';
 import { computeActionKey, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
 import { parseDepFile } from '../../common/depfile.js';
 import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
@@ -104,7 +104,7 @@ export interface BuildSummary {
 }
 
 /** For each action id, the ids of the actions that depend on it (dependencies outside the graph ignored). */
-function dependentsOf(actions: BuildAction[]): Map<string, string[]> {
+export function dependentsOf(actions: BuildAction[]): Map<string, string[]> {
   const ids = new Set(actions.map((a) => a.id));
   const dependents = new Map<string, string[]>();
   for (const a of actions) {
@@ -116,6 +116,22 @@ function dependentsOf(actions: BuildAction[]): Map<string, string[]> {
     }
   }
   return dependents;
+}
+
+/**
+ * `dependents` as the build expects to run it: a step make will probably find
+ * up to date (MakeRule.decideAfter) is settled as soon as its decision is
+ * taken, so only what the decision waits for leads through it. Redis's
+ * `commands.c` rule depends on the ninety compiles before it; counted through
+ * it, each of them outranked every compile after it.
+ */
+export function skippingSteps(actions: BuildAction[], dependents: Map<string, string[]>): Map<string, string[]> {
+  const decideAfter = new Map<string, Set<string>>();
+  for (const a of actions) if (a.makeRule?.decideAfter) decideAfter.set(a.id, new Set(a.makeRule.decideAfter));
+  if (decideAfter.size === 0) return dependents;
+  const out = new Map<string, string[]>();
+  for (const [id, list] of dependents) out.set(id, list.filter((d) => decideAfter.get(d)?.has(id) ?? true));
+  return out;
 }
 
 /**
@@ -154,7 +170,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   const waiting = new Map<string, number>();
   for (const a of graph.actions) waiting.set(a.id, [...new Set(a.deps)].filter((d) => byId.has(d)).length);
   const estimated = deps.estimate ? new Map(graph.actions.map((a) => [a.id, Math.round(deps.estimate!(a))])) : undefined;
-  const priority = criticalPathLengths(graph.actions, dependents, estimated && ((a) => estimated.get(a.id)!));
+  const priority = criticalPathLengths(graph.actions, skippingSteps(graph.actions, dependents), estimated && ((a) => estimated.get(a.id)!));
   const ready: BuildAction[] = graph.actions.filter((a) => waiting.get(a.id) === 0);
   const summary: BuildSummary = {
     ok: true,
@@ -184,6 +200,24 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     return true;
   };
   const effects = new Map<string, Pick<StepEffect, 'written' | 'deleted'>>();
+  /**
+   * Steps make may find up to date whose decision waits for fewer actions than
+   * the step itself (MakeRule.decideAfter): how many of those are not done yet,
+   * and who waits for each. Found up to date, such a step is settled at once.
+   */
+  const decideLeft = new Map<string, number>();
+  const decideWaiters = new Map<string, string[]>();
+  for (const a of graph.actions) {
+    const after = a.makeRule?.decideAfter;
+    if (!after) continue;
+    const open = [...new Set(after)].filter((d) => byId.has(d));
+    decideLeft.set(a.id, open.length);
+    for (const d of open) {
+      const list = decideWaiters.get(d);
+      if (list) list.push(a.id);
+      else decideWaiters.set(d, [a.id]);
+    }
+  }
   let dag: DagState | undefined;
   /** collect: cluster misses are deferred; started: the head has the rest of the DAG; off: one by one. */
   let dagPhase: 'collect' | 'started' | 'off' = deps.dag && !opts.dryRun ? 'collect' : 'off';
@@ -308,15 +342,56 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     });
   }
 
-  /** Make's decision for each recipe with a rule, taken once, when its first step is ready. */
+  /** Make's decision for each recipe with a rule, taken once: when its first step is ready, or earlier (decideEarly). */
   const recipeUpToDate = new Map<string, Promise<boolean>>();
+  const recipeDecision = (rule: MakeRule): Promise<boolean> => {
+    let decision = recipeUpToDate.get(rule.recipe);
+    if (!decision) recipeUpToDate.set(rule.recipe, (decision = makeFindsUpToDate(rule)));
+    return decision;
+  };
+
+  /**
+   * Takes make's decision for step `id` as soon as what it waits for is done
+   * (MakeRule.decideAfter), before the rest of the step's dependencies: found up
+   * to date, the step is settled at once and what follows it does not wait for
+   * them (Redis's `commands.c` rule: the compiles after it no longer wait for
+   * the ninety before it). Otherwise the step runs when it is ready, as before.
+   */
+  function decideEarly(id: string) {
+    const a = byId.get(id)!;
+    if (settled.has(id) || announced.has(id) || waiting.get(id) === 0 || stopping || opts.dryRun) return;
+    running++;
+    void (async () => {
+      if (!(await recipeDecision(a.makeRule!))) return;
+      if (settled.has(id) || announced.has(id) || stopping) return;
+      announced.add(id);
+      reporter.started(a);
+      effects.set(id, { written: [], deleted: [] });
+      if (dag && !dag.broken && dag.members.has(id)) await reportUpToDate(dag, a);
+      settle(a, 'up-to-date');
+    })()
+      .catch((err) => reporter.error(`${a.label}: ${(err as Error).message}`))
+      .finally(() => {
+        running--;
+        wake();
+      });
+  }
+
+  /** A step of the DAG the client found up to date early: the head settles it once its decision's dependencies are. */
+  async function reportUpToDate(state: DagState, a: BuildAction) {
+    const decidedAfter = (a.makeRule!.decideAfter ?? []).filter((d) => state.members.has(d));
+    try {
+      await deps.dag!.client.report({ buildId: deps.dag!.buildId, actionId: a.id, exitCode: 0, written: [], deleted: [], rekeyed: [], upToDate: { decidedAfter } });
+    } catch (err) {
+      if (deps.signal.aborted) return;
+      breakDag(state, err);
+    }
+  }
 
   /** A step whose reads are unknown: skipped by make's rule, or keyed by the whole tree it starts from. */
   async function runStep(a: BuildAction): Promise<ActionOutcome> {
     if (a.makeRule) {
-      let decision = recipeUpToDate.get(a.makeRule.recipe);
-      if (!decision) recipeUpToDate.set(a.makeRule.recipe, (decision = makeFindsUpToDate(a.makeRule)));
-      if (await decision) {
+      if (await recipeDecision(a.makeRule)) {
         effects.set(a.id, { written: [], deleted: [] });
         return 'up-to-date';
       }
@@ -376,6 +451,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   interface DagState {
     /** Actions the head runs. */
     ids: Set<string>;
+    /** Every action of the submitted DAG (those the head runs and the client's steps). */
+    members: Set<string>;
     /** How many of them have not ended yet. */
     left: number;
     keys: Map<string, ActionKey>;
@@ -419,13 +496,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const specs: DagSpec[] = rest.map((a) => {
       const key = keys.get(a.id);
       const edges = [...new Set(a.deps)].filter((x) => inDag.has(x));
-      if (!key) return { id: a.id, label: a.label, deps: edges, client: true, producedInputs: [] };
+      if (!key) return { id: a.id, label: a.label, deps: edges, client: true, producedInputs: [], decideAfter: a.makeRule?.decideAfter?.filter((x) => inDag.has(x)) };
       return dagSpecOf(a, key, edges);
     });
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     deps.signal.addEventListener('abort', onAbort, { once: true });
-    const state: DagState = { ids: new Set(keys.keys()), left: keys.size, keys, broken: false, abort, run: undefined as unknown as DagState['run'] };
+    const state: DagState = { ids: new Set(keys.keys()), members: inDag, left: keys.size, keys, broken: false, abort, run: undefined as unknown as DagState['run'] };
     state.run = d.client.submit({ buildId: d.buildId, sourceRoot, actions: specs, keepGoing: opts.keepGoing }, (ev) => void onDagEvent(state, ev), abort.signal);
     try {
       await state.run.accepted;
@@ -702,7 +779,13 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         const n = waiting.get(d)!;
         if (n < 0) continue;
         waiting.set(d, n - 1);
-        if (n - 1 === 0 && (!dag || dag.broken || !dag.ids.has(d))) ready.push(byId.get(d)!);
+        // A step settled early (decideEarly) is not run when its last dependency ends.
+        if (n - 1 === 0 && !settled.has(d) && (!dag || dag.broken || !dag.ids.has(d))) ready.push(byId.get(d)!);
+      }
+      for (const x of decideWaiters.get(a.id) ?? []) {
+        const k = decideLeft.get(x)! - 1;
+        decideLeft.set(x, k);
+        if (k === 0) decideEarly(x);
       }
     }
   }
@@ -777,6 +860,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       if (running === 0 && (stopping || ready.length === 0) && !headBusy) resolve();
     };
     wake = pump;
+    for (const [id, k] of decideLeft) if (k === 0) decideEarly(id);
     pump();
   });
   if (dag && !dag.broken) {

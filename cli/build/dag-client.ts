@@ -22,6 +22,8 @@ export interface DagSpec {
   depfile?: string;
   /** The client's guess of its duration (ms), for the head's priorities until it has measured the action. */
   estimatedMs?: number;
+  /** A client step make will probably find up to date: the actions its decision waits for (DagAction.decide_after). */
+  decideAfter?: string[];
 }
 
 export type DagClientEvent =
@@ -49,7 +51,8 @@ export interface DagRun {
 
 export interface DagClient {
   submit(req: { buildId: string; sourceRoot: Digest; actions: DagSpec[]; keepGoing: boolean; instanceName?: string }, onEvent: (ev: DagClientEvent) => void, signal: AbortSignal): DagRun;
-  report(r: { buildId: string; actionId: string; exitCode: number; written: { path: string; digest: Digest; isExecutable: boolean }[]; deleted: string[]; rekeyed: DagSpec[]; message?: string }): Promise<void>;
+  /** `upToDate`: make's rule skipped the step, decided once `decidedAfter` were done (see ClientActionReport.up_to_date). */
+  report(r: { buildId: string; actionId: string; exitCode: number; written: { path: string; digest: Digest; isExecutable: boolean }[]; deleted: string[]; rekeyed: DagSpec[]; message?: string; upToDate?: { decidedAfter: string[] } }): Promise<void>;
   close(): void;
 }
 
@@ -67,6 +70,8 @@ function specToPb(s: DagSpec): DagAction {
     label: s.label,
     client: s.client,
     estimatedMs: s.estimatedMs ?? 0,
+    decideAfter: s.decideAfter ?? [],
+    skippable: s.decideAfter !== undefined,
   };
 }
 
@@ -151,6 +156,8 @@ export function createDagClient(opts: { address: string; credentials: ChannelCre
             deleted: r.deleted,
             rekeyed: r.rekeyed.map(specToPb),
             message: r.message ?? '',
+            upToDate: r.upToDate !== undefined,
+            decidedAfter: r.upToDate?.decidedAfter ?? [],
           },
           (err) => (err ? reject(fromServiceError(err, `reporting ${r.actionId} to the head`)) : resolve()),
         );

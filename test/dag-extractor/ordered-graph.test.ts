@@ -88,3 +88,33 @@ describe('buildOrderedActions', () => {
     expect(actions[0].id).toMatch(/^[0-9a-f]{16}$/);
   });
 });
+
+describe('buildOrderedActions: steps make may find up to date', () => {
+  // 0 setup step (barrier), 1 a.o, 2 gen.h writer, 3 conditional step (rule: out.c from gen.h, spec),
+  // 4 c.o, 5 d.o, 6 install step (barrier).
+  const drafts = [
+    draft('setup', { kind: 'other', cacheable: false }),
+    draft('a', { outputs: ['/p/a.o'] }),
+    draft('gen', { outputs: ['/p/gen.h'] }),
+    draft('generate', { kind: 'other', cacheable: false }),
+    draft('c', { outputs: ['/p/c.o'] }),
+    draft('d', { outputs: ['/p/d.o'] }),
+    draft('install', { kind: 'other', cacheable: false }),
+  ];
+  const rule = { target: '/p/out.c', prereqs: ['/p/gen.h', '/p/spec.json'] };
+  const actions = buildOrderedActions(drafts, '/p', (i) => (i === 3 ? rule : undefined));
+  const at = new Map(actions.map((a, i) => [a.id, i]));
+  const idx = (ids: string[] | undefined) => (ids ?? []).map((d) => at.get(d)!).sort((x, y) => x - y);
+
+  it("lists what the decision waits for: the previous step and the writers of the rule's files", () => {
+    expect(idx(actions[3]!.decideAfter)).toEqual([0, 2]);
+    expect(actions.filter((a) => a.decideAfter).length).toBe(1);
+  });
+
+  it('keeps the step a barrier, and makes the next barrier wait for every action since the last one that is not conditional', () => {
+    expect(idx(actions[3]!.deps)).toEqual([0, 1, 2]);
+    expect(idx(actions[4]!.deps)).toEqual([3]);
+    // Were the conditional step settled early, a.o and gen would still come before install.
+    expect(idx(actions[6]!.deps)).toEqual([1, 2, 3, 4, 5]);
+  });
+});

@@ -12,7 +12,7 @@ import type { ActionResult, Digest, Platform } from '../../cas/types.js';
 import { commandToPb } from '../../proto/convert.js';
 import { encodeActionMessage } from '../../cas/proto-wire.js';
 import { Command as PbCommand } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
-import { createDagBuilds, type DagActionSpec, type DagBuildRequest, type DagEvent, type DagSummary } from '../../head/dag-build.js';
+import { createDagBuilds, type ClientActionReport, type DagActionSpec, type DagBuildRequest, type DagEvent, type DagSummary } from '../../head/dag-build.js';
 import { createInstanceCaches } from '../../head/instance-caches.js';
 import { DEFAULT_HEAD_LIMITS } from '../../head/limits.js';
 import { createNodeRegistry } from '../../head/node-registry.js';
@@ -362,6 +362,73 @@ describe('DAG builds: order, inputs and events', () => {
     expect(h.assignmentOf('z').execution.request.execRootDigest).toEqual(rootOf({ ...SOURCE, 'a.c': 'again', 'gen.h': 'G2' }));
     for (const id of ['y', 'w', 'z']) await h.finish(id, { [`${id}.o`]: id });
     expect((await b.done).ok).toBe(true);
+  });
+
+  it('settles a client step reported up to date once what its decision waited for is done, without waiting for its other dependencies', async () => {
+    const h = harness();
+    h.join('n1', 4);
+    const sourceRoot = await h.putTree(SOURCE);
+    const client = async (id: string, deps: string[], decideAfter?: string[]) => ({ ...(await h.action(id, { outputs: [], deps })), client: true, decideAfter });
+    // setup -> slow, quick -> gen (decided after setup only) -> after; the priorities treat gen as skipped.
+    const actions = [
+      await client('setup', []),
+      { ...(await h.action('slow', { outputs: ['slow.o'], deps: ['setup'] })), estimatedMs: 100 },
+      { ...(await h.action('quick', { outputs: ['quick.o'], deps: ['setup'] })), estimatedMs: 50 },
+      await client('gen', ['setup', 'slow', 'quick'], ['setup']),
+      { ...(await h.action('after', { outputs: ['after.o'], deps: ['gen'] })), estimatedMs: 5000 },
+    ];
+    const priorities = ((): (() => Record<string, number | undefined>) => {
+      const seen: Record<string, number | undefined> = {};
+      const enqueue = h.scheduler.enqueue.bind(h.scheduler);
+      h.scheduler.enqueue = (req: ExecutionRequest) => {
+        seen[req.command.arguments[1]!] = req.priority;
+        return enqueue(req);
+      };
+      return () => seen;
+    })();
+    const b = h.start({ sourceRoot, actions });
+    await settle();
+    const buildId = b.events[0]!.buildId;
+    const report = (r: Partial<ClientActionReport> & { actionId: string }) => h.dags.reportClientAction({ buildId, exitCode: 0, written: [], deleted: [], rekeyed: [], ...r });
+    await report({ actionId: 'setup' });
+    await settle();
+    expect(h.assignedIds().sort()).toEqual(['quick', 'slow']);
+    // Not through gen: slow's chain is its own 100 ms, not 100 + after's 5 s.
+    expect(priorities()).toMatchObject({ slow: -100, quick: -50 });
+    // An up-to-date report changes nothing and names only ancestors.
+    await expect(report({ actionId: 'gen', upToDate: { decidedAfter: ['setup'] }, deleted: ['a.c'] })).rejects.toMatchObject({ code: Code.INVALID_ARGUMENT });
+    await expect(report({ actionId: 'gen', upToDate: { decidedAfter: ['after'] } })).rejects.toMatchObject({ code: Code.INVALID_ARGUMENT });
+    await report({ actionId: 'gen', upToDate: { decidedAfter: ['setup'] } });
+    await settle();
+    // slow and quick still run; after starts anyway, in the tree setup left (no slow.o).
+    expect(h.assignedIds().sort()).toEqual(['after', 'quick', 'slow']);
+    expect(h.assignmentOf('after').execution.request.execRootDigest).toEqual(rootOf(SOURCE));
+    for (const id of ['slow', 'quick', 'after']) await h.finish(id, { [`${id}.o`]: id });
+    expect(await b.done).toMatchObject({ ok: true, failed: 0, skipped: 0 });
+  });
+
+  it('holds an up-to-date report until the actions its decision waited for are done', async () => {
+    const h = harness();
+    h.join('n1', 4);
+    const sourceRoot = await h.putTree(SOURCE);
+    const actions = [
+      await h.action('first', { outputs: ['first.o'] }),
+      await h.action('other', { outputs: ['other.o'] }),
+      { ...(await h.action('gen', { outputs: [], deps: ['first', 'other'] })), client: true, decideAfter: ['first'] },
+      await h.action('after', { outputs: ['after.o'], deps: ['gen'] }),
+    ];
+    const b = h.start({ sourceRoot, actions });
+    await settle();
+    await h.dags.reportClientAction({ buildId: b.events[0]!.buildId, actionId: 'gen', exitCode: 0, written: [], deleted: [], rekeyed: [], upToDate: { decidedAfter: ['first'] } });
+    await settle();
+    expect(h.assignedIds().sort()).toEqual(['first', 'other']);
+    await h.finish('first', { 'first.o': 'F' });
+    await settle();
+    expect(h.assignedIds().sort()).toEqual(['after', 'first', 'other']);
+    expect(h.assignmentOf('after').execution.request.execRootDigest).toEqual(rootOf({ ...SOURCE, 'first.o': 'F' }));
+    await h.finish('other', { 'other.o': 'O' });
+    await h.finish('after', { 'after.o': 'A' });
+    expect(await b.done).toMatchObject({ ok: true });
   });
 
   it('serves a second identical build entirely from the action cache, running nothing', async () => {

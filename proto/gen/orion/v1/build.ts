@@ -98,6 +98,14 @@ export interface DagAction {
    * durations; it uses this for actions it has not measured yet.
    */
   estimatedMs: number;
+  /**
+   * A client step make will probably find up to date (its recipe has a rule
+   * with prerequisites): the client then reports it up to date as soon as the
+   * actions in decide_after are done (ClientActionReport.up_to_date), and the
+   * head orders the actions before it as if it were skipped.
+   */
+  skippable: boolean;
+  decideAfter: string[];
 }
 
 export interface ClientActionReport {
@@ -117,6 +125,14 @@ export interface ClientActionReport {
    */
   rekeyed: DagAction[];
   message: string;
+  /**
+   * Make's rule found the step's target up to date: it ran nothing (written
+   * and deleted are empty). The decision only waited for the actions in
+   * decided_after (ancestors of the step), so the step's dependents need not
+   * wait for its other dependencies: the head settles it once these are done.
+   */
+  upToDate: boolean;
+  decidedAfter: string[];
 }
 
 export interface ClientActionAck {
@@ -449,6 +465,8 @@ function createBaseDagAction(): DagAction {
     label: "",
     client: false,
     estimatedMs: 0,
+    skippable: false,
+    decideAfter: [],
   };
 }
 
@@ -489,6 +507,12 @@ export const DagAction: MessageFns<DagAction> = {
     }
     if (message.estimatedMs !== 0) {
       writer.uint32(96).uint32(message.estimatedMs);
+    }
+    if (message.skippable !== false) {
+      writer.uint32(104).bool(message.skippable);
+    }
+    for (const v of message.decideAfter) {
+      writer.uint32(114).string(v!);
     }
     return writer;
   },
@@ -602,6 +626,22 @@ export const DagAction: MessageFns<DagAction> = {
             message.estimatedMs = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.skippable = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.decideAfter.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -650,6 +690,12 @@ export const DagAction: MessageFns<DagAction> = {
         : isSet(object.estimated_ms)
         ? globalThis.Number(object.estimated_ms)
         : 0,
+      skippable: isSet(object.skippable) ? globalThis.Boolean(object.skippable) : false,
+      decideAfter: globalThis.Array.isArray(object?.decideAfter)
+        ? object.decideAfter.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.decide_after)
+        ? object.decide_after.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -691,6 +737,12 @@ export const DagAction: MessageFns<DagAction> = {
     if (message.estimatedMs !== 0) {
       obj.estimatedMs = Math.round(message.estimatedMs);
     }
+    if (message.skippable !== false) {
+      obj.skippable = message.skippable;
+    }
+    if (message.decideAfter?.length) {
+      obj.decideAfter = message.decideAfter;
+    }
     return obj;
   },
 
@@ -719,12 +771,24 @@ export const DagAction: MessageFns<DagAction> = {
     message.label = object.label ?? "";
     message.client = object.client ?? false;
     message.estimatedMs = object.estimatedMs ?? 0;
+    message.skippable = object.skippable ?? false;
+    message.decideAfter = object.decideAfter?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseClientActionReport(): ClientActionReport {
-  return { buildId: "", actionId: "", exitCode: 0, written: [], deleted: [], rekeyed: [], message: "" };
+  return {
+    buildId: "",
+    actionId: "",
+    exitCode: 0,
+    written: [],
+    deleted: [],
+    rekeyed: [],
+    message: "",
+    upToDate: false,
+    decidedAfter: [],
+  };
 }
 
 export const ClientActionReport: MessageFns<ClientActionReport> = {
@@ -749,6 +813,12 @@ export const ClientActionReport: MessageFns<ClientActionReport> = {
     }
     if (message.message !== "") {
       writer.uint32(58).string(message.message);
+    }
+    if (message.upToDate !== false) {
+      writer.uint32(64).bool(message.upToDate);
+    }
+    for (const v of message.decidedAfter) {
+      writer.uint32(74).string(v!);
     }
     return writer;
   },
@@ -822,6 +892,22 @@ export const ClientActionReport: MessageFns<ClientActionReport> = {
             message.message = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.upToDate = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.decidedAfter.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -855,6 +941,16 @@ export const ClientActionReport: MessageFns<ClientActionReport> = {
       deleted: globalThis.Array.isArray(object?.deleted) ? object.deleted.map((e: any) => globalThis.String(e)) : [],
       rekeyed: globalThis.Array.isArray(object?.rekeyed) ? object.rekeyed.map((e: any) => DagAction.fromJSON(e)) : [],
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      upToDate: isSet(object.upToDate)
+        ? globalThis.Boolean(object.upToDate)
+        : isSet(object.up_to_date)
+        ? globalThis.Boolean(object.up_to_date)
+        : false,
+      decidedAfter: globalThis.Array.isArray(object?.decidedAfter)
+        ? object.decidedAfter.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.decided_after)
+        ? object.decided_after.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -881,6 +977,12 @@ export const ClientActionReport: MessageFns<ClientActionReport> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.upToDate !== false) {
+      obj.upToDate = message.upToDate;
+    }
+    if (message.decidedAfter?.length) {
+      obj.decidedAfter = message.decidedAfter;
+    }
     return obj;
   },
 
@@ -896,6 +998,8 @@ export const ClientActionReport: MessageFns<ClientActionReport> = {
     message.deleted = object.deleted?.map((e) => e) || [];
     message.rekeyed = object.rekeyed?.map((e) => DagAction.fromPartial(e)) || [];
     message.message = object.message ?? "";
+    message.upToDate = object.upToDate ?? false;
+    message.decidedAfter = object.decidedAfter?.map((e) => e) || [];
     return message;
   },
 };
