@@ -24,3 +24,17 @@ describe('critical path lengths (the priority orion build sends with each Execut
     expect(lengths.get('x')).toBe(1);
   });
 });
+
+describe('critical paths through steps make will probably skip', () => {
+  it('counts only the edges from what the decision waits for into such a step', async () => {
+    const { dependentsOf, skippingSteps } = await import('../../cli/build/build-runner.js');
+    // setup -> a.o, b.o -> gen (skippable, decided after setup) -> big.o -> app
+    const gen: BuildAction = { ...action('gen', ['setup', 'a.o', 'b.o']), kind: 'other', cacheable: false, makeRule: { recipe: 'gen', target: '/p/gen.c', prereqs: ['/p/spec'], decideAfter: ['setup'] } };
+    const actions = [action('setup'), action('a.o', ['setup']), action('b.o', ['setup']), gen, action('big.o', ['gen']), action('app', ['big.o', 'a.o', 'b.o'])];
+    const all = criticalPathLengths(actions);
+    expect([all.get('a.o'), all.get('big.o')]).toEqual([4, 2]);
+    const skipping = criticalPathLengths(actions, skippingSteps(actions, dependentsOf(actions)));
+    // a.o no longer leads through gen to big.o and app; setup still does.
+    expect(Object.fromEntries(skipping)).toMatchObject({ 'a.o': 2, 'b.o': 2, gen: 3, 'big.o': 2, app: 1, setup: 4 });
+  });
+});
