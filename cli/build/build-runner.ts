@@ -364,6 +364,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     void (async () => {
       if (!(await recipeDecision(a.makeRule!))) return;
       if (settled.has(id) || announced.has(id) || stopping) return;
+      // Its last dependency may end while the head is told: it must not become ready and run then.
+      waiting.set(id, -1);
       announced.add(id);
       reporter.started(a);
       effects.set(id, { written: [], deleted: [] });
