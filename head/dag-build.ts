@@ -167,6 +167,19 @@ interface Node {
   post?: Digest;
 }
 
+/** Every action `n` depends on, directly or not. */
+function ancestorsOf(n: Node): Set<Node> {
+  const seen = new Set<Node>();
+  const stack = [...n.parents];
+  while (stack.length > 0) {
+    const x = stack.pop()!;
+    if (seen.has(x)) continue;
+    seen.add(x);
+    for (const p of x.parents) stack.push(p);
+  }
+  return seen;
+}
+
 const MAX_ID_LENGTH = 1000;
 const RESOLVE_CONCURRENCY = 64;
 
@@ -379,16 +392,9 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
     async function mergeParents(parents: Node[]): Promise<Digest> {
       let base = parents[0]!;
       for (const p of parents) if (p.depth > base.depth) base = p;
-      const covered = new Set<Node>();
-      const stack = [base];
-      while (stack.length > 0) {
-        const x = stack.pop()!;
-        if (covered.has(x)) continue;
-        covered.add(x);
-        for (const p of x.parents) stack.push(p);
-      }
+      const covered = ancestorsOf(base).add(base);
       const extra: Node[] = [];
-      stack.push(...parents);
+      const stack = [...parents];
       while (stack.length > 0) {
         const x = stack.pop()!;
         if (covered.has(x)) continue;
@@ -650,19 +656,6 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
         early.add(n);
         await settleEarly();
       }
-    }
-
-    /** Every action `n` depends on, directly or not. */
-    function ancestorsOf(n: Node): Set<Node> {
-      const seen = new Set<Node>();
-      const stack = [...n.parents];
-      while (stack.length > 0) {
-        const x = stack.pop()!;
-        if (seen.has(x)) continue;
-        seen.add(x);
-        stack.push(...x.parents);
-      }
-      return seen;
     }
 
     /**

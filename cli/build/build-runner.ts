@@ -156,6 +156,11 @@ export function criticalPathLengths(actions: BuildAction[], dependents = depende
   return memo;
 }
 
+/** The build's priorities: critical paths in expected time (`estimate`, else action count), through skippable steps as they will probably run. */
+export function buildPriorities(actions: BuildAction[], estimate?: (a: BuildAction) => number, dependents = dependentsOf(actions)): Map<string, number> {
+  return criticalPathLengths(actions, skippingSteps(actions, dependents), estimate);
+}
+
 /** A command still waiting for a `-j` slot when the build began to stop: like make after a failure, it is not started. */
 class NotStarted extends Error {
   constructor() {
@@ -169,8 +174,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   const dependents = dependentsOf(graph.actions);
   const waiting = new Map<string, number>();
   for (const a of graph.actions) waiting.set(a.id, [...new Set(a.deps)].filter((d) => byId.has(d)).length);
-  const estimated = deps.estimate ? new Map(graph.actions.map((a) => [a.id, Math.round(deps.estimate!(a))])) : undefined;
-  const priority = criticalPathLengths(graph.actions, skippingSteps(graph.actions, dependents), estimated && ((a) => estimated.get(a.id)!));
+  const priority = buildPriorities(graph.actions, deps.estimate, dependents);
   const ready: BuildAction[] = graph.actions.filter((a) => waiting.get(a.id) === 0);
   const summary: BuildSummary = {
     ok: true,
@@ -476,7 +480,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       inputRootDigest: key.inputRoot.rootDigest,
       producedInputs: key.producedInputs ?? [],
       depfile: depfileAbs ? path.relative(graph.root, depfileAbs) : undefined,
-      estimatedMs: estimated?.get(a.id),
+      estimatedMs: deps.estimate && Math.round(deps.estimate(a)),
     };
   }
 

@@ -9,7 +9,7 @@ import type { BlobStore } from '../../cas/blob-store.js';
 import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
-import { criticalPathLengths, dependentsOf, skippingSteps, type RemoteActionCache } from './build-runner.js';
+import { buildPriorities, type RemoteActionCache } from './build-runner.js';
 import { createDagClient, type DagClient } from './dag-client.js';
 import type { ProjectFiles } from './project-files.js';
 import { createRemoteActionCache } from './remote-action-cache.js';
@@ -38,7 +38,7 @@ export function connectToHead(o: {
 }): HeadConnection {
   const { credentials, channelOptions } = loadClientAuth(o.auth);
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials, channelOptions }), o.meter);
-  const chain = criticalPathLengths(o.actions, skippingSteps(o.actions, dependentsOf(o.actions)), o.estimate);
+  const chain = buildPriorities(o.actions, o.estimate);
   const remoteExecutor = createRemoteExecutor({
     priorityOf: (a) => -(chain.get(a.id) ?? 0),
     address: o.head,
