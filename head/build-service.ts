@@ -1,5 +1,6 @@
 /** The orion.v1 Builds service: protobuf at the edge, head/dag-build.ts inside. */
-import { BuildEvent_Kind, type BuildEvent, type BuildRequest, type BuildsServer, type ClientActionReport as ClientActionReportPb } from '../proto/gen/orion/v1/build.js';
+import { BuildEvent_Kind, type BuildEvent, type BuildRequest, type BuildsServer, type ClientActionReport as ClientActionReportPb, type PrefetchRequest } from '../proto/gen/orion/v1/build.js';
+import type { TreePrefetch } from './tree-prefetch.js';
 import { EMPTY_DIGEST } from '../cas/digest.js';
 import type { DagActionSpec } from './dag-build.js';
 import { callerOf, type Principal } from './auth.js';
@@ -74,7 +75,7 @@ const identityOf = (p: Principal | undefined) => (p && p.role !== 'anonymous' ? 
 /** Whom a caller acts as on an existing build: admins (and everyone without authentication) on any. */
 const actingAs = (p: Principal | undefined) => (p && p.role !== 'anonymous' && p.role !== 'admin' ? p.identity : undefined);
 
-export function createBuildService(builds: DagBuilds): BuildsServer {
+export function createBuildService(builds: DagBuilds, trees: TreePrefetch): BuildsServer {
   return {
     build: serverStream(async (req: BuildRequest, call) => {
       const request = { ...dagRequestFromPb(req), owner: identityOf(callerOf(call.metadata)) };
@@ -101,6 +102,10 @@ export function createBuildService(builds: DagBuilds): BuildsServer {
         upToDate: req.upToDate ? { decidedAfter: req.decidedAfter } : undefined,
       }, actingAs(callerOf(call.metadata)));
       return {};
+    }),
+    prefetch: unary(async (req: PrefetchRequest) => {
+      if (req.buildId.length > 200) throw new OrionError(Code.INVALID_ARGUMENT, 'build_id is longer than 200 characters');
+      return { nodes: await trees.prefetch(digestFromPb(req.sourceRoot, 'source_root'), req.buildId || undefined) };
     }),
   };
 }

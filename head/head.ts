@@ -40,6 +40,7 @@ import { DEFAULT_HEAD_LIMITS, type HeadLimits } from './limits.js';
 import { createTreeOverlay } from '../cas/tree-overlay.js';
 import { createDagBuilds, type DagBuilds } from './dag-build.js';
 import { createBuildService } from './build-service.js';
+import { createTreePrefetch } from './tree-prefetch.js';
 import { shutdownServer } from '../proto/server-shutdown.js';
 
 export interface HeadOptions {
@@ -188,7 +189,8 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   server.addService(WorkerService, workers.service);
   server.addService(ClusterService, createClusterService(registry, builds));
   const dags = createDagBuilds({ cas, caches, scheduler, overlay: createTreeOverlay(cas), clock, log, limits, builds });
-  server.addService(BuildsService, createBuildService(dags));
+  const trees = createTreePrefetch({ cas, registry, send: (nodeId, root, buildId) => workers.prefetch(nodeId, root, buildId), log });
+  server.addService(BuildsService, createBuildService(dags, trees));
   server.addService(
     HealthService,
     createHealthService(

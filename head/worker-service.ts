@@ -7,6 +7,7 @@ import { toServiceError, unary } from '../proto/grpc-status.js';
 import type { NodeRecord, NodeRegistry } from './node-registry.js';
 import { callerOf, nodeIdAllowed, nodeIdDenied, type Principal } from './auth.js';
 import type { NodeCommand, Scheduler } from './scheduler.js';
+import type { Digest } from '../cas/types.js';
 
 export interface WorkerServiceDeps {
   registry: NodeRegistry;
@@ -22,6 +23,8 @@ export interface WorkerService {
   service: WorkerServer;
   /** Sends a command down a node's stream; false when the node has no open stream. */
   send(nodeId: string, cmd: NodeCommand): boolean;
+  /** Asks a node to fetch a tree a build will use (Builds.Prefetch); false when the node has no open stream. */
+  prefetch(nodeId: string, root: Digest, buildId?: string): boolean;
   /** Ends every node stream (head shutdown). */
   closeAll(): void;
 }
@@ -132,6 +135,13 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
     call.on('close', () => close('stream closed'));
   }
 
+  function write(nodeId: string, message: () => HeadMessage): boolean {
+    const call = streams.get(nodeId);
+    if (!call || call.destroyed || call.writableEnded) return false;
+    call.write(message());
+    return true;
+  }
+
   return {
     service: {
       register: unary(async (req, call) => {
@@ -151,10 +161,10 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
       connect,
     },
     send(nodeId, cmd) {
-      const call = streams.get(nodeId);
-      if (!call || call.destroyed || call.writableEnded) return false;
-      call.write(toHeadMessage(cmd, nodeId, deps.registry));
-      return true;
+      return write(nodeId, () => toHeadMessage(cmd, nodeId, deps.registry));
+    },
+    prefetch(nodeId, root, buildId) {
+      return write(nodeId, () => ({ prefetch: { root: digestToPb(root), buildId: buildId ?? '' } }));
     },
     closeAll() {
       for (const call of streams.values()) call.end();

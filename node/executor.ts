@@ -49,6 +49,13 @@ export interface ExecutorDeps {
 
 export interface Executor {
   execute(a: Assignment, signal: AbortSignal): Promise<ActionResult>;
+  /**
+   * Fetches a tree a build is about to use into the local CAS and prepares an exec root of it
+   * (Builds.Prefetch), one tree at a time. That build's actions wait for it instead of fetching
+   * the same files a second time. Resolves to the bytes read from the head (counted again with
+   * the first action of that build here, so the build's transfer figures include them).
+   */
+  prefetch(root: Digest, buildId: string | undefined, signal: AbortSignal): Promise<number>;
 }
 
 function propertyOf(a: Assignment, name: string): string | undefined {
@@ -238,6 +245,10 @@ const SEND_WITHOUT_ASKING = 64 * 1024;
 
 export function createExecutor(deps: ExecutorDeps): Executor {
   let seq = 0;
+  /** The latest prefetch (it settles, never rejects, after the ones before it). */
+  let prefetching: { buildId?: string; settled: Promise<void> } | undefined;
+  /** Bytes prefetched for each build (the last few), counted with the first of its actions here: a build's transfer figures include them. */
+  const prefetchedBytes = new Map<string, { head: number }>();
 
   async function upload(d: Digest, file: string | Buffer) {
     if (typeof file === 'string') {
@@ -319,10 +330,16 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       const t0 = deps.clock.now();
       const fetched: FetchContext = { peers: deps.peers, sources: a.peerSources, bytes: { peer: 0, head: 0 } };
       try {
+        if (a.buildId && prefetching?.buildId === a.buildId) await prefetching.settled;
         try {
           await fetchTree(deps.local, deps.remote, rootDigest, deps.roots, fetched);
         } catch (err) {
           throw wrap(err, 'failed to fetch the input root');
+        }
+        const ahead = a.buildId ? prefetchedBytes.get(a.buildId) : undefined;
+        if (ahead) {
+          prefetchedBytes.delete(a.buildId!);
+          fetched.bytes.head += ahead.head;
         }
         const t1 = deps.clock.now();
         a.onTransfer?.(fetched.bytes.peer, fetched.bytes.head);
@@ -409,6 +426,33 @@ export function createExecutor(deps: ExecutorDeps): Executor {
           log.warn({ err }, 'could not remove action directory');
         }
       }
+    },
+
+    prefetch(root, buildId, signal) {
+      const before = prefetching?.settled;
+      const done = (async () => {
+        await before;
+        if (signal.aborted) throw new OrionError(Code.CANCELLED, 'prefetch cancelled');
+        const bytes = { peer: 0, head: 0 };
+        try {
+          await fetchTree(deps.local, deps.remote, root, deps.roots, { bytes });
+        } catch (err) {
+          throw wrap(err, `failed to prefetch tree ${digestKey(root)}`);
+        }
+        if (buildId && bytes.head > 0) {
+          prefetchedBytes.set(buildId, { head: (prefetchedBytes.get(buildId)?.head ?? 0) + bytes.head });
+          while (prefetchedBytes.size > 16) prefetchedBytes.delete(prefetchedBytes.keys().next().value!);
+        }
+        // The template (and one kept exec root) of this tree: the build's first action gets only its differences.
+        if (deps.roots) (await deps.roots.lease(root, signal)).release();
+        return bytes.head;
+      })();
+      const mine = { buildId, settled: done.then(() => undefined, () => undefined) };
+      prefetching = mine;
+      void mine.settled.then(() => {
+        if (prefetching === mine) prefetching = undefined;
+      });
+      return done;
     },
   };
 }

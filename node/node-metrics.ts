@@ -20,12 +20,23 @@ export function createNodeMetrics(o: { slots: number }): NodeMetrics {
   const durations = m.histogram('orion_node_action_duration_seconds', 'Wall time per action on this node (fetching inputs, running, uploading outputs).');
   const phases = m.histogram('orion_node_action_phase_seconds', 'Time per action phase: fetch (inputs), execute, upload (outputs).');
   const fetched = m.counter('orion_node_cas_bytes_fetched_total', 'Bytes downloaded from the head\'s CAS (inputs).');
+  const prefetches = m.counter('orion_node_tree_prefetches_total', 'Trees fetched ahead of their build (Builds.Prefetch), by result (ok, error).');
   const uploaded = m.counter('orion_node_cas_bytes_uploaded_total', 'Bytes uploaded to the head\'s CAS (outputs, stdout, stderr).');
   return {
     registry: m,
     headCas: { read: (n) => fetched.inc(undefined, n), written: (n) => uploaded.inc(undefined, n) },
     meter(executor) {
       return {
+        async prefetch(root, buildId, signal) {
+          try {
+            const bytes = await executor.prefetch(root, buildId, signal);
+            prefetches.inc({ result: 'ok' });
+            return bytes;
+          } catch (err) {
+            prefetches.inc({ result: 'error' });
+            throw err;
+          }
+        },
         async execute(a, signal) {
           running.inc();
           const t0 = Date.now();

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import type { ChannelCredentials, ClientDuplexStream, ClientOptions } from '@grpc/grpc-js';
-import { WorkerClient, type HeadMessage, type WorkerMessage, type AssignAction } from '../proto/gen/orion/v1/worker.js';
+import { WorkerClient, type HeadMessage, type WorkerMessage, type AssignAction, type PrefetchTree } from '../proto/gen/orion/v1/worker.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, statusToPb } from '../proto/convert.js';
@@ -107,6 +107,20 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
       }
     };
 
+    const prefetch = (p: PrefetchTree) => {
+      const t0 = Date.now();
+      const plog = log.child({ ...(p.buildId ? { buildId: p.buildId } : {}) });
+      try {
+        const root = digestFromPb(p.root, 'root');
+        opts.executor.prefetch(root, p.buildId || undefined, opts.signal).then(
+          (headBytes) => plog.info({ root: digestKey(root), ms: Date.now() - t0, headBytes }, 'prefetched a tree'),
+          (err) => plog.warn({ err: (err as Error).message }, 'could not prefetch a tree; its build fetches it action by action'),
+        );
+      } catch (err) {
+        plog.warn({ err: (err as Error).message }, 'ignoring an invalid prefetch request');
+      }
+    };
+
     await new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         for (const c of inFlight.values()) c.abort();
@@ -116,6 +130,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
       stream.on('data', (m: HeadMessage) => {
         if (m.assign) void runAssignment(m.assign);
         else if (m.cancel) inFlight.get(m.cancel.assignmentId)?.abort();
+        else if (m.prefetch) prefetch(m.prefetch);
       });
       const finish = (err?: Error) => {
         connected = false;

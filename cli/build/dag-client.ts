@@ -53,6 +53,8 @@ export interface DagClient {
   submit(req: { buildId: string; sourceRoot: Digest; actions: DagSpec[]; keepGoing: boolean; instanceName?: string }, onEvent: (ev: DagClientEvent) => void, signal: AbortSignal): DagRun;
   /** `upToDate`: make's rule skipped the step, decided once `decidedAfter` were done (see ClientActionReport.up_to_date). */
   report(r: { buildId: string; actionId: string; exitCode: number; written: { path: string; digest: Digest; isExecutable: boolean }[]; deleted: string[]; rekeyed: DagSpec[]; message?: string; upToDate?: { decidedAfter: string[] } }): Promise<void>;
+  /** Builds.Prefetch: the head asks its nodes to fetch `sourceRoot` now; resolves to how many it asked (0 from a head without the call). */
+  prefetch(req: { buildId: string; sourceRoot: Digest; instanceName?: string }): Promise<number>;
   close(): void;
 }
 
@@ -161,6 +163,17 @@ export function createDagClient(opts: { address: string; credentials: ChannelCre
           },
           (err) => (err ? reject(fromServiceError(err, `reporting ${r.actionId} to the head`)) : resolve()),
         );
+      });
+    },
+    prefetch(req) {
+      return new Promise((resolve, reject) => {
+        client.prefetch({ instanceName: req.instanceName ?? '', sourceRoot: digestToPb(req.sourceRoot), buildId: req.buildId }, (err, res) => {
+          if (!err) return resolve(res.nodes);
+          const e = fromServiceError(err, 'Prefetch');
+          // A head from before the call: the build goes on without it.
+          if (e.code === Code.UNIMPLEMENTED) resolve(0);
+          else reject(e);
+        });
       });
     },
     close: () => client.close(),

@@ -20,6 +20,11 @@ export interface HeadConnection {
   remoteCache: RemoteActionCache;
   /** Undefined with --no-dag. */
   dagClient?: DagClient;
+  /**
+   * Uploads the tree `files` sees and asks the head's nodes to fetch it now (Builds.Prefetch),
+   * ahead of the DAG; resolves to how many nodes were asked. Undefined with --no-dag.
+   */
+  prefetchTree?(files: ProjectFiles, signal: AbortSignal): Promise<number>;
   close(): void;
 }
 
@@ -28,7 +33,8 @@ export function connectToHead(o: {
   auth: ClientAuthOptions;
   dag: boolean;
   buildId: string;
-  actions: BuildAction[];
+  /** The build's actions (read at the first Execute: the connection may start before the graph is known). */
+  actions: () => BuildAction[];
   /** Expected milliseconds of each action, for the priority sent with each Execute (default: one unit per action). */
   estimate?: (a: BuildAction) => number;
   localCas: BlobStore;
@@ -38,9 +44,9 @@ export function connectToHead(o: {
 }): HeadConnection {
   const { credentials, channelOptions } = loadClientAuth(o.auth);
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials, channelOptions }), o.meter);
-  const chain = buildPriorities(o.actions, o.estimate);
+  let chain: Map<string, number> | undefined;
   const remoteExecutor = createRemoteExecutor({
-    priorityOf: (a) => -(chain.get(a.id) ?? 0),
+    priorityOf: (a) => -((chain ??= buildPriorities(o.actions(), o.estimate)).get(a.id) ?? 0),
     address: o.head,
     credentials,
     channelOptions,
@@ -56,6 +62,12 @@ export function connectToHead(o: {
     remoteExecutor,
     remoteCache,
     dagClient,
+    prefetchTree: dagClient
+      ? async (files, signal) => {
+          const sourceRoot = await remoteExecutor.uploadTree(files);
+          return signal.aborted ? 0 : dagClient.prefetch({ buildId: o.buildId, sourceRoot });
+        }
+      : undefined,
     close() {
       remoteExecutor.close();
       dagClient?.close();

@@ -29,6 +29,7 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
           return { accepted: run.then((r) => r.accepted), finished: run.then((r) => r.finished) };
         },
         report: async (r) => (await head()).dagClient!.report(r),
+        prefetch: async (r) => (await head()).dagClient!.prefetch(r),
         close: () => connected?.dagClient?.close(),
       }
     : undefined;
@@ -37,7 +38,7 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
     remoteExecutor: {
       run: async (a, key, signal) => (await head()).remoteExecutor.run(a, key, signal),
       uploadedBytes: () => connected?.remoteExecutor.uploadedBytes() ?? 0,
-      uploadTree: async () => (await head()).remoteExecutor.uploadTree(),
+      uploadTree: async (files) => (await head()).remoteExecutor.uploadTree(files),
       ensure: async (digests, source) => (await head()).remoteExecutor.ensure(digests, source),
       close: () => connected?.remoteExecutor.close(),
     },
@@ -47,6 +48,7 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
       put: async (key, result) => (await head()).remoteCache.put?.(key, result),
     },
     dagClient,
+    prefetchTree: o.dag ? async (files, signal) => (await head()).prefetchTree!(files, signal) : undefined,
     close() {
       closed = true;
       connected?.close();

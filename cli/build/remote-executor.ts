@@ -49,7 +49,8 @@ export interface RemoteExecutor extends BuildExecutor {
   /** Bytes uploaded to the head so far. */
   uploadedBytes(): number;
   /** Uploads what the head lacks of the project tree as it is now; returns its root digest. */
-  uploadTree(): Promise<Digest>;
+  /** Uploads the project tree (or that of `files`, another view of it) and returns its root. */
+  uploadTree(files?: ProjectFiles): Promise<Digest>;
   /**
    * Uploads what the head lacks of `digests`, reading each from `source` (bytes, or a
    * file path). Returns the files that no longer hold the digest they were read with.
@@ -74,6 +75,7 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
   const client = new ExecutionClient(deps.address, deps.credentials, { 'grpc.max_receive_message_length': 64 * 1024 * 1024, ...deps.channelOptions });
   const present = new Set<string>();
   let uploaded = 0;
+  let uploading: Promise<unknown> = Promise.resolve();
 
   /**
    * Uploads whatever of `blobs` the head lacks. `source` gives the bytes or file of each.
@@ -142,14 +144,14 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     return changed;
   }
 
-  async function uploadTree(attempt = 1): Promise<Digest> {
-    const snap = await deps.files.snapshot();
-    const tree = await deps.files.tree();
+  async function uploadTree(files = deps.files, attempt = 1): Promise<Digest> {
+    const snap = await files.snapshot();
+    const tree = await files.tree();
     const fileSources = new Map<string, string>();
     const fileDigests: Digest[] = [];
     for (const [rel, e] of snap.entries) {
       if (e.kind !== 'file') continue;
-      fileSources.set(digestKey(e.state.digest), `${deps.files.root}/${rel}`);
+      fileSources.set(digestKey(e.state.digest), `${files.root}/${rel}`);
       fileDigests.push(e.state.digest);
     }
     const dirDigests = [...tree.directories.keys()].map(fromDigestKey);
@@ -157,9 +159,9 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
     if (changed.length > 0) {
       // Written by an action still running here, so no input of this one: read the tree again.
       if (attempt >= 20) throw new OrionError(Code.ABORTED, `files kept changing while they were uploaded: ${changed.join(', ')}`);
-      for (const f of changed) deps.files.forget(f);
+      for (const f of changed) files.forget(f);
       await new Promise((r) => setTimeout(r, 10 * attempt));
-      return uploadTree(attempt + 1);
+      return uploadTree(files, attempt + 1);
     }
     await ensure(dirDigests, (d) => tree.directories.get(digestKey(d)));
     return tree.rootDigest;
@@ -221,7 +223,13 @@ export function createRemoteExecutor(deps: RemoteExecutorDeps): RemoteExecutor {
       return withRetries(`remote execution of ${a.label}`, signal, () => runOnce(a, key, signal));
     },
     uploadedBytes: () => uploaded,
-    uploadTree: () => uploadTree(),
+    uploadTree(files) {
+      // One upload at a time: a tree sent ahead of the build (Builds.Prefetch) is mostly the tree
+      // the DAG needs, which then finds it present instead of sending the same files again.
+      const next = uploading.then(() => uploadTree(files));
+      uploading = next.catch(() => undefined);
+      return next;
+    },
     ensure,
     close: () => client.close(),
   };

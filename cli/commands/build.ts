@@ -16,11 +16,11 @@ import { createIncludeScanner } from '../build/include-scanner.js';
 import { createInPlaceExecutor } from '../build/in-place-executor.js';
 import { loadKeyHistory } from '../build/key-history.js';
 import { loadTreeMemo } from '../build/tree-memo.js';
-import { createProjectFiles } from '../build/project-files.js';
+import { createProjectFiles, type ProjectFiles } from '../build/project-files.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
 import { createToolResolver } from '../build/tool-resolver.js';
 import { createDiskStepCache } from '../build/step-cache.js';
-import type { BuildAction } from '../../dag-extractor/types.js';
+import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
 import { writeFile } from 'node:fs/promises';
 import { newBuildId } from '../build/build-id.js';
 import { lazyHeadConnection } from '../build/lazy-head.js';
@@ -67,19 +67,6 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const statCache = createStatCache(path.join(o.cacheDir, 'stat', `${projectKey}.json`));
   const files = createProjectFiles(root, statCache);
   const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'), { durable: false });
-  const { graph } = await loadOrExtractGraph({
-    files,
-    cas: localCas,
-    cacheDir: o.cacheDir,
-    args: o.args,
-    buildDir: o.buildDir,
-    env,
-    // Loaded only on a graph-cache miss: a rebuild does not parse the extractors (and fast-glob).
-    extract: async () => (await import('../../dag-extractor/index.js')).extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal }),
-  });
-  const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false }), localCas);
-  const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
-  const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.jsonl`), { eager: o.explain });
   const timeline = createTimeline();
   const shown = o.tty && !o.quiet ? createTtyReporter(sink, { verbose: o.verbose, root, columns: o.tty.columns }) : createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
   const reporter = fanOutReporter(shown, timeline);
@@ -89,19 +76,41 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const meter = { read: (n: number) => void (bytes.downloaded += n), written: (n: number) => void (bytes.uploaded += n) };
   const onStage = (a: BuildAction, stage: 'queued' | 'executing', worker?: string) => reporter.running?.(a, stage === 'executing' ? (worker ?? 'remote') : 'remote');
   if (buildId && o.verbose) sink.stderr(`orion: build ${buildId} on ${o.head}\n`);
-  const runner = createProcessRunner();
-  const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
-  const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
   const estimate = createCostEstimate();
-  const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees };
-
-  let head: HeadConnection | undefined;
+  let graph: BuildGraph | undefined;
+  // gRPC is loaded and the head connected on first use: a build the local cache serves
+  // whole (a warm CI checkout, a no-op) never waits for either.
+  const head: HeadConnection | undefined = o.head && buildId ? lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: () => graph?.actions ?? [], estimate, localCas, files, meter, onStage }) : undefined;
+  const warming = new AbortController();
+  const saved: { save(): Promise<void> }[] = [statCache];
+  let warm: Promise<void> | undefined;
   try {
-    if (o.head && buildId) {
-      // gRPC is loaded and the head connected on first use: a build the local cache serves
-      // whole (a warm CI checkout, a no-op) never waits for either.
-      head = lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: graph.actions, estimate, localCas, files, meter, onStage });
-    }
+    ({ graph } = await loadOrExtractGraph({
+      files,
+      cas: localCas,
+      cacheDir: o.cacheDir,
+      args: o.args,
+      buildDir: o.buildDir,
+      env,
+      // Loaded only on a graph-cache miss: a rebuild does not parse the extractors (and fast-glob).
+      extract: async () => {
+        // A graph to extract on files this client has not seen (a new checkout, a pull): most
+        // likely a tree the cluster has not built either. Its nodes fetch it while make's dry run
+        // and the first steps run here, not when the first actions arrive. (A tree that only lost
+        // files, say its outputs, changes no content: nothing is sent, nor gRPC loaded, then.)
+        if (head?.prefetchTree && !o.dryRun && statCache.rehashed().size > 0) warm = prefetchTree(head.prefetchTree, createProjectFiles(root, statCache), warming.signal, o.verbose ? sink : undefined);
+        return (await import('../../dag-extractor/index.js')).extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal });
+      },
+    }));
+    const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false }), localCas);
+    const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
+    const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.jsonl`), { eager: o.explain });
+    saved.push(manifest, history);
+    const runner = createProcessRunner();
+    const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
+    const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
+    saved.push(trees);
+    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees };
     const summary = await runBuild(
       {
         graph,
@@ -139,7 +148,20 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     }
     throw err;
   } finally {
-    await Promise.all([statCache.save(), manifest.save(), history.save(), trees.save()]);
+    warming.abort();
+    await warm;
+    await Promise.all(saved.map((x) => x.save()));
     head?.close();
+  }
+}
+
+/** Uploads the tree and asks the head's nodes to fetch it. Never fails the build: it is only a head start. */
+async function prefetchTree(prefetch: NonNullable<HeadConnection['prefetchTree']>, files: ProjectFiles, signal: AbortSignal, verbose?: Sink): Promise<void> {
+  const t0 = Date.now();
+  try {
+    const nodes = await prefetch(files, signal);
+    if (!signal.aborted) verbose?.stderr(`orion: sent the tree to the head in ${Date.now() - t0} ms; ${nodes} node(s) fetch it ahead of the build\n`);
+  } catch (err) {
+    if (!signal.aborted) verbose?.stderr(`orion: could not send the tree ahead of the build (${(err as Error).message}); the nodes fetch it with their first actions\n`);
   }
 }

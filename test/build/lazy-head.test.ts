@@ -42,7 +42,15 @@ function fakeLoader() {
         return { accepted: Promise.resolve('b1'), finished: Promise.resolve({ ok: true, executed: 0, cacheHits: 0, failed: 0, skipped: 0, peerBytes: 0, headBytes: 0 } as never) };
       },
       report: async () => void calls.push('report'),
+      prefetch: async () => {
+        calls.push('prefetch');
+        return 2;
+      },
       close: () => void calls.push('close dag'),
+    },
+    prefetchTree: async () => {
+      calls.push('prefetchTree');
+      return 3;
     },
     close: () => void calls.push('close'),
   };
@@ -53,7 +61,7 @@ function fakeLoader() {
   return { calls, load, loads: () => loads };
 }
 
-const OPTIONS = { head: '127.0.0.1:1', auth: {}, dag: true, buildId: 'b', actions: [], localCas: undefined as never, files: undefined as never, meter: { read() {}, written() {} }, onStage() {} };
+const OPTIONS = { head: '127.0.0.1:1', auth: {}, dag: true, buildId: 'b', actions: () => [], localCas: undefined as never, files: undefined as never, meter: { read() {}, written() {} }, onStage() {} };
 
 describe('lazyHeadConnection', () => {
   it('loads and connects on the first call only, then delegates; closing before any use connects nothing', async () => {
@@ -65,8 +73,10 @@ describe('lazyHeadConnection', () => {
     const run = head.dagClient!.submit(undefined as never, () => {}, new AbortController().signal);
     expect(await run.accepted).toBe('b1');
     await head.remoteExecutor.uploadTree();
+    expect(await head.prefetchTree!(undefined as never, new AbortController().signal)).toBe(3);
+    expect(await head.dagClient!.prefetch(undefined as never)).toBe(2);
     expect(f.loads()).toBe(1);
-    expect(f.calls).toEqual(['get', 'submit', 'uploadTree']);
+    expect(f.calls).toEqual(['get', 'submit', 'uploadTree', 'prefetchTree', 'prefetch']);
     expect(head.remoteExecutor.uploadedBytes()).toBe(42);
     head.close();
     expect(f.calls.at(-1)).toBe('close');
@@ -77,7 +87,9 @@ describe('lazyHeadConnection', () => {
   });
 
   it('has no DAG client with --no-dag', () => {
-    expect(lazyHeadConnection({ ...OPTIONS, dag: false }, fakeLoader().load).dagClient).toBeUndefined();
+    const head = lazyHeadConnection({ ...OPTIONS, dag: false }, fakeLoader().load);
+    expect(head.dagClient).toBeUndefined();
+    expect(head.prefetchTree).toBeUndefined();
   });
 });
 

@@ -14,7 +14,8 @@ import {
   ExecutionStage_Value,
 } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Operation } from '../../proto/gen/google/longrunning/operations.js';
-import { WorkerClient, type AssignAction, type HeadMessage, type RegisterResponse, type WorkerMessage } from '../../proto/gen/orion/v1/worker.js';
+import { WorkerClient, type AssignAction, type HeadMessage, type PrefetchTree, type RegisterResponse, type WorkerMessage } from '../../proto/gen/orion/v1/worker.js';
+import { BuildsClient, type PrefetchResponse } from '../../proto/gen/orion/v1/build.js';
 import { Code } from '../../common/errors.js';
 import { createManualClock } from '../../common/clock.js';
 import { silentLogger } from '../../common/logger.js';
@@ -34,6 +35,7 @@ interface FakeNode {
   sessionId: string;
   assigns: AssignAction[];
   cancels: string[];
+  prefetches: PrefetchTree[];
   /** Resolves with the stream's final error status (undefined when it ended cleanly). */
   ended: Promise<grpc.ServiceError | undefined>;
   nextAssign(): Promise<AssignAction>;
@@ -105,12 +107,14 @@ describe('worker protocol and execution through an in-process head', () => {
     const { stream, messages, ended, onMessage } = openStream(client);
     const assigns: AssignAction[] = [];
     const cancels: string[] = [];
+    const prefetches: PrefetchTree[] = [];
     let taken = 0;
     let wake: (() => void) | undefined;
     onMessage(() => {
       for (const m of messages.splice(0)) {
         if (m.assign) assigns.push(m.assign);
         if (m.cancel) cancels.push(m.cancel.assignmentId);
+        if (m.prefetch) prefetches.push(m.prefetch);
       }
       wake?.();
     });
@@ -120,6 +124,7 @@ describe('worker protocol and execution through an in-process head', () => {
       sessionId: reg.res!.sessionId,
       assigns,
       cancels,
+      prefetches,
       ended,
       async nextAssign() {
         while (assigns.length <= taken) await new Promise<void>((r) => (wake = r));
@@ -197,6 +202,44 @@ describe('worker protocol and execution through an in-process head', () => {
       expect(err!.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect(err!.details).toBe('hello sent twice on one stream');
       await waitFor('inactive after the refused stream', () => head.registry.get('double-hello')?.status === 'inactive');
+    });
+  });
+
+  describe('Builds.Prefetch', () => {
+    const prefetch = (req: { sourceRoot?: Digest; buildId?: string }) => {
+      const client = new BuildsClient(head.address, creds);
+      return new Promise<{ err?: grpc.ServiceError; res?: PrefetchResponse }>((resolve) =>
+        client.prefetch({ instanceName: '', sourceRoot: req.sourceRoot, buildId: req.buildId ?? '' }, (err, res) => {
+          client.close();
+          resolve(err ? { err } : { res });
+        }),
+      );
+    };
+
+    it('asks every active node to fetch the tree, with the build id', async () => {
+      const a = await fakeNode('prefetch-a');
+      const b = await fakeNode('prefetch-b');
+      const { res, err } = await prefetch({ sourceRoot: inputRoot, buildId: 'b-prefetch' });
+      expect(err).toBeUndefined();
+      expect(res!.nodes).toBe(2);
+      await waitFor('both nodes told', () => a.prefetches.length === 1 && b.prefetches.length === 1);
+      for (const n of [a, b]) expect(n.prefetches[0]).toEqual({ root: inputRoot, buildId: 'b-prefetch' });
+      // A node whose stream ended is not asked.
+      b.close();
+      await waitFor('b inactive', () => head.registry.get('prefetch-b')?.status === 'inactive');
+      expect((await prefetch({ sourceRoot: inputRoot })).res!.nodes).toBe(1);
+    });
+
+    it('refuses a root that is not in the CAS with FAILED_PRECONDITION naming it, and a missing digest with INVALID_ARGUMENT', async () => {
+      const a = await fakeNode('prefetch-c');
+      const absent = digestOf(Buffer.from('not uploaded'));
+      const missing = await prefetch({ sourceRoot: absent });
+      expect(missing.err!.code).toBe(grpc.status.FAILED_PRECONDITION);
+      expect(missing.err!.details).toBe(`source_root ${absent.hash}/${absent.sizeBytes} is not in the CAS`);
+      const none = await prefetch({});
+      expect(none.err!.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(none.err!.details).toMatch(/source_root/);
+      expect(a.prefetches).toEqual([]);
     });
   });
 

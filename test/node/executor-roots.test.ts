@@ -174,6 +174,31 @@ describe('executor with an exec root cache', () => {
     expect(await readdir(workDir)).toEqual([]);
   });
 
+  it('prefetches a tree ahead of its build: blobs fetched once, the build\'s actions need nothing more; a blob the head lacks fails the prefetch naming it', async () => {
+    const first = await inputTree(FILES);
+    const ex = executor();
+    const signal = new AbortController().signal;
+    // An action of the same build arriving while the tree is still being fetched waits for it.
+    const [, early] = await Promise.all([ex.prefetch(first.rootDigest, 'b1', signal), ex.execute({ ...assignment(first.rootDigest, 'cat src/util.c'), buildId: 'b1' }, signal)]);
+    expect(await text(early.stdoutDigest)).toBe('int util;\n');
+    const everything = [...first.directories.keys(), ...[...first.files.keys()].filter((k) => !k.endsWith('/0'))];
+    expect(sorted(remote.calls.getMany.flat())).toEqual(sorted(everything));
+    remote.reset();
+    const later = await ex.execute({ ...assignment(first.rootDigest, 'cat src/main.c'), buildId: 'b1' }, signal);
+    expect(await text(later.stdoutDigest)).toBe('int main() { return 0; }\n');
+    expect(remote.calls.getMany).toEqual([]);
+    expect(await readdir(workDir)).toEqual([]);
+
+    const lost = 'not uploaded\n';
+    const second = await inputTree({ ...FILES, 'include/lost.h': lost }, false);
+    for (const [key, bytes] of second.directories) await memory.put(fromDigestKey(key), bytes);
+    const err = await ex.prefetch(second.rootDigest, 'b2', signal).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(OrionError);
+    expect((err as OrionError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((err as OrionError).message).toMatch(/failed to prefetch tree/);
+    expect((err as OrionError).missing).toEqual([digestOf(Buffer.from(lost))]);
+  });
+
   it('fetches each blob once for actions that start together on one root (a node\'s slots at the start of a build), and both fail on a blob the head lacks', async () => {
     const first = await inputTree(FILES);
     const [r1, r2] = await Promise.all([run(assignment(first.rootDigest, 'cat src/util.c')), run(assignment(first.rootDigest, 'cat src/main.c'))]);

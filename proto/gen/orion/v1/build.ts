@@ -273,6 +273,20 @@ export interface CancelBuildResponse {
   cancelled: boolean;
 }
 
+export interface PrefetchRequest {
+  instanceName: string;
+  sourceRoot?:
+    | Digest
+    | undefined;
+  /** The build it is for, for the nodes' logs. */
+  buildId: string;
+}
+
+export interface PrefetchResponse {
+  /** How many nodes were asked to fetch the tree. */
+  nodes: number;
+}
+
 function createBaseBuildRequest(): BuildRequest {
   return {
     instanceName: "",
@@ -1752,6 +1766,188 @@ export const CancelBuildResponse: MessageFns<CancelBuildResponse> = {
   },
 };
 
+function createBasePrefetchRequest(): PrefetchRequest {
+  return { instanceName: "", sourceRoot: undefined, buildId: "" };
+}
+
+export const PrefetchRequest: MessageFns<PrefetchRequest> = {
+  encode(message: PrefetchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instanceName !== "") {
+      writer.uint32(10).string(message.instanceName);
+    }
+    if (message.sourceRoot !== undefined) {
+      Digest.encode(message.sourceRoot, writer.uint32(18).fork()).join();
+    }
+    if (message.buildId !== "") {
+      writer.uint32(26).string(message.buildId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instanceName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sourceRoot = Digest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.buildId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchRequest {
+    return {
+      instanceName: isSet(object.instanceName)
+        ? globalThis.String(object.instanceName)
+        : isSet(object.instance_name)
+        ? globalThis.String(object.instance_name)
+        : "",
+      sourceRoot: isSet(object.sourceRoot)
+        ? Digest.fromJSON(object.sourceRoot)
+        : isSet(object.source_root)
+        ? Digest.fromJSON(object.source_root)
+        : undefined,
+      buildId: isSet(object.buildId)
+        ? globalThis.String(object.buildId)
+        : isSet(object.build_id)
+        ? globalThis.String(object.build_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PrefetchRequest): unknown {
+    const obj: any = {};
+    if (message.instanceName !== "") {
+      obj.instanceName = message.instanceName;
+    }
+    if (message.sourceRoot !== undefined) {
+      obj.sourceRoot = Digest.toJSON(message.sourceRoot);
+    }
+    if (message.buildId !== "") {
+      obj.buildId = message.buildId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrefetchRequest>, I>>(base?: I): PrefetchRequest {
+    return PrefetchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrefetchRequest>, I>>(object: I): PrefetchRequest {
+    const message = createBasePrefetchRequest();
+    message.instanceName = object.instanceName ?? "";
+    message.sourceRoot = (object.sourceRoot !== undefined && object.sourceRoot !== null)
+      ? Digest.fromPartial(object.sourceRoot)
+      : undefined;
+    message.buildId = object.buildId ?? "";
+    return message;
+  },
+};
+
+function createBasePrefetchResponse(): PrefetchResponse {
+  return { nodes: 0 };
+}
+
+export const PrefetchResponse: MessageFns<PrefetchResponse> = {
+  encode(message: PrefetchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodes !== 0) {
+      writer.uint32(8).uint32(message.nodes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.nodes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchResponse {
+    return { nodes: isSet(object.nodes) ? globalThis.Number(object.nodes) : 0 };
+  },
+
+  toJSON(message: PrefetchResponse): unknown {
+    const obj: any = {};
+    if (message.nodes !== 0) {
+      obj.nodes = Math.round(message.nodes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrefetchResponse>, I>>(base?: I): PrefetchResponse {
+    return PrefetchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrefetchResponse>, I>>(object: I): PrefetchResponse {
+    const message = createBasePrefetchResponse();
+    message.nodes = object.nodes ?? 0;
+    return message;
+  },
+};
+
 export type BuildsService = typeof BuildsService;
 export const BuildsService = {
   /**
@@ -1788,6 +1984,20 @@ export const BuildsService = {
     responseSerialize: (value: ClientActionAck): Buffer => Buffer.from(ClientActionAck.encode(value).finish()),
     responseDeserialize: (value: Buffer): ClientActionAck => ClientActionAck.decode(value),
   },
+  /**
+   * A build from this source root is coming (the client is still preparing its
+   * DAG): the head asks its nodes to fetch the tree now, so the first actions
+   * do not wait for it. Optional; every blob of the tree must be in the CAS.
+   */
+  prefetch: {
+    path: "/orion.v1.Builds/Prefetch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PrefetchRequest): Buffer => Buffer.from(PrefetchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PrefetchRequest => PrefetchRequest.decode(value),
+    responseSerialize: (value: PrefetchResponse): Buffer => Buffer.from(PrefetchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PrefetchResponse => PrefetchResponse.decode(value),
+  },
 } as const;
 
 export interface BuildsServer extends UntypedServiceImplementation {
@@ -1801,6 +2011,12 @@ export interface BuildsServer extends UntypedServiceImplementation {
   cancelBuild: handleUnaryCall<CancelBuildRequest, CancelBuildResponse>;
   /** The result of an action the client runs itself (DagAction.client). */
   reportClientAction: handleUnaryCall<ClientActionReport, ClientActionAck>;
+  /**
+   * A build from this source root is coming (the client is still preparing its
+   * DAG): the head asks its nodes to fetch the tree now, so the first actions
+   * do not wait for it. Optional; every blob of the tree must be in the CAS.
+   */
+  prefetch: handleUnaryCall<PrefetchRequest, PrefetchResponse>;
 }
 
 export interface BuildsClient extends Client {
@@ -1842,6 +2058,26 @@ export interface BuildsClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ClientActionAck) => void,
+  ): ClientUnaryCall;
+  /**
+   * A build from this source root is coming (the client is still preparing its
+   * DAG): the head asks its nodes to fetch the tree now, so the first actions
+   * do not wait for it. Optional; every blob of the tree must be in the CAS.
+   */
+  prefetch(
+    request: PrefetchRequest,
+    callback: (error: ServiceError | null, response: PrefetchResponse) => void,
+  ): ClientUnaryCall;
+  prefetch(
+    request: PrefetchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PrefetchResponse) => void,
+  ): ClientUnaryCall;
+  prefetch(
+    request: PrefetchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PrefetchResponse) => void,
   ): ClientUnaryCall;
 }
 

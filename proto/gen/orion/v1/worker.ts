@@ -95,6 +95,7 @@ export interface ActionFinished {
 export interface HeadMessage {
   assign?: AssignAction | undefined;
   cancel?: CancelAction | undefined;
+  prefetch?: PrefetchTree | undefined;
 }
 
 export interface AssignAction {
@@ -134,6 +135,15 @@ export interface PeerBlob {
 
 export interface CancelAction {
   assignmentId: string;
+}
+
+/**
+ * Fetch this tree into the local CAS (and prepare an exec root of it): a build
+ * from it is coming. Nothing is sent back.
+ */
+export interface PrefetchTree {
+  root?: Digest | undefined;
+  buildId: string;
 }
 
 function createBaseRegisterRequest(): RegisterRequest {
@@ -958,7 +968,7 @@ export const ActionFinished: MessageFns<ActionFinished> = {
 };
 
 function createBaseHeadMessage(): HeadMessage {
-  return { assign: undefined, cancel: undefined };
+  return { assign: undefined, cancel: undefined, prefetch: undefined };
 }
 
 export const HeadMessage: MessageFns<HeadMessage> = {
@@ -968,6 +978,9 @@ export const HeadMessage: MessageFns<HeadMessage> = {
     }
     if (message.cancel !== undefined) {
       CancelAction.encode(message.cancel, writer.uint32(18).fork()).join();
+    }
+    if (message.prefetch !== undefined) {
+      PrefetchTree.encode(message.prefetch, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1001,6 +1014,14 @@ export const HeadMessage: MessageFns<HeadMessage> = {
             message.cancel = CancelAction.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.prefetch = PrefetchTree.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1017,6 +1038,7 @@ export const HeadMessage: MessageFns<HeadMessage> = {
     return {
       assign: isSet(object.assign) ? AssignAction.fromJSON(object.assign) : undefined,
       cancel: isSet(object.cancel) ? CancelAction.fromJSON(object.cancel) : undefined,
+      prefetch: isSet(object.prefetch) ? PrefetchTree.fromJSON(object.prefetch) : undefined,
     };
   },
 
@@ -1027,6 +1049,9 @@ export const HeadMessage: MessageFns<HeadMessage> = {
     }
     if (message.cancel !== undefined) {
       obj.cancel = CancelAction.toJSON(message.cancel);
+    }
+    if (message.prefetch !== undefined) {
+      obj.prefetch = PrefetchTree.toJSON(message.prefetch);
     }
     return obj;
   },
@@ -1041,6 +1066,9 @@ export const HeadMessage: MessageFns<HeadMessage> = {
       : undefined;
     message.cancel = (object.cancel !== undefined && object.cancel !== null)
       ? CancelAction.fromPartial(object.cancel)
+      : undefined;
+    message.prefetch = (object.prefetch !== undefined && object.prefetch !== null)
+      ? PrefetchTree.fromPartial(object.prefetch)
       : undefined;
     return message;
   },
@@ -1424,6 +1452,95 @@ export const CancelAction: MessageFns<CancelAction> = {
   fromPartial<I extends Exact<DeepPartial<CancelAction>, I>>(object: I): CancelAction {
     const message = createBaseCancelAction();
     message.assignmentId = object.assignmentId ?? "";
+    return message;
+  },
+};
+
+function createBasePrefetchTree(): PrefetchTree {
+  return { root: undefined, buildId: "" };
+}
+
+export const PrefetchTree: MessageFns<PrefetchTree> = {
+  encode(message: PrefetchTree, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.root !== undefined) {
+      Digest.encode(message.root, writer.uint32(10).fork()).join();
+    }
+    if (message.buildId !== "") {
+      writer.uint32(18).string(message.buildId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchTree {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchTree();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.root = Digest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.buildId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchTree {
+    return {
+      root: isSet(object.root) ? Digest.fromJSON(object.root) : undefined,
+      buildId: isSet(object.buildId)
+        ? globalThis.String(object.buildId)
+        : isSet(object.build_id)
+        ? globalThis.String(object.build_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PrefetchTree): unknown {
+    const obj: any = {};
+    if (message.root !== undefined) {
+      obj.root = Digest.toJSON(message.root);
+    }
+    if (message.buildId !== "") {
+      obj.buildId = message.buildId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrefetchTree>, I>>(base?: I): PrefetchTree {
+    return PrefetchTree.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrefetchTree>, I>>(object: I): PrefetchTree {
+    const message = createBasePrefetchTree();
+    message.root = (object.root !== undefined && object.root !== null) ? Digest.fromPartial(object.root) : undefined;
+    message.buildId = object.buildId ?? "";
     return message;
   },
 };

@@ -1,0 +1,47 @@
+/**
+ * Builds.Prefetch: a client about to submit a build says which source tree it
+ * starts from, and the head asks every active node to fetch that tree now. The
+ * client's dry run and first steps take a second or more; without this, each
+ * node starts fetching the tree (on Redis: 1,539 files, 19 MB) only when its
+ * first action arrives, and the build's first compiles wait for it.
+ */
+import type { BlobStore } from '../cas/blob-store.js';
+import { digestKey } from '../cas/digest.js';
+import type { Digest } from '../cas/types.js';
+import { Code, OrionError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { NodeRegistry } from './node-registry.js';
+
+export interface TreePrefetch {
+  /** Asks the active nodes to fetch `root`; resolves to how many were asked. */
+  prefetch(root: Digest, buildId?: string): Promise<number>;
+}
+
+export interface TreePrefetchDeps {
+  cas: BlobStore;
+  registry: Pick<NodeRegistry, 'list'>;
+  /** Sends the request down a node's stream; false when the node has none open. */
+  send(nodeId: string, root: Digest, buildId?: string): boolean;
+  log: Logger;
+}
+
+export function createTreePrefetch(deps: TreePrefetchDeps): TreePrefetch {
+  return {
+    async prefetch(root, buildId) {
+      // The root's Directory only: the nodes read the rest of the tree (and report what is missing
+      // in their logs); the build itself checks the whole tree when it is submitted.
+      if (!(await deps.cas.has(root))) {
+        throw new OrionError(Code.FAILED_PRECONDITION, `source_root ${digestKey(root)} is not in the CAS`, {
+          hint: 'upload the tree (its Directory messages and files) before asking the head to prefetch it',
+          missing: [{ hash: root.hash, sizeBytes: root.sizeBytes }],
+        });
+      }
+      let asked = 0;
+      for (const n of deps.registry.list('active')) {
+        if (n.connected && deps.send(n.nodeId, root, buildId)) asked++;
+      }
+      deps.log.debug({ buildId, root: digestKey(root), nodes: asked }, 'asked nodes to prefetch a tree');
+      return asked;
+    },
+  };
+}
