@@ -26,6 +26,8 @@ export interface BlobStore {
    * store lacks are listed in `missing`; other failures throw.
    */
   getMany?(ds: Digest[]): Promise<{ found: Map<string, Buffer>; missing: Digest[] }>;
+  /** Remote stores: writes many small blobs in few round trips; resolves to the digests the store refused (data not matching). */
+  putMany?(blobs: { digest: Digest; data: Buffer }[]): Promise<Digest[]>;
   /** Disk stores: where the blob's file is (read-only, mode 0444) when present, for hard-linking. */
   localPath?(d: Digest): string | undefined;
   /** Disk stores: the path of an executable (mode 0555) copy of the blob, created on demand; undefined when absent. */

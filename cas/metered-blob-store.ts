@@ -4,6 +4,7 @@
  */
 import { pipeline, Transform, type Readable } from 'node:stream';
 import type { BlobStore } from './blob-store.js';
+import { digestKey } from './digest.js';
 
 export interface ByteMeter {
   /** Bytes read from the store (sent to whoever asked). */
@@ -47,6 +48,14 @@ export function createMeteredBlobStore<S extends BlobStore>(inner: S, meter: Byt
       meter.written(n);
     },
   };
+  if (inner.putMany) {
+    metered.putMany = async (blobs) => {
+      const refused = await inner.putMany!(blobs);
+      const no = new Set(refused.map(digestKey));
+      for (const b of blobs) if (!no.has(digestKey(b.digest))) meter.written(b.data.length);
+      return refused;
+    };
+  }
   if (inner.localPath) metered.localPath = (d) => inner.localPath!(d);
   if (inner.getMany) {
     metered.getMany = async (ds) => {

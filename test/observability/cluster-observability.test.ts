@@ -97,9 +97,11 @@ describe('observing a cluster build through the head and nodes', () => {
 
   it('the build succeeds on the nodes and its summary tells where actions ran and the bytes moved', () => {
     expect(first.code, first.stderr).toBe(0);
-    const remote = /^orion: ran (\d+) remotely \((.*)\), (\d+) locally, (\d+) from cache; moved \S+ \S+ up, \S+ \S+ down$/m.exec(first.stderr);
+    const remote = /^orion: ran (\d+) remotely \((.*)\), (\d+) locally, (\d+) from cache; moved (\S+ \S+) up, \S+ \S+ down$/m.exec(first.stderr);
     expect(remote, first.stderr).not.toBeNull();
     expect(Number(remote![1])).toBeGreaterThan(0);
+    // The source tree went up (in batches of small blobs, which count too).
+    expect(remote![5]).toMatch(/KiB|MiB/);
     expect(remote![2]).toMatch(/^n[12]: \d+(, n2: \d+)?$/);
     expect(first.stderr).toMatch(/^orion: critical path /m);
   });
