@@ -105,7 +105,7 @@ export function createBuildService(builds: DagBuilds, trees: TreePrefetch): Buil
     }),
     prefetch: unary(async (req: PrefetchRequest) => {
       if (req.buildId.length > 200) throw new OrionError(Code.INVALID_ARGUMENT, 'build_id is longer than 200 characters');
-      return { nodes: await trees.prefetch(digestFromPb(req.sourceRoot, 'source_root'), req.buildId || undefined) };
+      return { nodes: await trees.prefetch(digestFromPb(req.sourceRoot, 'source_root'), req.buildId || undefined, req.parallelism) };
     }),
   };
 }

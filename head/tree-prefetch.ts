@@ -10,11 +10,14 @@ import { digestKey } from '../cas/digest.js';
 import type { Digest } from '../cas/types.js';
 import { Code, OrionError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { NodeRegistry } from './node-registry.js';
+import type { NodeRecord, NodeRegistry } from './node-registry.js';
 
 export interface TreePrefetch {
-  /** Asks the active nodes to fetch `root`; resolves to how many were asked. */
-  prefetch(root: Digest, buildId?: string): Promise<number>;
+  /**
+   * Asks active nodes to fetch `root`: enough of them for `parallelism` slots (the client's -j),
+   * those with the most free slots first, or all when it is 0. Resolves to how many were asked.
+   */
+  prefetch(root: Digest, buildId?: string, parallelism?: number): Promise<number>;
 }
 
 export interface TreePrefetchDeps {
@@ -27,7 +30,7 @@ export interface TreePrefetchDeps {
 
 export function createTreePrefetch(deps: TreePrefetchDeps): TreePrefetch {
   return {
-    async prefetch(root, buildId) {
+    async prefetch(root, buildId, parallelism = 0) {
       // The root's Directory only: the nodes read the rest of the tree (and report what is missing
       // in their logs); the build itself checks the whole tree when it is submitted.
       if (!(await deps.cas.has(root))) {
@@ -36,9 +39,17 @@ export function createTreePrefetch(deps: TreePrefetchDeps): TreePrefetch {
           missing: [{ hash: root.hash, sizeBytes: root.sizeBytes }],
         });
       }
+      // A build of N actions at once uses at most that many slots: a large fleet does not pull a
+      // large tree onto every node for a small build.
+      const free = (n: NodeRecord) => n.slots - n.running.size;
+      const nodes = deps.registry.list('active').filter((n) => n.connected).sort((a, b) => free(b) - free(a) || b.slots - a.slots);
       let asked = 0;
-      for (const n of deps.registry.list('active')) {
-        if (n.connected && deps.send(n.nodeId, root, buildId)) asked++;
+      let slots = 0;
+      for (const n of nodes) {
+        if (parallelism > 0 && slots >= parallelism) break;
+        if (!deps.send(n.nodeId, root, buildId)) continue;
+        asked++;
+        slots += n.slots;
       }
       deps.log.debug({ buildId, root: digestKey(root), nodes: asked }, 'asked nodes to prefetch a tree');
       return asked;

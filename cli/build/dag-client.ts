@@ -54,7 +54,7 @@ export interface DagClient {
   /** `upToDate`: make's rule skipped the step, decided once `decidedAfter` were done (see ClientActionReport.up_to_date). */
   report(r: { buildId: string; actionId: string; exitCode: number; written: { path: string; digest: Digest; isExecutable: boolean }[]; deleted: string[]; rekeyed: DagSpec[]; message?: string; upToDate?: { decidedAfter: string[] } }): Promise<void>;
   /** Builds.Prefetch: the head asks its nodes to fetch `sourceRoot` now; resolves to how many it asked (0 from a head without the call). */
-  prefetch(req: { buildId: string; sourceRoot: Digest; instanceName?: string }): Promise<number>;
+  prefetch(req: { buildId: string; sourceRoot: Digest; instanceName?: string; parallelism?: number }): Promise<number>;
   close(): void;
 }
 
@@ -167,7 +167,7 @@ export function createDagClient(opts: { address: string; credentials: ChannelCre
     },
     prefetch(req) {
       return new Promise((resolve, reject) => {
-        client.prefetch({ instanceName: req.instanceName ?? '', sourceRoot: digestToPb(req.sourceRoot), buildId: req.buildId }, (err, res) => {
+        client.prefetch({ instanceName: req.instanceName ?? '', sourceRoot: digestToPb(req.sourceRoot), buildId: req.buildId, parallelism: req.parallelism ?? 0 }, (err, res) => {
           if (!err) return resolve(res.nodes);
           const e = fromServiceError(err, 'Prefetch');
           // A head from before the call: the build goes on without it.

@@ -24,7 +24,7 @@ export interface HeadConnection {
    * Uploads the tree `files` sees and asks the head's nodes to fetch it now (Builds.Prefetch),
    * ahead of the DAG; resolves to how many nodes were asked. Undefined with --no-dag.
    */
-  prefetchTree?(files: ProjectFiles, signal: AbortSignal): Promise<number>;
+  prefetchTree?(files: ProjectFiles, signal: AbortSignal, parallelism?: number): Promise<number>;
   close(): void;
 }
 
@@ -63,9 +63,9 @@ export function connectToHead(o: {
     remoteCache,
     dagClient,
     prefetchTree: dagClient
-      ? async (files, signal) => {
+      ? async (files, signal, parallelism) => {
           const sourceRoot = await remoteExecutor.uploadTree(files);
-          return signal.aborted ? 0 : dagClient.prefetch({ buildId: o.buildId, sourceRoot });
+          return signal.aborted ? 0 : dagClient.prefetch({ buildId: o.buildId, sourceRoot, parallelism });
         }
       : undefined,
     close() {

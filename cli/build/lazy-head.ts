@@ -48,7 +48,7 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
       put: async (key, result) => (await head()).remoteCache.put?.(key, result),
     },
     dagClient,
-    prefetchTree: o.dag ? async (files, signal) => (await head()).prefetchTree!(files, signal) : undefined,
+    prefetchTree: o.dag ? async (files, signal, parallelism) => (await head()).prefetchTree!(files, signal, parallelism) : undefined,
     close() {
       closed = true;
       connected?.close();

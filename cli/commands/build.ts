@@ -77,6 +77,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const onStage = (a: BuildAction, stage: 'queued' | 'executing', worker?: string) => reporter.running?.(a, stage === 'executing' ? (worker ?? 'remote') : 'remote');
   if (buildId && o.verbose) sink.stderr(`orion: build ${buildId} on ${o.head}\n`);
   const estimate = createCostEstimate();
+  const jobs = o.jobs ?? (o.head ? 64 : os.availableParallelism());
   let graph: BuildGraph | undefined;
   // gRPC is loaded and the head connected on first use: a build the local cache serves
   // whole (a warm CI checkout, a no-op) never waits for either.
@@ -98,7 +99,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         // likely a tree the cluster has not built either. Its nodes fetch it while make's dry run
         // and the first steps run here, not when the first actions arrive. (A tree that only lost
         // files, say its outputs, changes no content: nothing is sent, nor gRPC loaded, then.)
-        if (head?.prefetchTree && !o.dryRun && statCache.rehashed().size > 0) warm = prefetchTree(head.prefetchTree, createProjectFiles(root, statCache), warming.signal, o.verbose ? sink : undefined);
+        if (head?.prefetchTree && !o.dryRun && statCache.rehashed().size > 0) warm = prefetchTree((f, s) => head.prefetchTree!(f, s, jobs), createProjectFiles(root, statCache), warming.signal, o.verbose ? sink : undefined);
         return (await import('../../dag-extractor/index.js')).extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal });
       },
     }));
@@ -128,7 +129,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         dag: head?.dagClient && buildId ? { client: head.dagClient, uploader: head.remoteExecutor, buildId } : undefined,
         signal,
       },
-      { jobs: o.jobs ?? (o.head ? 64 : os.availableParallelism()), keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain, localMax: o.head ? (o.localMax ?? os.availableParallelism()) : 0 },
+      { jobs, keepGoing: o.keepGoing, dryRun: o.dryRun, explain: o.explain, localMax: o.head ? (o.localMax ?? os.availableParallelism()) : 0 },
     );
     const wallMs = Date.now() - started;
     reporter.summary(summary, wallMs);

@@ -209,7 +209,7 @@ describe('worker protocol and execution through an in-process head', () => {
     const prefetch = (req: { sourceRoot?: Digest; buildId?: string }) => {
       const client = new BuildsClient(head.address, creds);
       return new Promise<{ err?: grpc.ServiceError; res?: PrefetchResponse }>((resolve) =>
-        client.prefetch({ instanceName: '', sourceRoot: req.sourceRoot, buildId: req.buildId ?? '' }, (err, res) => {
+        client.prefetch({ instanceName: '', sourceRoot: req.sourceRoot, buildId: req.buildId ?? '', parallelism: 0 }, (err, res) => {
           client.close();
           resolve(err ? { err } : { res });
         }),
@@ -228,6 +228,30 @@ describe('worker protocol and execution through an in-process head', () => {
       b.close();
       await waitFor('b inactive', () => head.registry.get('prefetch-b')?.status === 'inactive');
       expect((await prefetch({ sourceRoot: inputRoot })).res!.nodes).toBe(1);
+    });
+
+    it('asks only as many nodes as the client\'s parallelism needs, those with the most free slots first', async () => {
+      await waitFor('earlier nodes gone', () => head.registry.list('active').length === 0);
+      const small = await fakeNode('prefetch-small', 1);
+      const big = await fakeNode('prefetch-big', 4);
+      const mid = await fakeNode('prefetch-mid', 2);
+      const sent = async (parallelism: number) => {
+        const before = [small, big, mid].map((n) => n.prefetches.length);
+        const { res, err } = await new Promise<{ err?: grpc.ServiceError; res?: PrefetchResponse }>((resolve) => {
+          const client = new BuildsClient(head.address, creds);
+          client.prefetch({ instanceName: '', sourceRoot: inputRoot, buildId: 'b-par', parallelism }, (e, r) => {
+            client.close();
+            resolve(e ? { err: e } : { res: r });
+          });
+        });
+        expect(err).toBeUndefined();
+        await waitFor('the asked nodes told', () => [small, big, mid].reduce((n, f, i) => n + f.prefetches.length - before[i]!, 0) === res!.nodes);
+        return [small, big, mid].filter((f, i) => f.prefetches.length > before[i]!).map((f) => f.nodeId);
+      };
+      expect(await sent(3)).toEqual(['prefetch-big']);
+      expect(await sent(5)).toEqual(['prefetch-big', 'prefetch-mid']);
+      expect(await sent(0)).toEqual(['prefetch-small', 'prefetch-big', 'prefetch-mid']);
+      expect(await sent(100)).toEqual(['prefetch-small', 'prefetch-big', 'prefetch-mid']);
     });
 
     it('refuses a root that is not in the CAS with FAILED_PRECONDITION naming it, and a missing digest with INVALID_ARGUMENT', async () => {

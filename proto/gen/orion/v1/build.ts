@@ -280,6 +280,12 @@ export interface PrefetchRequest {
     | undefined;
   /** The build it is for, for the nodes' logs. */
   buildId: string;
+  /**
+   * How many actions the client runs at once at most (its -j): the head asks
+   * only as many nodes as it needs for that many slots, those with the most
+   * free slots first. 0: every active node.
+   */
+  parallelism: number;
 }
 
 export interface PrefetchResponse {
@@ -1767,7 +1773,7 @@ export const CancelBuildResponse: MessageFns<CancelBuildResponse> = {
 };
 
 function createBasePrefetchRequest(): PrefetchRequest {
-  return { instanceName: "", sourceRoot: undefined, buildId: "" };
+  return { instanceName: "", sourceRoot: undefined, buildId: "", parallelism: 0 };
 }
 
 export const PrefetchRequest: MessageFns<PrefetchRequest> = {
@@ -1780,6 +1786,9 @@ export const PrefetchRequest: MessageFns<PrefetchRequest> = {
     }
     if (message.buildId !== "") {
       writer.uint32(26).string(message.buildId);
+    }
+    if (message.parallelism !== 0) {
+      writer.uint32(32).uint32(message.parallelism);
     }
     return writer;
   },
@@ -1821,6 +1830,14 @@ export const PrefetchRequest: MessageFns<PrefetchRequest> = {
             message.buildId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.parallelism = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1850,6 +1867,7 @@ export const PrefetchRequest: MessageFns<PrefetchRequest> = {
         : isSet(object.build_id)
         ? globalThis.String(object.build_id)
         : "",
+      parallelism: isSet(object.parallelism) ? globalThis.Number(object.parallelism) : 0,
     };
   },
 
@@ -1864,6 +1882,9 @@ export const PrefetchRequest: MessageFns<PrefetchRequest> = {
     if (message.buildId !== "") {
       obj.buildId = message.buildId;
     }
+    if (message.parallelism !== 0) {
+      obj.parallelism = Math.round(message.parallelism);
+    }
     return obj;
   },
 
@@ -1877,6 +1898,7 @@ export const PrefetchRequest: MessageFns<PrefetchRequest> = {
       ? Digest.fromPartial(object.sourceRoot)
       : undefined;
     message.buildId = object.buildId ?? "";
+    message.parallelism = object.parallelism ?? 0;
     return message;
   },
 };
