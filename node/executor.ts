@@ -240,6 +240,19 @@ async function fetchTreeIncremental(local: BlobStore, remote: BlobStore, root: D
   roots.markComplete([...visited.values()]);
 }
 
+/** Waits for `p` (which never rejects), or until `signal` aborts (a cancelled action stops waiting). */
+function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    signal.addEventListener('abort', done, { once: true });
+    void p.then(done);
+  });
+}
+
 /** Blobs up to this size are uploaded without asking the head first whether it has them. */
 const SEND_WITHOUT_ASKING = 64 * 1024;
 
@@ -330,7 +343,10 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       const t0 = deps.clock.now();
       const fetched: FetchContext = { peers: deps.peers, sources: a.peerSources, bytes: { peer: 0, head: 0 } };
       try {
-        if (a.buildId && prefetching?.buildId === a.buildId) await prefetching.settled;
+        if (a.buildId && prefetching?.buildId === a.buildId) {
+          await untilSettledOrAborted(prefetching.settled, signal);
+          if (signal.aborted) throw new OrionError(Code.CANCELLED, 'action cancelled before it started');
+        }
         try {
           await fetchTree(deps.local, deps.remote, rootDigest, deps.roots, fetched);
         } catch (err) {

@@ -199,6 +199,25 @@ describe('executor with an exec root cache', () => {
     expect((err as OrionError).missing).toEqual([digestOf(Buffer.from(lost))]);
   });
 
+  it('an action of the build being prefetched stops waiting for the prefetch when it is cancelled', async () => {
+    const first = await inputTree(FILES);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const gated: BlobStore = { ...remote.store, getMany: async (ds) => (await gate, remote.store.getMany!(ds)) };
+    const ex = createExecutor({ local, remote: gated, runner: createProcessRunner(), workDir, nodeId: 'test-node', clock: createManualClock(1_000), log: silentLogger(), roots });
+    const prefetch = ex.prefetch(first.rootDigest, 'b1', new AbortController().signal);
+    const cancel = new AbortController();
+    const run = ex.execute({ ...assignment(first.rootDigest, 'true'), buildId: 'b1' }, cancel.signal).then(() => 'ran', (e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    cancel.abort();
+    // It ends while the prefetch is still blocked (before the fix it waited for the prefetch).
+    const outcome = await Promise.race([run, new Promise((r) => setTimeout(() => r('still waiting'), 2_000))]);
+    expect(outcome).toBeInstanceOf(OrionError);
+    expect((outcome as OrionError).code).toBe(Code.CANCELLED);
+    open();
+    expect(await prefetch).toBeGreaterThan(0);
+  });
+
   it('fetches each blob once for actions that start together on one root (a node\'s slots at the start of a build), and both fail on a blob the head lacks', async () => {
     const first = await inputTree(FILES);
     const [r1, r2] = await Promise.all([run(assignment(first.rootDigest, 'cat src/util.c')), run(assignment(first.rootDigest, 'cat src/main.c'))]);
