@@ -106,10 +106,12 @@ async function acceptResult(cas: BlobStore, caches: InstanceCaches, e: Execution
   if (missing.length > 0) {
     throw new OrionError(Code.DATA_LOSS, `node ${nodeId} reported ${missing.length} output blob(s) it never uploaded`, { missing });
   }
-  if (result.exitCode === 0 && !e.request.action.doNotCache) {
-    await caches.forInstance(e.request.instanceName).put(e.request.actionDigest, result);
+  // REAPI's queued_timestamp: when the head queued it (the node knows only when it started).
+  const stamped: ActionResult = { ...result, executionMetadata: { ...(result.executionMetadata ?? { worker: nodeId }), queuedMs: e.queuedAt } };
+  if (stamped.exitCode === 0 && !e.request.action.doNotCache) {
+    await caches.forInstance(e.request.instanceName).put(e.request.actionDigest, stamped);
   }
-  return result;
+  return stamped;
 }
 
 export async function startHead(opts: HeadOptions): Promise<Head> {

@@ -465,6 +465,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     run: ReturnType<DagClient['submit']>;
     /** The stream broke: what is left runs action by action. */
     broken: boolean;
+    /** When the DAG was submitted (this process's clock). */
+    submittedAt: number;
     abort: AbortController;
   }
 
@@ -508,7 +510,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     deps.signal.addEventListener('abort', onAbort, { once: true });
-    const state: DagState = { ids: new Set(keys.keys()), members: inDag, left: keys.size, keys, broken: false, abort, run: undefined as unknown as DagState['run'] };
+    const state: DagState = { ids: new Set(keys.keys()), members: inDag, left: keys.size, keys, broken: false, abort, submittedAt: Date.now(), run: undefined as unknown as DagState['run'] };
     state.run = d.client.submit({ buildId: d.buildId, sourceRoot, actions: specs, keepGoing: opts.keepGoing }, (ev) => void onDagEvent(state, ev), abort.signal);
     try {
       await state.run.accepted;
@@ -677,7 +679,11 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     summary.where[where] = (summary.where[where] ?? 0) + 1;
     const m = result.executionMetadata;
     const endMs = Date.now();
-    const startMs = queuedAt.get(a.id) ?? (m?.workerStartMs && m.workerCompletedMs ? endMs - (m.workerCompletedMs - m.workerStartMs) : endMs);
+    // The QUEUED event can reach this process after the node started the action: the span starts
+    // when the head queued it (its clock), kept between the DAG's submission and that event.
+    const heard = queuedAt.get(a.id);
+    const queued = heard !== undefined && m?.queuedMs !== undefined && dag ? Math.min(heard, Math.max(dag.submittedAt, m.queuedMs)) : heard;
+    const startMs = queued ?? (m?.workerStartMs && m.workerCompletedMs ? endMs - (m.workerCompletedMs - m.workerStartMs) : endMs);
     summary.durations.set(a.id, endMs - startMs);
     reporter.executed?.(a, { where, startMs, endMs, sentAt: startMs, metadata: m, exitCode: result.exitCode });
     return 'executed';

@@ -114,6 +114,12 @@ describe('observing a cluster build through the head and nodes', () => {
     expect(processes.some((p) => p === 'node n1' || p === 'node n2')).toBe(true);
     const phases = new Set(t.traceEvents.filter((e) => e.cat === 'phase').map((e) => e.name));
     for (const p of ['queued', 'fetching inputs', 'executing', 'uploading outputs']) expect(phases).toContain(p);
+    // Every action a node ran shows its time in the head's queue (from the head's own stamp, which the
+    // QUEUED event can reach this process after), not only those whose event came before the node started.
+    const count = (name: string) => t.traceEvents.filter((e) => e.cat === 'phase' && e.name === name).length;
+    expect(count('downloading outputs')).toBeGreaterThan(0);
+    // (Timestamps are whole milliseconds: a dispatch within one shows no queued phase, hence 80%.)
+    expect(count('queued')).toBeGreaterThanOrEqual(Math.ceil(0.8 * count('downloading outputs')));
     expect(t.otherData?.buildId).toBe(buildId);
   });
 
