@@ -1,6 +1,7 @@
 /**
  * Builds.Prefetch: a client about to submit a build says which source tree it
- * starts from, and the head asks every active node to fetch that tree now. The
+ * starts from, and the head asks enough active nodes for the client's -j to
+ * fetch that tree now. The
  * client's dry run and first steps take a second or more; without this, each
  * node starts fetching the tree (on Redis: 1,539 files, 19 MB) only when its
  * first action arrives, and the build's first compiles wait for it.
@@ -36,7 +37,7 @@ export function createTreePrefetch(deps: TreePrefetchDeps): TreePrefetch {
       if (!(await deps.cas.has(root))) {
         throw new OrionError(Code.FAILED_PRECONDITION, `source_root ${digestKey(root)} is not in the CAS`, {
           hint: 'upload the tree (its Directory messages and files) before asking the head to prefetch it',
-          missing: [{ hash: root.hash, sizeBytes: root.sizeBytes }],
+          missing: [root],
         });
       }
       // A build of N actions at once uses at most that many slots: a large fleet does not pull a

@@ -261,7 +261,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
   /** The latest prefetch (it settles, never rejects, after the ones before it). */
   let prefetching: { buildId?: string; settled: Promise<void> } | undefined;
   /** Bytes prefetched for each build (the last few), counted with the first of its actions here: a build's transfer figures include them. */
-  const prefetchedBytes = new Map<string, { head: number }>();
+  const prefetchedBytes = new Map<string, number>();
 
   async function upload(d: Digest, file: string | Buffer) {
     if (typeof file === 'string') {
@@ -353,9 +353,9 @@ export function createExecutor(deps: ExecutorDeps): Executor {
           throw wrap(err, 'failed to fetch the input root');
         }
         const ahead = a.buildId ? prefetchedBytes.get(a.buildId) : undefined;
-        if (ahead) {
+        if (ahead !== undefined) {
           prefetchedBytes.delete(a.buildId!);
-          fetched.bytes.head += ahead.head;
+          fetched.bytes.head += ahead;
         }
         const t1 = deps.clock.now();
         a.onTransfer?.(fetched.bytes.peer, fetched.bytes.head);
@@ -456,7 +456,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
           throw wrap(err, `failed to prefetch tree ${digestKey(root)}`);
         }
         if (buildId && bytes.head > 0) {
-          prefetchedBytes.set(buildId, { head: (prefetchedBytes.get(buildId)?.head ?? 0) + bytes.head });
+          prefetchedBytes.set(buildId, (prefetchedBytes.get(buildId) ?? 0) + bytes.head);
           while (prefetchedBytes.size > 16) prefetchedBytes.delete(prefetchedBytes.keys().next().value!);
         }
         // The template (and one kept exec root) of this tree: the build's first action gets only its differences.

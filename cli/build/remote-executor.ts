@@ -48,8 +48,7 @@ export interface RemoteExecutorDeps {
 export interface RemoteExecutor extends BuildExecutor {
   /** Bytes uploaded to the head so far. */
   uploadedBytes(): number;
-  /** Uploads what the head lacks of the project tree as it is now; returns its root digest. */
-  /** Uploads the project tree (or that of `files`, another view of it) and returns its root. */
+  /** Uploads what the head lacks of the project tree as it is now (or of `files`, another view of it); returns its root digest. */
   uploadTree(files?: ProjectFiles): Promise<Digest>;
   /**
    * Uploads what the head lacks of `digests`, reading each from `source` (bytes, or a

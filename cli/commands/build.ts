@@ -99,7 +99,8 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         // likely a tree the cluster has not built either. Its nodes fetch it while make's dry run
         // and the first steps run here, not when the first actions arrive. (A tree that only lost
         // files, say its outputs, changes no content: nothing is sent, nor gRPC loaded, then.)
-        if (head?.prefetchTree && !o.dryRun && statCache.rehashed().size > 0) warm = prefetchTree((f, s) => head.prefetchTree!(f, s, jobs), createProjectFiles(root, statCache), warming.signal, o.verbose ? sink : undefined);
+        // The tree is read through a view of its own: the build's snapshots around its steps must not see one taken mid-step.
+        if (head?.prefetchTree && !o.dryRun && statCache.rehashed().size > 0) warm = prefetchTree(head.prefetchTree, createProjectFiles(root, statCache), jobs, warming.signal, o.verbose ? sink : undefined);
         return (await import('../../dag-extractor/index.js')).extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal });
       },
     }));
@@ -157,10 +158,10 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
 }
 
 /** Uploads the tree and asks the head's nodes to fetch it. Never fails the build: it is only a head start. */
-async function prefetchTree(prefetch: NonNullable<HeadConnection['prefetchTree']>, files: ProjectFiles, signal: AbortSignal, verbose?: Sink): Promise<void> {
+async function prefetchTree(prefetch: NonNullable<HeadConnection['prefetchTree']>, files: ProjectFiles, parallelism: number, signal: AbortSignal, verbose?: Sink): Promise<void> {
   const t0 = Date.now();
   try {
-    const nodes = await prefetch(files, signal);
+    const nodes = await prefetch(files, signal, parallelism);
     if (!signal.aborted) verbose?.stderr(`orion: sent the tree to the head in ${Date.now() - t0} ms; ${nodes} node(s) fetch it ahead of the build\n`);
   } catch (err) {
     if (!signal.aborted) verbose?.stderr(`orion: could not send the tree ahead of the build (${(err as Error).message}); the nodes fetch it with their first actions\n`);
