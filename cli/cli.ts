@@ -123,6 +123,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('--explain', 'for each action that runs, say why it was not a cache hit', false)
     .option('--no-dag', 'with --head: send actions one by one (REAPI Execute) instead of submitting the whole DAG to the head\'s Builds service')
     .option('--local-max <n>', 'with --head: when at most n cache misses wait for the cluster (all else that could run here has), run them here instead (default: CPU cores; 0: always the cluster)', wrapParse(parseNonNegativeInt, '--local-max'))
+    .option('--connect-timeout <duration>', 'with --head: how long to wait for the head to answer at the start before failing the build (default: 15s); once it has answered, a head that goes away is waited for (it may be restarting)', wrapParse(parseDuration, '--connect-timeout'))
     .option('--build-dir <dir>', 'CMake build directory (default: build)')
     .option('--profile <file.json>', 'write a timeline of the build (Chrome trace events: one lane per node slot, each action\'s phases) for Perfetto or chrome://tracing')
     .option('-q, --quiet', 'print only errors and the compilers\' output (no progress, no summary unless the build fails)', false)
@@ -153,6 +154,7 @@ export function buildProgram(out: CliOutput): Command {
             explain: o.explain,
             dag: o.dag,
             localMax: o.localMax,
+            connectTimeoutMs: o.connectTimeout,
             quiet: o.quiet,
             verbose: o.verbose,
             buildDir: o.buildDir,

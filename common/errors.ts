@@ -41,12 +41,18 @@ export interface OrionErrorOptions {
   cause?: unknown;
   /** Blobs whose absence caused a FAILED_PRECONDITION (REAPI PreconditionFailure). */
   missing?: MissingBlob[];
+  /**
+   * The failure is the whole build's, not one action's (the head could not be reached at all):
+   * a build runner reports it once and stops instead of failing, retrying or falling back per action.
+   */
+  fatal?: boolean;
 }
 
 export class OrionError extends Error {
   readonly code: Code;
   readonly hint?: string;
   readonly missing?: MissingBlob[];
+  readonly fatal?: boolean;
 
   constructor(code: Code, message: string, opts: OrionErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -54,6 +60,7 @@ export class OrionError extends Error {
     this.code = code;
     this.hint = opts.hint;
     this.missing = opts.missing;
+    if (opts.fatal) this.fatal = true;
   }
 
   get codeName(): string {
@@ -66,6 +73,9 @@ export const notFound = (msg: string, opts?: OrionErrorOptions) => new OrionErro
 export const failedPrecondition = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.FAILED_PRECONDITION, msg, opts);
 export const internal = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.INTERNAL, msg, opts);
 export const unavailable = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.UNAVAILABLE, msg, opts);
+
+/** Whether `err` ends the whole build (OrionErrorOptions.fatal). */
+export const isFatal = (err: unknown): boolean => err instanceof OrionError && err.fatal === true;
 
 /** Whether `err` is a system error with errno name `code` (ENOENT, ...). */
 export const isErrno = (err: unknown, code: string): boolean => (err as NodeJS.ErrnoException)?.code === code;
@@ -90,5 +100,6 @@ export function wrap(err: unknown, context: string): OrionError {
     cause: err,
     hint: err instanceof OrionError ? err.hint : undefined,
     missing: err instanceof OrionError ? err.missing : undefined,
+    fatal: err instanceof OrionError ? err.fatal : undefined,
   });
 }

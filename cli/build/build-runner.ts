@@ -6,7 +6,7 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { Code, OrionError, statusOf } from '../../common/errors.js';
+import { Code, OrionError, isFatal, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
@@ -229,6 +229,18 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   /** Misses that run here rather than on the cluster: a wave of at most localMax (see BuildRunnerOptions). */
   const runHere = new Set<string>();
   let wake = () => {};
+  /** The build's fatal error (the head could not be reached at all): reported once, and nothing more starts. */
+  let fatal: string | undefined;
+  const failBuild = (err: unknown): string => {
+    if (fatal === undefined) {
+      const hint = err instanceof OrionError && err.hint ? `; ${err.hint}` : '';
+      fatal = `${(err as Error).message}${hint}`;
+      summary.ok = false;
+      stopping = true;
+      summary.failures.push({ action: graph.actions[0]!, message: fatal });
+    }
+    return fatal;
+  };
   const skipDependents = (id: string) => {
     const stack = [...(dependents.get(id) ?? [])];
     while (stack.length > 0) {
@@ -765,6 +777,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       if (err instanceof NotStarted) {
         outcome = 'skipped';
         error = err.message;
+      } else if (isFatal(err)) {
+        // Not this action's failure: the build's, reported once (failBuild).
+        outcome = 'skipped';
+        error = failBuild(err);
       } else {
         outcome = 'failed';
         error = err instanceof Error ? err.message : String(err);
@@ -858,6 +874,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
             },
             (err) => {
               if (deps.signal.aborted) return;
+              if (isFatal(err)) return void failBuild(err);
               reporter.error(`cannot submit the build to the head (${(err as Error).message}); actions go one by one`);
               toOneByOne();
             },
@@ -882,6 +899,11 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   if (deps.signal.aborted) {
     summary.ok = false;
     summary.failures.push({ action: graph.actions[0]!, message: 'build cancelled' });
+  }
+  if (fatal !== undefined) {
+    // What the head never got (the DAG was not sent) did not run either.
+    summary.counts.skipped += graph.actions.length - finished;
+    finished = graph.actions.length;
   }
   if (finished < graph.actions.length && summary.ok) {
     summary.ok = false;

@@ -4,14 +4,18 @@
  * Kept out of the local build path: the command imports this module only
  * with --head, so a local build does not load gRPC or the generated client code.
  */
+import { Metadata } from '@grpc/grpc-js';
 import { loadClientAuth, type ClientAuthOptions } from '../../common/credentials.js';
 import type { BlobStore } from '../../cas/blob-store.js';
 import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
+import { CapabilitiesClient } from '../../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
+import { fromServiceError } from '../../proto/grpc-status.js';
 import { buildPriorities, type RemoteActionCache } from './build-runner.js';
 import { createDagClient, type DagClient } from './dag-client.js';
 import type { ProjectFiles } from './project-files.js';
+import { reachHead } from './head-probe.js';
 import { createRemoteActionCache } from './remote-action-cache.js';
 import { createRemoteExecutor, type RemoteExecutor } from './remote-executor.js';
 
@@ -25,6 +29,8 @@ export interface HeadConnection {
    * ahead of the DAG; resolves to how many nodes were asked. Undefined with --no-dag.
    */
   prefetchTree?(files: ProjectFiles, signal: AbortSignal, parallelism?: number): Promise<number>;
+  /** Resolves once the head answers, trying for `timeoutMs`; else throws a fatal error (head-probe.ts). */
+  ready(o: { timeoutMs: number; signal?: AbortSignal; onWaiting?(reason: string): void }): Promise<void>;
   close(): void;
 }
 
@@ -68,6 +74,18 @@ export function connectToHead(o: {
           return signal.aborted ? 0 : dagClient.prefetch({ buildId: o.buildId, sourceRoot, parallelism });
         }
       : undefined,
+    async ready({ timeoutMs, signal, onWaiting }) {
+      const caps = new CapabilitiesClient(o.head, credentials, channelOptions);
+      const ask = (deadline: number) =>
+        new Promise<void>((resolve, reject) => {
+          caps.getCapabilities({ instanceName: '' }, new Metadata(), { deadline }, (err) => (err ? reject(fromServiceError(err, 'GetCapabilities')) : resolve()));
+        });
+      try {
+        await reachHead({ address: o.head, timeoutMs, ask, signal, onWaiting });
+      } finally {
+        caps.close();
+      }
+    },
     close() {
       remoteExecutor.close();
       dagClient?.close();

@@ -3,30 +3,43 @@
  * `orion build --head` whose actions the local cache serves whole (a warm CI
  * checkout, a no-op, an edit that only re-runs a step) then neither parses the
  * generated client code (~1 MB) nor opens a channel: only what misses locally
- * goes to the head. A head that cannot be reached fails the first action that
- * needs it, as before.
+ * goes to the head. The first use waits for the head to answer (head-probe.ts);
+ * a head that does not within `connectTimeoutMs` fails every use with one fatal
+ * error, which ends the build with one message.
  */
 import type { HeadConnection } from './head-connection.js';
 import type { DagClient, DagRun } from './dag-client.js';
 
-type ConnectOptions = Parameters<typeof import('./head-connection.js').connectToHead>[0];
+type ConnectOptions = Parameters<typeof import('./head-connection.js').connectToHead>[0] & {
+  /** How long the first use waits for the head to answer (default 15 s). */
+  connectTimeoutMs?: number;
+  /** Stops that wait (the build's signal). */
+  signal?: AbortSignal;
+  /** Told once when the head did not answer the first try (see head-probe.ts). */
+  onWaiting?(reason: string): void;
+};
 
 export function lazyHeadConnection(o: ConnectOptions, load = () => import('./head-connection.js')): HeadConnection {
   let connected: HeadConnection | undefined;
   let connecting: Promise<HeadConnection> | undefined;
   let closed = false;
   const head = (): Promise<HeadConnection> =>
-    (connecting ??= load().then((m) => {
-      connected = m.connectToHead(o);
-      if (closed) connected.close();
-      return connected;
+    (connecting ??= load().then(async (m) => {
+      const h = m.connectToHead(o);
+      connected = h;
+      if (closed) h.close();
+      await h.ready({ timeoutMs: o.connectTimeoutMs ?? 15_000, signal: o.signal, onWaiting: o.onWaiting });
+      return h;
     }));
 
   const dagClient: DagClient | undefined = o.dag
     ? {
         submit(req, onEvent, signal): DagRun {
           const run = head().then((h) => h.dagClient!.submit(req, onEvent, signal));
-          return { accepted: run.then((r) => r.accepted), finished: run.then((r) => r.finished) };
+          const finished = run.then((r) => r.finished);
+          // A caller whose submission was refused (accepted rejects) never waits for the end.
+          finished.catch(() => undefined);
+          return { accepted: run.then((r) => r.accepted), finished };
         },
         report: async (r) => (await head()).dagClient!.report(r),
         prefetch: async (r) => (await head()).dagClient!.prefetch(r),
@@ -49,6 +62,7 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
     },
     dagClient,
     prefetchTree: o.dag ? async (files, signal, parallelism) => (await head()).prefetchTree!(files, signal, parallelism) : undefined,
+    ready: async () => void (await head()),
     close() {
       closed = true;
       connected?.close();

@@ -45,6 +45,8 @@ export interface BuildCommandOptions {
   dag?: boolean;
   /** With a head: misses run here while at most this many wait for the cluster at once (default: CPU cores; 0: never). */
   localMax?: number;
+  /** With a head: how long its first use waits for it to answer before the build fails (default 15 s). */
+  connectTimeoutMs?: number;
   quiet: boolean;
   verbose: boolean;
   buildDir?: string;
@@ -81,7 +83,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   let graph: BuildGraph | undefined;
   // gRPC is loaded and the head connected on first use: a build the local cache serves
   // whole (a warm CI checkout, a no-op) never waits for either.
-  const head: HeadConnection | undefined = o.head && buildId ? lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: () => graph?.actions ?? [], estimate, localCas, files, meter, onStage }) : undefined;
+  const head: HeadConnection | undefined = o.head && buildId ? lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: () => graph?.actions ?? [], estimate, localCas, files, meter, onStage, connectTimeoutMs: o.connectTimeoutMs, signal, onWaiting: (reason) => void (o.quiet || sink.stderr(`orion: no answer from the head at ${o.head} yet (${reason}); trying for up to ${Math.round((o.connectTimeoutMs ?? 15_000) / 100) / 10} s\n`)) }) : undefined;
   const warming = new AbortController();
   const saved: { save(): Promise<void> }[] = [statCache];
   let warm: Promise<void> | undefined;
@@ -145,7 +147,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     }
     return summary;
   } catch (err) {
-    if (err instanceof OrionError && err.code === Code.UNAVAILABLE && o.head) {
+    if (err instanceof OrionError && err.code === Code.UNAVAILABLE && o.head && !err.fatal) {
       throw new OrionError(Code.UNAVAILABLE, `cannot reach the head at ${o.head}: ${err.message}`, { hint: 'check that `orion head` runs there, or build without --head' });
     }
     throw err;
@@ -161,7 +163,11 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
 async function prefetchTree(prefetch: NonNullable<HeadConnection['prefetchTree']>, files: ProjectFiles, parallelism: number, signal: AbortSignal, verbose?: Sink): Promise<void> {
   const t0 = Date.now();
   try {
-    const nodes = await prefetch(files, signal, parallelism);
+    // Stops waiting when the build ends: a build the cache served must not wait for a head that does not answer.
+    const sent = prefetch(files, signal, parallelism);
+    sent.catch(() => undefined);
+    const ended = new Promise<number>((resolve) => (signal.aborted ? resolve(0) : signal.addEventListener('abort', () => resolve(0), { once: true })));
+    const nodes = await Promise.race([sent, ended]);
     if (!signal.aborted) verbose?.stderr(`orion: sent the tree to the head in ${Date.now() - t0} ms; ${nodes} node(s) fetch it ahead of the build\n`);
   } catch (err) {
     if (!signal.aborted) verbose?.stderr(`orion: could not send the tree ahead of the build (${(err as Error).message}); the nodes fetch it with their first actions\n`);

@@ -7,12 +7,13 @@ import path from 'node:path';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lazyHeadConnection } from '../../cli/build/lazy-head.js';
+import { Code, OrionError, isFatal } from '../../common/errors.js';
 import type { HeadConnection } from '../../cli/build/head-connection.js';
 import { baseEnv, copyFixture, orionBuild, run, scratch } from '../helpers/build.js';
 import { closedPort, ORION } from '../helpers/daemons.js';
 
-/** A loader whose connection records calls, and counts how often it was loaded. */
-function fakeLoader() {
+/** A loader whose connection records calls, and counts how often it was loaded; `ready` resolves or rejects as given. */
+function fakeLoader(ready: () => Promise<void> = async () => undefined) {
   const calls: string[] = [];
   let loads = 0;
   const connection: HeadConnection = {
@@ -52,6 +53,10 @@ function fakeLoader() {
       calls.push('prefetchTree');
       return 3;
     },
+    ready: async ({ timeoutMs }) => {
+      calls.push(`ready ${timeoutMs}`);
+      return ready();
+    },
     close: () => void calls.push('close'),
   };
   const load = async () => {
@@ -76,7 +81,7 @@ describe('lazyHeadConnection', () => {
     expect(await head.prefetchTree!(undefined as never, new AbortController().signal)).toBe(3);
     expect(await head.dagClient!.prefetch(undefined as never)).toBe(2);
     expect(f.loads()).toBe(1);
-    expect(f.calls).toEqual(['get', 'submit', 'uploadTree', 'prefetchTree', 'prefetch']);
+    expect(f.calls).toEqual(['ready 15000', 'get', 'submit', 'uploadTree', 'prefetchTree', 'prefetch']);
     expect(head.remoteExecutor.uploadedBytes()).toBe(42);
     head.close();
     expect(f.calls.at(-1)).toBe('close');
@@ -84,6 +89,28 @@ describe('lazyHeadConnection', () => {
     const idle = fakeLoader();
     lazyHeadConnection(OPTIONS, idle.load).close();
     expect(idle.loads()).toBe(0);
+  });
+
+  it('waits for the head once; a head that never answered fails every use with the same fatal error, and nothing is sent', async () => {
+    const unreachable = new OrionError(Code.UNAVAILABLE, 'cannot reach the head at 127.0.0.1:1: no answer in 2 s', { fatal: true });
+    let asked = 0;
+    const f = fakeLoader(async () => {
+      asked++;
+      throw unreachable;
+    });
+    const head = lazyHeadConnection({ ...OPTIONS, connectTimeoutMs: 2_000 }, f.load);
+    const uses = [
+      head.remoteCache.get(undefined as never),
+      head.remoteExecutor.run(undefined as never, undefined as never, new AbortController().signal),
+      head.dagClient!.submit(undefined as never, () => {}, new AbortController().signal).accepted,
+      head.remoteExecutor.uploadTree(),
+      head.ready(),
+    ];
+    for (const u of uses) await expect(u).rejects.toBe(unreachable);
+    expect(isFatal(unreachable)).toBe(true);
+    expect(asked).toBe(1);
+    expect(f.loads()).toBe(1);
+    expect(f.calls).toEqual(['ready 2000']);
   });
 
   it('has no DAG client with --no-dag', () => {
