@@ -76,9 +76,15 @@ export function connectToHead(o: {
       : undefined,
     async ready({ timeoutMs, signal, onWaiting }) {
       const caps = new CapabilitiesClient(o.head, credentials, channelOptions);
-      const ask = (deadline: number) =>
+      const ask = (deadline: number, stop?: AbortSignal) =>
         new Promise<void>((resolve, reject) => {
-          caps.getCapabilities({ instanceName: '' }, new Metadata(), { deadline }, (err) => (err ? reject(fromServiceError(err, 'GetCapabilities')) : resolve()));
+          const call = caps.getCapabilities({ instanceName: '' }, new Metadata(), { deadline }, (err) => {
+            stop?.removeEventListener('abort', cancel);
+            if (err) reject(fromServiceError(err, 'GetCapabilities'));
+            else resolve();
+          });
+          const cancel = () => call.cancel();
+          stop?.addEventListener('abort', cancel, { once: true });
         });
       try {
         await reachHead({ address: o.head, timeoutMs, ask, signal, onWaiting });

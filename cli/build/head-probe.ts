@@ -15,8 +15,8 @@ export interface HeadProbeOptions {
   address: string;
   /** How long to keep trying before giving up on the head. */
   timeoutMs: number;
-  /** One request to the head, abandoned at `deadline` (epoch ms). */
-  ask(deadline: number): Promise<void>;
+  /** One request to the head, abandoned at `deadline` (epoch ms) or when `signal` aborts. */
+  ask(deadline: number, signal?: AbortSignal): Promise<void>;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
   signal?: AbortSignal;
@@ -29,7 +29,7 @@ const HINT = 'check that `orion head` runs there and that --head (or ORION_HEAD,
 /** Resolves once the head answers; otherwise throws a fatal OrionError naming the address and the last failure. */
 export async function reachHead(o: HeadProbeOptions): Promise<void> {
   const now = o.now ?? Date.now;
-  const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = o.sleep ?? ((ms: number) => abortableSleep(ms, o.signal));
   const deadline = now() + o.timeoutMs;
   /** What the last refused or failed connection said: more telling than a try cut short by the deadline. */
   let reason: string | undefined;
@@ -37,10 +37,11 @@ export async function reachHead(o: HeadProbeOptions): Promise<void> {
     if (o.signal?.aborted) throw new OrionError(Code.CANCELLED, 'build cancelled');
     try {
       // Each try gets at most 5 s: a connection that hangs (packets dropped) is retried too.
-      await o.ask(Math.min(deadline, now() + 5_000));
+      await o.ask(Math.min(deadline, now() + 5_000), o.signal);
       return;
     } catch (err) {
       if (isFatal(err)) throw err;
+      if (o.signal?.aborted) throw new OrionError(Code.CANCELLED, 'build cancelled');
       const code = statusOf(err);
       // grpc-js ends some messages with an empty "Resolution note: ".
       const message = (err instanceof Error ? err.message : String(err)).replace(/\.? *Resolution note: *$/, '');
@@ -57,4 +58,18 @@ export async function reachHead(o: HeadProbeOptions): Promise<void> {
       await sleep(Math.min(left, 100 * 2 ** Math.min(attempt - 1, 4)));
     }
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (a build that ends does not wait for the head). */
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

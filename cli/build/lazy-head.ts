@@ -23,12 +23,15 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
   let connected: HeadConnection | undefined;
   let connecting: Promise<HeadConnection> | undefined;
   let closed = false;
+  // Closing stops a wait for the head (a build that ended without it must not wait for it).
+  const closing = new AbortController();
+  const waitSignal = o.signal ? AbortSignal.any([o.signal, closing.signal]) : closing.signal;
   const head = (): Promise<HeadConnection> =>
     (connecting ??= load().then(async (m) => {
       const h = m.connectToHead(o);
       connected = h;
       if (closed) h.close();
-      await h.ready({ timeoutMs: o.connectTimeoutMs ?? 15_000, signal: o.signal, onWaiting: o.onWaiting });
+      await h.ready({ timeoutMs: o.connectTimeoutMs ?? 15_000, signal: waitSignal, onWaiting: o.onWaiting });
       return h;
     }));
 
@@ -65,6 +68,7 @@ export function lazyHeadConnection(o: ConnectOptions, load = () => import('./hea
     ready: async () => void (await head()),
     close() {
       closed = true;
+      closing.abort();
       connected?.close();
     },
   };

@@ -6,7 +6,7 @@
  * Real processes: the CLI, a head and a node on 127.0.0.1.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { appendFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, copyFixture, orionBuild, run, scratch } from '../helpers/build.js';
@@ -62,6 +62,22 @@ describe('orion build --head: the first contact with the head', () => {
     expect(r.summary.notRun).toBeGreaterThanOrEqual(10);
     expect(objectFiles(dir)).toEqual([]);
   });
+
+  it('a build the local cache serves whole does not wait for a head that does not answer (the tree prefetch stops with the build)', async () => {
+    const dir = await copyFixture('make-project', path.join(base, 'cached'));
+    const cacheDir = path.join(base, 'cache-cached');
+    const first = await orionBuild(dir, { cacheDir, env: baseEnv() });
+    expect(first.code, first.stderr).toBe(0);
+    // The graph is extracted again (the Makefile changed), which sends the tree ahead to the
+    // head; every compile and link is still in the local cache.
+    await appendFile(path.join(dir, 'Makefile'), '# a comment\n');
+    const port = await closedPort();
+    const r = await orionBuild(dir, { cacheDir, head: `127.0.0.1:${port}`, args: ['--connect-timeout', '10m', '-v'], env: baseEnv() });
+    expect(r.code, r.stderr).toBe(0);
+    // The prefetch did ask the head, and the build ended without it (a wait would time the test out).
+    expect(r.stderr).toContain(`no answer from the head at 127.0.0.1:${port} yet`);
+    expect(r.stderr).toMatch(/ran 0 remotely, \d+ locally, 11 from cache/);
+  }, 60_000);
 
   it('waits for a head that starts after the build did, then builds on its node', async () => {
     const dir = await copyFixture('make-project', path.join(base, 'late'));
