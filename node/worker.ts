@@ -66,6 +66,8 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
   const maxBackoff = opts.maxBackoffMs ?? 10_000;
   const random = opts.random ?? Math.random;
   let connected = false;
+  /** Whether the head ever took this node's registration (the log says "lost" only then). */
+  let registeredOnce = false;
 
   async function session(): Promise<void> {
     const reg = await new Promise<{ sessionId: string; heartbeatIntervalMs: number; peerToken: string }>((resolve, reject) => {
@@ -75,6 +77,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
       );
     });
     log.info({ head: opts.headAddress, slots: opts.slots }, 'registered with head');
+    registeredOnce = true;
     opts.onPeerToken?.(reg.peerToken || undefined);
     const stream: ClientDuplexStream<WorkerMessage, HeadMessage> = client.connect();
     const send = (m: WorkerMessage) => {
@@ -166,7 +169,8 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
         if (Date.now() - started > 5000) failures = 0;
         failures++;
         const backoff = Math.min(maxBackoff, minBackoff * 2 ** Math.min(failures, 10)) * (0.5 + random() / 2);
-        log.warn({ err: (err as Error).message, retryInMs: Math.round(backoff) }, 'lost the head; reconnecting');
+        const why = (err as Error).message.replace(/\.? *Resolution note: *$/, '');
+        log.warn({ err: why, retryInMs: Math.round(backoff) }, registeredOnce ? 'lost the head; reconnecting' : `cannot reach the head at ${opts.headAddress} yet; retrying`);
         await new Promise<void>((r) => {
           const t = setTimeout(r, backoff);
           opts.signal.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true });

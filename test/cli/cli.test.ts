@@ -169,4 +169,22 @@ describe('orion head and node as real processes', () => {
     await waitFor('the node to notice', () => nodes['cli-n2']!.output().includes('lost the head; reconnecting'), 5_000, 20);
     expect(nodes['cli-n2']!.proc.exitCode).toBeNull();
   });
+
+  it('a node started before its head says it cannot reach it yet (not that it lost it), keeps trying, and registers once the head is up', async () => {
+    const port = await closedPort();
+    const address = `127.0.0.1:${port}`;
+    const early = startNodeProcess(address, 'cli-early', path.join(tmp.dir, 'cli-early'), ['--no-sandbox']);
+    nodes['cli-early'] = early;
+    await waitFor('the node to say it waits', () => early.output().includes(`"msg":"cannot reach the head at ${address} yet; retrying"`), 10_000, 20);
+    expect(early.output()).toContain('ECONNREFUSED');
+    expect(early.output()).not.toContain('Resolution note');
+    expect(early.output()).not.toContain('lost the head');
+    const late = startOrion(['head', '--host', '127.0.0.1', '--port', String(port), '--data-dir', path.join(tmp.dir, 'late-head')]);
+    try {
+      const [n] = await waitForActiveNodes(address, 1);
+      expect(n!.nodeId).toBe('cli-early');
+    } finally {
+      await late.kill('SIGKILL');
+    }
+  });
 });
