@@ -63,6 +63,12 @@ export interface DiskCacheOptions {
    */
   durable?: boolean;
   /**
+   * A blob store only: a present blob whose file was last set longer ago than this has its mtime
+   * set to now when it is looked for (FindMissingBlobs, a second write, an action-cache entry's
+   * completeness check), so mtimes say when blobs were last used (store-trim.ts). Default: never.
+   */
+  touchAfterMs?: number;
+  /**
    * A blob store only: read and write small blobs by synchronous calls (default false). For a daemon
    * whose CPU is the limit (a node sharing cores with the builds): the promise API's file
    * handles cost more CPU than the calls. Not for a client restoring many files at once, whose

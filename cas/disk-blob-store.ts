@@ -9,7 +9,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { copyFile, lstat, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { constants, createReadStream, readFileSync, statSync } from 'node:fs';
+import { constants, createReadStream, readFileSync, statSync, utimesSync } from 'node:fs';
 import { createDirMaker, ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -42,6 +42,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
   const tmpDir = join(dir, 'tmp');
   const ensureDir = createDirMaker();
   const statLimit = createLimiter(64);
+  const touchAfterMs = opts.touchAfterMs;
 
   const blobPath = (d: Digest) => join(dir, d.hash.slice(0, 2), d.hash);
   const execPath = (d: Digest) => join(dir, 'x', d.hash.slice(0, 2), d.hash);
@@ -57,11 +58,25 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
    * stat itself on a busy head.
    */
   const present = async (path: string, d: Digest): Promise<boolean> => {
+    let st;
     try {
-      return statSync(path, { throwIfNoEntry: false })?.size === d.sizeBytes;
+      st = statSync(path, { throwIfNoEntry: false });
     } catch (err) {
       throw wrap(err, `failed to stat blob ${digestKey(d)}`);
     }
+    if (st?.size !== d.sizeBytes) return false;
+    if (touchAfterMs !== undefined) {
+      const now = Date.now();
+      // Synchronous: a trim in this process must not see the old time once the blob was found here.
+      if (st.mtimeMs < now - touchAfterMs) {
+        try {
+          utimesSync(path, now / 1000, now / 1000);
+        } catch {
+          // Gone meanwhile, or not ours to touch: it only looks older to a trim.
+        }
+      }
+    }
+    return true;
   };
   const has = async (d: Digest) => isEmptyDigest(validateDigest(d)) || present(blobPath(d), d);
 

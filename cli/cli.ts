@@ -44,6 +44,8 @@ export function buildProgram(out: CliOutput): Command {
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0 picks a free one)', wrapParse(parsePort, '--port'), 50050)
     .option('--data-dir <dir>', 'where the CAS and action cache live', path.join(os.homedir(), '.local/share/orion/head'))
+    .option('--cas-size <size>', 'disk the CAS may use; past it the blobs used least recently go (default: 50GiB)', wrapParse((v, f) => parseSize(v, f, 1 << 20), '--cas-size'))
+    .option('--cas-keep <duration>', 'never remove a blob from the CAS within this long of its last use, whatever its size (default: 1h)', wrapParse(parseDuration, '--cas-keep'))
     .option('--action-cache-size <size>', 'disk the action cache may use (per REAPI instance name); past it the oldest entries not used lately go (default: 512MiB)', wrapParse((v, f) => parseSize(v, f, 16 << 20), '--action-cache-size'))
     .option('--heartbeat-timeout <duration>', 'mark a node inactive after this long without a heartbeat', wrapParse(parseDuration, '--heartbeat-timeout'), 10_000)
     .option('--straggler-min <duration>', 'start a speculative copy of an action that runs 3 times longer than usual only once it has run this long (default: 2s)', wrapParse(parseDuration, '--straggler-min'))
@@ -52,7 +54,7 @@ export function buildProgram(out: CliOutput): Command {
     .action(async (o) => {
       const { runHead } = await import('./commands/head.js');
       const host = String(o.host).includes(':') ? `[${o.host}]` : o.host;
-      await runHead({ listen: `${host}:${o.port}`, httpListen: o.httpPort === undefined ? undefined : `${host}:${o.httpPort}`, dataDir: path.resolve(o.dataDir), actionCacheMaxBytes: o.actionCacheSize, heartbeatTimeoutMs: o.heartbeatTimeout, stragglerMinMs: o.stragglerMin, logLevel: o.logLevel, security: headSecurityFrom(o) });
+      await runHead({ listen: `${host}:${o.port}`, httpListen: o.httpPort === undefined ? undefined : `${host}:${o.httpPort}`, dataDir: path.resolve(o.dataDir), casMaxBytes: o.casSize, casKeepMs: o.casKeep, actionCacheMaxBytes: o.actionCacheSize, heartbeatTimeoutMs: o.heartbeatTimeout, stragglerMinMs: o.stragglerMin, logLevel: o.logLevel, security: headSecurityFrom(o) });
     });
 
   program

@@ -14,6 +14,8 @@ import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import type { ActionCache } from '../cas/action-cache.js';
 import { createDiskBlobStore, verifyDiskBlobs } from '../cas/disk-blob-store.js';
+import { startStoreTrimmer } from '../cas/store-trimmer.js';
+import type { TrimResult } from '../cas/store-trim.js';
 import { createCheckpointedBlobStore, openSyncCheckpoint, type SyncCheckpoint, type SyncCheckpointOptions } from '../cas/sync-checkpoint.js';
 import { createCompletenessCheckingActionCache } from '../cas/complete-action-cache.js';
 import type { ActionResult } from '../cas/types.js';
@@ -70,6 +72,11 @@ export interface HeadOptions {
   serverCredentials?: ServerCredentials;
   /** Request size, timeout and tree bounds (head/limits.ts). */
   limits?: Partial<HeadLimits>;
+  /**
+   * The CAS's size: past `maxBytes` the least recently used blobs go, never one used within
+   * `keepMs` (cas/store-trim.ts). Default: 50 GiB, 1 hour.
+   */
+  cas?: { maxBytes?: number; keepMs?: number; trimEveryMs?: number };
   /** How the data directory is flushed and checked after a machine crash (tests inject these). */
   durability?: Pick<SyncCheckpointOptions, 'intervalMs' | 'syncFs' | 'bootId' | 'clock'>;
 }
@@ -79,6 +86,8 @@ export interface Head {
   port: number;
   address: string;
   cas: BlobStore;
+  /** Trims the CAS to its size now (it also trims at start, every few minutes and as it grows). */
+  trimCas(): Promise<TrimResult | undefined>;
   caches: InstanceCaches;
   registry: NodeRegistry;
   scheduler: Scheduler;
@@ -129,7 +138,18 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   // round trip per file.
   const casDir = path.join(opts.dataDir, 'cas');
   let checkpoint: SyncCheckpoint | undefined;
-  const cas = createMeteredBlobStore(createCheckpointedBlobStore(createDiskBlobStore(casDir, { durable: false }), { dirtied: () => checkpoint?.dirtied() }), metrics.cas);
+  // Kept within its size: each use of a blob older than a sixth of keepMs sets its mtime again,
+  // and trims remove the least recently used (cas/store-trim.ts).
+  const trimming = new AbortController();
+  const keepMs = opts.cas?.keepMs ?? 3_600_000;
+  let trimReady = false;
+  // Not before the crash check below has looked at the blobs written since the last flush.
+  const trimmer = startStoreTrimmer({ dir: casDir, maxBytes: opts.cas?.maxBytes ?? 50 * 2 ** 30, keepMs, everyMs: opts.cas?.trimEveryMs ?? 600_000, log, signal: trimming.signal, ready: () => trimReady });
+  const growth = { read: () => undefined, written: (n: number) => trimmer.wrote(n) };
+  const cas = createMeteredBlobStore(
+    createMeteredBlobStore(createCheckpointedBlobStore(createDiskBlobStore(casDir, { durable: false, touchAfterMs: keepMs / 6 }), { dirtied: () => checkpoint?.dirtied() }), growth),
+    metrics.cas,
+  );
   // The action cache is an append-only log with an index in memory (cas/log-action-cache.ts): a
   // put is one write, a miss a map lookup; the file-per-entry cache cost a stat per lookup and four
   // file calls per executed action. Entries are not flushed one by one (the checkpoint above
@@ -229,10 +249,13 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
     log.info({ url: http.listener.url }, 'dashboard listening');
   }
 
+  trimReady = true;
+  void trimmer.trimNow();
   return {
     port,
     address: `${host}:${port}`,
     cas,
+    trimCas: () => trimmer.trimNow(),
     caches,
     registry,
     scheduler,
@@ -243,6 +266,8 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
     auth,
     async stop() {
       serving = false;
+      trimming.abort();
+      await trimmer.trimNow();
       http?.api.close();
       await http?.listener.close();
       clearInterval(sweeper);

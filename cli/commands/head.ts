@@ -7,6 +7,9 @@ import { configureHeadSecurity } from './head-security.js';
 export interface HeadCommandOptions {
   listen: string;
   dataDir: string;
+  /** Bytes of disk the CAS may use (default 50 GiB), and how long a used blob is kept whatever the size (default 1 h). */
+  casMaxBytes?: number;
+  casKeepMs?: number;
   /** Bytes of disk the action cache may use per instance name (default 512 MiB). */
   actionCacheMaxBytes?: number;
   heartbeatTimeoutMs: number;
@@ -22,7 +25,7 @@ export interface HeadCommandOptions {
 export async function runHead(o: HeadCommandOptions): Promise<void> {
   const log = createLogger({ level: o.logLevel, name: 'orion-head' });
   const security = configureHeadSecurity(o.listen.slice(0, o.listen.lastIndexOf(':')), o.security ?? {}, log);
-  const head = await startHead({ listen: o.listen, dataDir: o.dataDir, actionCacheMaxBytes: o.actionCacheMaxBytes, heartbeatTimeoutMs: o.heartbeatTimeoutMs, stragglerMinMs: o.stragglerMinMs, log, httpListen: o.httpListen, ...security });
+  const head = await startHead({ listen: o.listen, dataDir: o.dataDir, cas: { maxBytes: o.casMaxBytes, keepMs: o.casKeepMs }, actionCacheMaxBytes: o.actionCacheMaxBytes, heartbeatTimeoutMs: o.heartbeatTimeoutMs, stragglerMinMs: o.stragglerMinMs, log, httpListen: o.httpListen, ...security });
   // Tests and scripts read this line to learn the port when --port 0 was given.
   process.stdout.write(`orion head listening on ${head.address}\n`);
   if (head.httpUrl) process.stdout.write(`orion head dashboard on ${head.httpUrl}/\n`);

@@ -1,0 +1,97 @@
+/**
+ * Keeping a disk CAS (disk-blob-store.ts) within a size. Every blob file's
+ * mtime says when it was last used: a store opened with `touchAfterMs` sets
+ * it again on a read, a presence check (FindMissingBlobs) or a second write,
+ * at most once per `touchAfterMs` per blob. A trim lists the store, and when
+ * it holds more than `maxBytes` removes the least recently used blobs until
+ * it holds `lowWater` of that, never one used within `keepMs` (a build in
+ * progress reads what it uploaded a moment ago; without that margin a blob
+ * could go between FindMissingBlobs and the Execute that needs it) and never
+ * one with other hard links (an exec root or template of a node holds it:
+ * removing it would free nothing). Each blob is looked at again just before
+ * it is removed, so one a lookup in this process touched meanwhile stays. What references a removed blob turns into
+ * a miss: action-cache entries are served only when every blob they name is
+ * present (complete-action-cache.ts), and the client's graph and step caches
+ * check theirs the same way.
+ */
+import { lstatSync, unlinkSync } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { isErrno } from '../common/errors.js';
+
+export interface TrimOptions {
+  /** The store holds at most this many bytes after a trim (unless too much of it is recent). */
+  maxBytes: number;
+  /** A trim that has to remove anything goes down to this share of maxBytes (default 0.9): trims are rare, not one per write. */
+  lowWater?: number;
+  /** Blobs used within this long are kept whatever the size. */
+  keepMs: number;
+  now?: () => number;
+}
+
+export interface TrimResult {
+  /** Blob files found. */
+  files: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  removed: number;
+  /** Over maxBytes after the trim: what is left was all used within keepMs (or is linked elsewhere). */
+  over: boolean;
+}
+
+interface BlobFile {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  links: number;
+}
+
+const SHARD = /^[0-9a-f]{2}$/;
+const HASH = /^[0-9a-f]{64}$/;
+
+/** Blob files under `dir`: `ab/<hash>` and the executable copies `x/ab/<hash>`. */
+async function listBlobs(dir: string): Promise<BlobFile[]> {
+  const out: BlobFile[] = [];
+  const shardDirs = async (base: string) => (await readdir(base).catch((err) => (isErrno(err, 'ENOENT') ? [] : Promise.reject(err)))).filter((n) => SHARD.test(n)).map((n) => path.join(base, n));
+  for (const shard of [...(await shardDirs(dir)), ...(await shardDirs(path.join(dir, 'x')))]) {
+    const names = (await readdir(shard).catch(() => [] as string[])).filter((n) => HASH.test(n));
+    // A shard at a time, its stats in parallel (the thread pool), so a large store lists quickly.
+    const stats = await Promise.all(names.map((n) => lstat(path.join(shard, n)).catch(() => undefined)));
+    names.forEach((n, i) => {
+      const st = stats[i];
+      if (st?.isFile()) out.push({ path: path.join(shard, n), size: st.size, mtimeMs: st.mtimeMs, links: st.nlink });
+    });
+  }
+  return out;
+}
+
+/** Removes least recently used blobs of the disk store at `dir` while it holds more than `maxBytes` (see the header). */
+export async function trimDiskStore(dir: string, opts: TrimOptions): Promise<TrimResult> {
+  const now = (opts.now ?? Date.now)();
+  const blobs = await listBlobs(dir);
+  const bytesBefore = blobs.reduce((n, b) => n + b.size, 0);
+  let bytes = bytesBefore;
+  let removed = 0;
+  if (bytes > opts.maxBytes) {
+    const target = opts.maxBytes * (opts.lowWater ?? 0.9);
+    blobs.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const b of blobs) {
+      if (bytes <= target || b.mtimeMs > now - opts.keepMs) break;
+      if (b.links > 1) continue;
+      // Looked at again just before it goes, synchronously: a lookup in this process since the
+      // listing (which sets the mtime, see touchAfterMs) keeps it, and none can come in between.
+      const st = lstatSync(b.path, { throwIfNoEntry: false });
+      if (st && (st.nlink > 1 || st.mtimeMs > now - opts.keepMs)) continue;
+      if (st) {
+        try {
+          unlinkSync(b.path);
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) throw err;
+        }
+      }
+      bytes -= b.size;
+      removed++;
+    }
+  }
+  return { files: blobs.length, bytesBefore, bytesAfter: bytes, removed, over: bytes > opts.maxBytes };
+}
