@@ -65,7 +65,8 @@ export interface DiskCacheOptions {
   /**
    * A blob store only: a present blob whose file was last set longer ago than this has its mtime
    * set to now when it is looked for (FindMissingBlobs, a second write, an action-cache entry's
-   * completeness check), so mtimes say when blobs were last used (store-trim.ts). Default: never.
+   * completeness check) or read whole (`get` of a small blob), so mtimes say when blobs were last
+   * used (store-trim.ts). Default: never.
    */
   touchAfterMs?: number;
   /**

@@ -9,7 +9,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { copyFile, lstat, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { constants, createReadStream, readFileSync, statSync, utimesSync } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, futimesSync, openSync, readFileSync, readSync, statSync, utimesSync } from 'node:fs';
 import { createDirMaker, ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -32,6 +32,35 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   for (let off = 0; off < chunk.length; ) {
     const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
     off += bytesWritten;
+  }
+}
+
+/**
+ * Reads a small file as readFileSync does (open, fstat, read, close), setting its mtime to now
+ * through the open descriptor when it is older than `touchAfterMs` (see DiskCacheOptions).
+ */
+function readTouching(file: string, touchAfterMs: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const st = fstatSync(fd);
+    const data = Buffer.allocUnsafe(st.size);
+    let off = 0;
+    while (off < st.size) {
+      const n = readSync(fd, data, off, st.size - off, off);
+      if (n === 0) break;
+      off += n;
+    }
+    const now = Date.now();
+    if (st.mtimeMs < now - touchAfterMs) {
+      try {
+        futimesSync(fd, now / 1000, now / 1000);
+      } catch {
+        // Not ours to touch: it only looks older to a trim.
+      }
+    }
+    return off === st.size ? data : data.subarray(0, off);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -149,7 +178,7 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     if (isEmptyDigest(validateDigest(d))) return Buffer.alloc(0);
     try {
       // A small blob by one synchronous read (it is almost always in the page cache).
-      const data = d.sizeBytes <= SMALL_BLOB ? readFileSync(blobPath(d)) : await readFile(blobPath(d));
+      const data = d.sizeBytes <= SMALL_BLOB ? (touchAfterMs === undefined ? readFileSync(blobPath(d)) : readTouching(blobPath(d), touchAfterMs)) : await readFile(blobPath(d));
       if (data.length === d.sizeBytes) return data;
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw wrap(err, `failed to read blob ${digestKey(d)}`);

@@ -15,7 +15,7 @@
  * check theirs the same way.
  */
 import { lstatSync, unlinkSync } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isErrno } from '../common/errors.js';
 
@@ -94,4 +94,20 @@ export async function trimDiskStore(dir: string, opts: TrimOptions): Promise<Tri
     }
   }
   return { files: blobs.length, bytesBefore, bytesAfter: bytes, removed, over: bytes > opts.maxBytes };
+}
+
+/**
+ * For a store no daemon watches (the client's local cache, used by one build process after
+ * another): trims it when the last trim was at least `everyMs` ago, as recorded by the mtime of
+ * `.last-trim` in `dir`. Undefined when it was not due.
+ */
+export async function trimDiskStoreIfDue(dir: string, opts: TrimOptions & { everyMs: number }): Promise<TrimResult | undefined> {
+  const now = (opts.now ?? Date.now)();
+  const stamp = path.join(dir, '.last-trim');
+  const last = (await lstat(stamp).catch(() => undefined))?.mtimeMs;
+  if (last !== undefined && last > now - opts.everyMs) return undefined;
+  await mkdir(dir, { recursive: true });
+  await writeFile(stamp, '');
+  await utimes(stamp, now / 1000, now / 1000);
+  return trimDiskStore(dir, opts);
 }

@@ -24,14 +24,19 @@ export interface StoreTrimmer {
   trimNow(): Promise<TrimResult | undefined>;
   /** Counts bytes written to the store: a tenth of maxBytes since the last such trim starts one. */
   wrote(n: number): void;
+  /** Call when `ready` may have turned true: runs a trim that was skipped because it was not. */
+  maybeReady(): void;
 }
 
 const MiB = 1024 * 1024;
 
 export function startStoreTrimmer(o: StoreTrimmerOptions): StoreTrimmer {
   let running: Promise<TrimResult | undefined> = Promise.resolve(undefined);
+  let skipped = false;
   const trimOnce = async (): Promise<TrimResult | undefined> => {
-    if (o.signal.aborted || (o.ready && !o.ready())) return undefined;
+    if (o.signal.aborted) return undefined;
+    skipped = !!o.ready && !o.ready();
+    if (skipped) return undefined;
     const t0 = Date.now();
     const r = await trimDiskStore(o.dir, o);
     const fields = { dir: o.dir, files: r.files, removed: r.removed, mib: Math.round(r.bytesAfter / MiB), maxMiB: Math.round(o.maxBytes / MiB), ms: Date.now() - t0 };
@@ -57,6 +62,12 @@ export function startStoreTrimmer(o: StoreTrimmerOptions): StoreTrimmer {
   let written = 0;
   return {
     trimNow,
+    maybeReady() {
+      if (skipped) {
+        skipped = false;
+        void trimNow();
+      }
+    },
     wrote(n) {
       written += n;
       if (written < o.maxBytes / 10) return;

@@ -66,6 +66,8 @@ export function buildProgram(out: CliOutput): Command {
     .requiredOption('--head <host:port>', 'the head to join', wrapParse(parseHostPort, '--head'))
     .option('--slots <n>', 'actions to run at once', wrapParse(parsePositiveInt, '--slots'), os.availableParallelism())
     .option('--work-dir <dir>', 'node-local CAS and per-action directories', path.join(os.tmpdir(), 'orion-node'))
+    .option('--cache-size <size>', 'disk the node-local CAS may use; past it, when no action runs, the blobs used least recently go (default: 20GiB)', wrapParse((v, f) => parseSize(v, f, 1 << 20), '--cache-size'))
+    .option('--cache-keep <duration>', 'never remove a blob from the node-local CAS within this long of its last use (default: 1h)', wrapParse(parseDuration, '--cache-keep'))
     .option('--id <id>', 'node id; a node certificate or named node token only admits its own (default: the CN of --tls-cert, else hostname-pid)')
     .addOption(new Option('--require-sandbox', 'refuse to start when bubblewrap cannot sandbox actions'))
     .addOption(new Option('--no-sandbox', 'run actions without bubblewrap'))
@@ -89,7 +91,7 @@ export function buildProgram(out: CliOutput): Command {
     .action(async (o) => {
       const { runNode } = await import('./commands/node.js');
       const sandbox = o.requireSandbox ? 'require' : o.sandbox === false ? 'off' : 'auto';
-      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o), faultInject: o.faultInject, peerPort: o.peer === false ? undefined : o.peerPort, peerAddress: o.peerAddress });
+      await runNode({ head: o.head, host: o.listenHost, metricsPort: o.metricsPort, healthPort: o.healthPort, slots: o.slots, workDir: path.resolve(o.workDir), cacheMaxBytes: o.cacheSize, cacheKeepMs: o.cacheKeep, id: o.id, sandbox, maxProcesses: o.maxProcesses, logLevel: o.logLevel, auth: clientAuthFrom(o), faultInject: o.faultInject, peerPort: o.peer === false ? undefined : o.peerPort, peerAddress: o.peerAddress });
     });
 
   program
@@ -119,6 +121,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('-C, --directory <dir>', 'project directory', '.')
     .option('--head <host:port>', 'build on this cluster (env ORION_HEAD, orion.json "head")', wrapParse(parseHostPort, '--head'))
     .option('--cache-dir <dir>', 'local cache (env ORION_CACHE_DIR, orion.json "cacheDir", default ~/.cache/orion)')
+    .option('--cache-size <size>', 'disk the local cache may use; at most once an hour the blobs used least recently go (env ORION_CACHE_SIZE; default 5GiB)', wrapParse((v, f) => parseSize(v, f, 1 << 20), '--cache-size'))
     .option('-j, --jobs <n>', 'actions to run at once (env ORION_JOBS, orion.json "jobs"; default: CPU cores, or 64 with --head)', wrapParse(parsePositiveInt, '--jobs'))
     .option('-k, --keep-going', 'keep building what does not depend on a failed action', false)
     .option('-n, --dry-run', 'show what would run without running it', false)
@@ -157,6 +160,7 @@ export function buildProgram(out: CliOutput): Command {
             dag: o.dag,
             localMax: o.localMax,
             connectTimeoutMs: o.connectTimeout,
+            cacheMaxBytes: o.cacheSize ?? (process.env.ORION_CACHE_SIZE ? parseSize(process.env.ORION_CACHE_SIZE, 'ORION_CACHE_SIZE', 1 << 20) : undefined),
             quiet: o.quiet,
             verbose: o.verbose,
             buildDir: o.buildDir,

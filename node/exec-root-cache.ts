@@ -58,6 +58,12 @@ export interface ExecRootCache {
   lease(root: Digest, signal?: AbortSignal): Promise<ExecRootLease>;
   /** Removes the exec roots kept for reuse (a node stopping leaves no action directory). */
   close(): void;
+  /**
+   * Before blobs are removed from the local store: drops the template and its kept roots and
+   * forgets which directories are complete, so nothing here relies on a blob that may go. False
+   * (nothing dropped) while a template is being built or copied.
+   */
+  reset(): boolean;
   /** Directories known to be complete in the local store (their whole subtree). */
   isComplete(dir: Digest): boolean;
   markComplete(dirs: Digest[]): void;
@@ -626,6 +632,17 @@ export function createExecRootCache(deps: ExecRootCacheDeps): ExecRootCache {
     },
     close() {
       if (template) for (const k of template.free.splice(0)) removeQuietly(k.dir);
+    },
+    reset() {
+      if (building || (template && template.users > 0)) return false;
+      const t = template;
+      template = undefined;
+      complete.clear();
+      if (t) {
+        for (const k of t.free.splice(0)) removeQuietly(k.dir);
+        removeQuietly(t.dir);
+      }
+      return true;
     },
     isComplete: (d) => complete.has(digestKey(d)),
     markComplete(dirs) {

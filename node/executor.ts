@@ -45,6 +45,8 @@ export interface ExecutorDeps {
   roots?: ExecRootCache;
   /** Reads inputs from the nodes that produced them. */
   peers?: PeerFetcher;
+  /** Called when the last action or prefetch in progress ends (busy() is 0 again). */
+  onIdle?(): void;
 }
 
 export interface Executor {
@@ -56,6 +58,8 @@ export interface Executor {
    * the first action of that build here, so the build's transfer figures include them).
    */
   prefetch(root: Digest, buildId: string | undefined, signal: AbortSignal): Promise<number>;
+  /** Actions and prefetches in progress (0: the local store may be trimmed). */
+  busy(): number;
 }
 
 function propertyOf(a: Assignment, name: string): string | undefined {
@@ -333,7 +337,7 @@ export function createExecutor(deps: ExecutorDeps): Executor {
     }
   }
 
-  return {
+  const impl: Omit<Executor, 'busy'> = {
     async execute(a, signal) {
       const log = deps.log.child({ ...(a.buildId ? { buildId: a.buildId } : {}), nodeId: deps.nodeId, assignmentId: a.assignmentId, actionDigest: a.actionDigest.hash });
       const rootDigest = a.execRootDigest ?? a.action.inputRootDigest;
@@ -470,6 +474,19 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       });
       return done;
     },
+  };
+
+  let active = 0;
+  const counted = <T>(work: () => Promise<T>): Promise<T> => {
+    active++;
+    return work().finally(() => {
+      if (--active === 0) deps.onIdle?.();
+    });
+  };
+  return {
+    execute: (a, signal) => counted(() => impl.execute(a, signal)),
+    prefetch: (root, buildId, signal) => counted(() => impl.prefetch(root, buildId, signal)),
+    busy: () => active,
   };
 }
 

@@ -27,6 +27,7 @@ export function createNodeMetrics(o: { slots: number }): NodeMetrics {
     headCas: { read: (n) => fetched.inc(undefined, n), written: (n) => uploaded.inc(undefined, n) },
     meter(executor) {
       return {
+        busy: () => executor.busy(),
         async prefetch(root, buildId, signal) {
           try {
             const bytes = await executor.prefetch(root, buildId, signal);

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Code, OrionError } from '../../common/errors.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
+import { trimDiskStoreIfDue } from '../../cas/store-trim.js';
 import { createDiskActionCache } from '../../cas/disk-action-cache.js';
 import { createCompletenessCheckingActionCache } from '../../cas/complete-action-cache.js';
 import { createStatCache } from '../../cas/stat-cache.js';
@@ -47,6 +48,8 @@ export interface BuildCommandOptions {
   localMax?: number;
   /** With a head: how long its first use waits for it to answer before the build fails (default 15 s). */
   connectTimeoutMs?: number;
+  /** Bytes of disk the local cache's CAS may use (default DEFAULT_CACHE_BYTES). */
+  cacheMaxBytes?: number;
   quiet: boolean;
   verbose: boolean;
   buildDir?: string;
@@ -68,7 +71,8 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const projectKey = createHash('sha256').update(root).digest('hex').slice(0, 16);
   const statCache = createStatCache(path.join(o.cacheDir, 'stat', `${projectKey}.json`));
   const files = createProjectFiles(root, statCache);
-  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'), { durable: false });
+  // Each blob found here again has its mtime set (at most every 10 minutes): trims keep what builds use.
+  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'), { durable: false, touchAfterMs: 600_000 });
   const timeline = createTimeline();
   const shown = o.tty && !o.quiet ? createTtyReporter(sink, { verbose: o.verbose, root, columns: o.tty.columns }) : createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
   const reporter = fanOutReporter(shown, timeline);
@@ -156,6 +160,27 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     await warm;
     await Promise.all(saved.map((x) => x.save()));
     head?.close();
+    if (!o.dryRun) await trimLocalCache(path.join(o.cacheDir, 'cas'), o.cacheMaxBytes ?? DEFAULT_CACHE_BYTES, o.verbose ? sink : undefined);
+  }
+}
+
+/** Default of --cache-size (ORION_CACHE_SIZE): ccache's default too. */
+export const DEFAULT_CACHE_BYTES = 5 * 2 ** 30;
+
+/**
+ * Keeps the local cache within `maxBytes`: at most once an hour, after a build, the blobs used
+ * least recently go (none used within the hour: another build may be using them). Never fails
+ * the build.
+ */
+async function trimLocalCache(dir: string, maxBytes: number, verbose?: Sink): Promise<void> {
+  try {
+    const r = await trimDiskStoreIfDue(dir, { maxBytes, keepMs: 3_600_000, everyMs: 3_600_000 });
+    if (r && (r.removed > 0 || r.over)) {
+      const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
+      verbose?.stderr(`orion: local cache: ${r.removed} least recently used blob(s) removed, ${mib(r.bytesAfter)} left of ${mib(maxBytes)}${r.over ? ' (over: the rest was used within the hour)' : ''}\n`);
+    }
+  } catch (err) {
+    verbose?.stderr(`orion: could not trim the local cache in ${dir}: ${(err as Error).message}\n`);
   }
 }
 

@@ -6,6 +6,7 @@ import { systemClock } from '../../common/clock.js';
 import { Code, OrionError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
+import { startStoreTrimmer, type StoreTrimmer } from '../../cas/store-trimmer.js';
 import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
 import { createExecutor } from '../../node/executor.js';
 import { createExecRootCache } from '../../node/exec-root-cache.js';
@@ -25,6 +26,9 @@ export interface NodeCommandOptions {
   head: string;
   slots: number;
   workDir: string;
+  /** Bytes of disk the node-local CAS may use (default 20 GiB), and how long a used blob is kept whatever the size (default 1 h). */
+  cacheMaxBytes?: number;
+  cacheKeepMs?: number;
   id?: string;
   sandbox: 'auto' | 'require' | 'off';
   /** Most processes one action may have at once (0: no limit). */
@@ -74,7 +78,9 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   const remote = createMeteredBlobStore(createGrpcBlobStore({ address: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions }), metrics.headCas);
   // A cache of the head's CAS (which keeps every result durably): no flush per blob. A blob a
   // crash cut short is seen as absent and fetched again.
-  const local = createDiskBlobStore(path.join(o.workDir, 'cas'), { durable: false, syncIo: true });
+  const casDir = path.join(o.workDir, 'cas');
+  const keepMs = o.cacheKeepMs ?? 3_600_000;
+  const local = createDiskBlobStore(casDir, { durable: false, syncIo: true, touchAfterMs: keepMs / 6 });
   // Template trees from an earlier run are stale: exec roots start from a fresh one.
   const templates = path.join(o.workDir, 'templates');
   await rm(templates, { recursive: true, force: true });
@@ -83,7 +89,9 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   const peerEndpoint = o.peerPort !== undefined ? await startPeerEndpoint({ host: o.host ?? '127.0.0.1', port: o.peerPort, store: local, token: () => peerToken }) : undefined;
   const peers = peerEndpoint ? createPeerFetcher({ token: () => peerToken }) : undefined;
   const roots = createExecRootCache({ local, dir: templates, leaseDir: actionsDir });
+  let trimmer: StoreTrimmer | undefined;
   const executor = metrics.meter(createExecutor({
+    onIdle: () => trimmer?.maybeReady(),
     local,
     peers,
     roots,
@@ -95,6 +103,10 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     log,
   }));
   const signal = daemonSignal(log);
+  // The local CAS kept within --cache-size: trimmed only while no action runs, after dropping
+  // the template and exec roots (which rely on its blobs); a trim skipped while busy runs when
+  // the last action ends (cas/store-trim.ts).
+  trimmer = startStoreTrimmer({ dir: casDir, maxBytes: o.cacheMaxBytes ?? 20 * 2 ** 30, keepMs, everyMs: 600_000, log, signal, ready: () => executor.busy() === 0 && roots.reset() });
   log.info({ nodeId, head: o.head, slots: o.slots, sandbox: runner.kind, processLimit: pids ? o.maxProcesses : 'none' }, 'node starting');
   const address = peerEndpoint ? (o.peerAddress ?? peerEndpoint.address) : '';
   if (peerEndpoint) log.info({ address, listening: peerEndpoint.address }, 'serving this node\'s CAS to peers');

@@ -146,6 +146,13 @@ describe('startStoreTrimmer', () => {
     // The trim it started ran before this one (one at a time), which finds nothing left to do.
     const after = await trimmer.trimNow();
     expect(after).toMatchObject({ bytesBefore: 2_000, removed: 0 });
+    // A trim skipped while not ready runs once the owner says it may be.
+    ready = false;
+    for (let i = 20; i < 23; i++) await put(i);
+    expect(await trimmer.trimNow()).toBeUndefined();
+    ready = true;
+    trimmer.maybeReady();
+    expect(await trimmer.trimNow()).toMatchObject({ removed: 0, bytesBefore: 2_000 });
     ac.abort();
     tick();
     expect(await trimmer.trimNow()).toBeUndefined();
