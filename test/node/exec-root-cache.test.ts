@@ -461,6 +461,28 @@ describe('createExecRootCache', () => {
     });
   }
 
+  it('reset drops the template, its kept roots and what it knew complete (before the local CAS is trimmed); refused while an exec root is being made; the next lease starts afresh', async () => {
+    const base = await putSpec(BASE);
+    const leaseDir = join(tmp, 'actions');
+    await mkdir(leaseDir);
+    const roots = createExecRootCache({ local: store, dir: join(tmp, 'templates'), leaseDir });
+    (await roots.lease(base)).release();
+    roots.markComplete([base]);
+    expect((await readdir(join(tmp, 'templates'))).length).toBeGreaterThan(0);
+    // While an exec root is being made (a template read or rebuilt), nothing may be dropped.
+    const other = await putSpec({ ...BASE, 'extra.txt': 'x' });
+    const building = roots.lease(other);
+    expect(roots.reset()).toBe(false);
+    (await building).release();
+    expect(roots.reset()).toBe(true);
+    expect(await readdir(join(tmp, 'templates'))).toEqual([]);
+    expect(roots.isComplete(base)).toBe(false);
+    // A lease after it builds a template again and gives exactly the tree.
+    const again = await roots.lease(base);
+    await expectTree(again.dir, base);
+    again.release();
+  });
+
   it('lends exec roots, resets one after its action (whatever the action did) and lends it again, each time exactly the tree asked for', async () => {
     const base = await putSpec(BASE);
     const digests = [];
