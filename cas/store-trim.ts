@@ -9,10 +9,10 @@
  * could go between FindMissingBlobs and the Execute that needs it) and never
  * one with other hard links (an exec root or template of a node holds it:
  * removing it would free nothing). Each blob is looked at again just before
- * it is removed, so one a lookup in this process touched meanwhile stays. What references a removed blob turns into
- * a miss: action-cache entries are served only when every blob they name is
- * present (complete-action-cache.ts), and the client's graph and step caches
- * check theirs the same way.
+ * it is removed, so one a lookup in this process touched meanwhile stays.
+ * What references a removed blob turns into a miss: action-cache entries are
+ * served only when every blob they name is present (complete-action-cache.ts),
+ * and the client's graph and step caches check theirs the same way.
  */
 import { lstatSync, unlinkSync } from 'node:fs';
 import { lstat, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
@@ -48,52 +48,76 @@ interface BlobFile {
 
 const SHARD = /^[0-9a-f]{2}$/;
 const HASH = /^[0-9a-f]{64}$/;
+/** Recency is kept to the minute: a trim removes whole minutes, oldest first. */
+const BUCKET_MS = 60_000;
 
-/** Blob files under `dir`: `ab/<hash>` and the executable copies `x/ab/<hash>`. */
-async function listBlobs(dir: string): Promise<BlobFile[]> {
-  const out: BlobFile[] = [];
+/**
+ * Calls `fn` with each blob file under `dir` (`ab/<hash>` and the executable copies
+ * `x/ab/<hash>`), a shard at a time: a store of a million blobs is never listed whole in memory.
+ */
+async function forEachBlob(dir: string, fn: (b: BlobFile) => void): Promise<void> {
   const shardDirs = async (base: string) => (await readdir(base).catch((err) => (isErrno(err, 'ENOENT') ? [] : Promise.reject(err)))).filter((n) => SHARD.test(n)).map((n) => path.join(base, n));
   for (const shard of [...(await shardDirs(dir)), ...(await shardDirs(path.join(dir, 'x')))]) {
     const names = (await readdir(shard).catch(() => [] as string[])).filter((n) => HASH.test(n));
-    // A shard at a time, its stats in parallel (the thread pool), so a large store lists quickly.
+    // The stats of a shard in parallel (the thread pool), so a large store is read quickly.
     const stats = await Promise.all(names.map((n) => lstat(path.join(shard, n)).catch(() => undefined)));
     names.forEach((n, i) => {
       const st = stats[i];
-      if (st?.isFile()) out.push({ path: path.join(shard, n), size: st.size, mtimeMs: st.mtimeMs, links: st.nlink });
+      if (st?.isFile()) fn({ path: path.join(shard, n), size: st.size, mtimeMs: st.mtimeMs, links: st.nlink });
     });
   }
-  return out;
 }
 
-/** Removes least recently used blobs of the disk store at `dir` while it holds more than `maxBytes` (see the header). */
+/**
+ * Removes least recently used blobs of the disk store at `dir` while it holds more than `maxBytes`
+ * (see the header). Two passes: the first sums the bytes by minute of last use, which gives the
+ * time before which blobs go; the second removes those.
+ */
 export async function trimDiskStore(dir: string, opts: TrimOptions): Promise<TrimResult> {
   const now = (opts.now ?? Date.now)();
-  const blobs = await listBlobs(dir);
-  const bytesBefore = blobs.reduce((n, b) => n + b.size, 0);
+  const keepBefore = now - opts.keepMs;
+  let files = 0;
+  let bytesBefore = 0;
+  /** Bytes that may go (no other link, not used within keepMs), by minute of last use. */
+  const removable = new Map<number, number>();
+  await forEachBlob(dir, (b) => {
+    files++;
+    bytesBefore += b.size;
+    if (b.links > 1 || b.mtimeMs > keepBefore) return;
+    const minute = Math.floor(b.mtimeMs / BUCKET_MS);
+    removable.set(minute, (removable.get(minute) ?? 0) + b.size);
+  });
   let bytes = bytesBefore;
   let removed = 0;
   if (bytes > opts.maxBytes) {
     const target = opts.maxBytes * (opts.lowWater ?? 0.9);
-    blobs.sort((a, b) => a.mtimeMs - b.mtimeMs);
-    for (const b of blobs) {
-      if (bytes <= target || b.mtimeMs > now - opts.keepMs) break;
-      if (b.links > 1) continue;
-      // Looked at again just before it goes, synchronously: a lookup in this process since the
-      // listing (which sets the mtime, see touchAfterMs) keeps it, and none can come in between.
-      const st = lstatSync(b.path, { throwIfNoEntry: false });
-      if (st && (st.nlink > 1 || st.mtimeMs > now - opts.keepMs)) continue;
-      if (st) {
+    // The oldest minutes whose blobs, removed, bring the store down to the target (or all that may go).
+    let cutoff = -Infinity;
+    let freed = 0;
+    for (const minute of [...removable.keys()].sort((a, b) => a - b)) {
+      if (bytes - freed <= target) break;
+      freed += removable.get(minute)!;
+      cutoff = (minute + 1) * BUCKET_MS;
+    }
+    if (freed > 0) {
+      await forEachBlob(dir, (b) => {
+        if (b.links > 1 || b.mtimeMs >= cutoff || b.mtimeMs > keepBefore) return;
+        // Looked at again just before it goes, synchronously: a lookup in this process since the
+        // listing (which sets the mtime, see touchAfterMs) keeps it, and none can come in between.
+        const st = lstatSync(b.path, { throwIfNoEntry: false });
+        if (!st || st.nlink > 1 || st.mtimeMs >= cutoff || st.mtimeMs > keepBefore) return;
         try {
           unlinkSync(b.path);
         } catch (err) {
           if (!isErrno(err, 'ENOENT')) throw err;
+          return;
         }
-      }
-      bytes -= b.size;
-      removed++;
+        bytes -= b.size;
+        removed++;
+      });
     }
   }
-  return { files: blobs.length, bytesBefore, bytesAfter: bytes, removed, over: bytes > opts.maxBytes };
+  return { files, bytesBefore, bytesAfter: bytes, removed, over: bytes > opts.maxBytes };
 }
 
 /**

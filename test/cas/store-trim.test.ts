@@ -124,7 +124,7 @@ describe('startStoreTrimmer', () => {
     const put = async (i: number) => {
       const b = blob(i);
       await store.put(b.d, b.data);
-      usedAgo(dir, b.d, 7_200_000 - i * 1000);
+      usedAgo(dir, b.d, 7_200_000 - i * 60_000); // a minute apart: recency is kept to the minute
       return b;
     };
     for (let i = 0; i < 5; i++) await put(i);
