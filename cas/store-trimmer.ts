@@ -15,6 +15,8 @@ export interface StoreTrimmerOptions extends TrimOptions {
   signal: AbortSignal;
   /** False: skip this round. Called before each trim. */
   ready?: () => boolean;
+  /** Told the outcome of each trim (metrics). */
+  onTrim?(r: TrimResult): void;
   /** Injected for tests; defaults to setInterval/clearInterval. */
   every?: (fn: () => void, ms: number) => () => void;
 }
@@ -39,6 +41,7 @@ export function startStoreTrimmer(o: StoreTrimmerOptions): StoreTrimmer {
     if (skipped) return undefined;
     const t0 = Date.now();
     const r = await trimDiskStore(o.dir, o);
+    o.onTrim?.(r);
     const fields = { dir: o.dir, files: r.files, removed: r.removed, mib: Math.round(r.bytesAfter / MiB), maxMiB: Math.round(o.maxBytes / MiB), ms: Date.now() - t0 };
     if (r.over) o.log.warn(fields, 'the CAS is over its size, and what is left was used too recently to remove');
     else if (r.removed > 0) o.log.info(fields, 'removed least recently used blobs from the CAS');

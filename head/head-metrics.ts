@@ -4,6 +4,7 @@ import type { ByteMeter } from '../cas/metered-blob-store.js';
 import type { NodeRegistry, NodeStatus } from './node-registry.js';
 import type { Scheduler } from './scheduler.js';
 import type { BuildTracker } from './build-tracker.js';
+import type { TrimResult } from '../cas/store-trim.js';
 
 export interface HeadMetrics {
   registry: MetricsRegistry;
@@ -11,6 +12,8 @@ export interface HeadMetrics {
   cas: ByteMeter;
   actionCacheLookup(hit: boolean): void;
   actionExecuted(durationMs: number, state: 'done' | 'failed', nodeId: string | undefined): void;
+  /** The outcome of a trim of the CAS (cas/store-trim.ts) and the size it keeps to. */
+  casTrimmed(r: TrimResult, maxBytes: number): void;
 }
 
 const NODE_STATUSES: NodeStatus[] = ['active', 'inactive', 'disconnected'];
@@ -34,8 +37,16 @@ export function createHeadMetrics(deps: { scheduler: () => Scheduler; registry: 
   const durations = m.histogram('orion_action_duration_seconds', 'Time from assignment to a node until its result was accepted, by result.');
   const casIn = m.counter('orion_cas_bytes_received_total', 'Bytes written into the head\'s CAS.');
   const casOut = m.counter('orion_cas_bytes_sent_total', 'Bytes read from the head\'s CAS.');
+  const casBytes = m.gauge('orion_cas_bytes', 'Bytes of blobs in the head\'s CAS at its last trim.');
+  const casMax = m.gauge('orion_cas_max_bytes', 'The size the head\'s CAS is trimmed to (--cas-size).');
+  const casRemoved = m.counter('orion_cas_blobs_removed_total', 'Blobs the head removed from its CAS, least recently used first.');
   return {
     registry: m,
+    casTrimmed(r, maxBytes) {
+      casBytes.set(r.bytesAfter);
+      casMax.set(maxBytes);
+      if (r.removed > 0) casRemoved.inc(undefined, r.removed);
+    },
     cas: { read: (n) => casOut.inc(undefined, n), written: (n) => casIn.inc(undefined, n) },
     actionCacheLookup(hit) {
       lookups.inc();

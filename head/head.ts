@@ -144,7 +144,8 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   const keepMs = opts.cas?.keepMs ?? 3_600_000;
   let trimReady = false;
   // Not before the crash check below has looked at the blobs written since the last flush.
-  const trimmer = startStoreTrimmer({ dir: casDir, maxBytes: opts.cas?.maxBytes ?? 50 * 2 ** 30, keepMs, everyMs: opts.cas?.trimEveryMs ?? 600_000, log, signal: trimming.signal, ready: () => trimReady });
+  const casMaxBytes = opts.cas?.maxBytes ?? 50 * 2 ** 30;
+  const trimmer = startStoreTrimmer({ dir: casDir, maxBytes: casMaxBytes, keepMs, everyMs: opts.cas?.trimEveryMs ?? 600_000, log, signal: trimming.signal, ready: () => trimReady, onTrim: (r) => metrics.casTrimmed(r, casMaxBytes) });
   const growth = { read: () => undefined, written: (n: number) => trimmer.wrote(n) };
   const cas = createMeteredBlobStore(
     createMeteredBlobStore(createCheckpointedBlobStore(createDiskBlobStore(casDir, { durable: false, touchAfterMs: keepMs / 6 }), { dirtied: () => checkpoint?.dirtied() }), growth),

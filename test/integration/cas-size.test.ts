@@ -130,7 +130,7 @@ describe('orion head --cas-size', () => {
     const others = casBytes(dataDir) - 3 * MiB;
     expect(others).toBeLessThan(0.9 * MiB);
     await head1.kill('SIGTERM');
-    const head2 = await startHeadProcess(dataDir, ['--port', String(Number(head1.address.split(':')[1])), ...flags]);
+    const head2 = await startHeadProcess(dataDir, ['--port', String(Number(head1.address.split(':')[1])), '--http-port', '0', ...flags]);
     daemons.push(head2);
     await waitFor('the trim at start', () => head2.output().includes('removed least recently used blobs from the CAS'), 20_000);
     const line = head2.output().split('\n').find((l) => l.includes('removed least recently used blobs'))!;
@@ -138,6 +138,12 @@ describe('orion head --cas-size', () => {
     expect(JSON.parse(line)).toMatchObject({ maxMiB: 1, removed: 1 });
     expect(existsSync(dataBlob)).toBe(false);
     expect(casBytes(dataDir)).toBe(others);
+    // Prometheus: the size after the trim, the size it keeps to, the blobs it removed.
+    const dashboard = await waitFor('the dashboard', () => /orion head dashboard on (\S+)\//.exec(head2.output())?.[1]);
+    const metrics = await (await fetch(`${dashboard}/metrics`)).text();
+    expect(metrics).toContain(`\norion_cas_bytes ${others}\n`);
+    expect(metrics).toContain(`\norion_cas_max_bytes ${MiB}\n`);
+    expect(metrics).toContain('\norion_cas_blobs_removed_total 1\n');
 
     // A fresh checkout at the same path builds correctly against the trimmed head.
     await waitForActiveNodes(head2.address, 1);
