@@ -46,6 +46,16 @@ interface BlobFile {
   links: number;
 }
 
+/** How long a used blob is kept whatever the size, unless the owner says otherwise. */
+export const DEFAULT_KEEP_MS = 3_600_000;
+
+/**
+ * How old a blob's mtime may get before a use sets it again (DiskCacheOptions.touchAfterMs): a
+ * sixth of the keep window, so a blob in use always looks recent to a trim, at a write per blob
+ * per that interval at most.
+ */
+export const touchAfterFor = (keepMs: number): number => keepMs / 6;
+
 const SHARD = /^[0-9a-f]{2}$/;
 const HASH = /^[0-9a-f]{64}$/;
 /** Recency is kept to the minute: a trim removes whole minutes, oldest first. */

@@ -74,6 +74,9 @@ export const failedPrecondition = (msg: string, opts?: OrionErrorOptions) => new
 export const internal = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.INTERNAL, msg, opts);
 export const unavailable = (msg: string, opts?: OrionErrorOptions) => new OrionError(Code.UNAVAILABLE, msg, opts);
 
+/** The message of any thrown value, without the empty "Resolution note: " grpc-js ends some connection errors with. */
+export const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err)).replace(/\.? *Resolution note: *$/, '');
+
 /** Whether `err` ends the whole build (OrionErrorOptions.fatal). */
 export const isFatal = (err: unknown): boolean => err instanceof OrionError && err.fatal === true;
 

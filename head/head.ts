@@ -15,7 +15,7 @@ import type { BlobStore } from '../cas/blob-store.js';
 import type { ActionCache } from '../cas/action-cache.js';
 import { createDiskBlobStore, verifyDiskBlobs } from '../cas/disk-blob-store.js';
 import { startStoreTrimmer } from '../cas/store-trimmer.js';
-import type { TrimResult } from '../cas/store-trim.js';
+import { DEFAULT_KEEP_MS, touchAfterFor, type TrimResult } from '../cas/store-trim.js';
 import { createCheckpointedBlobStore, openSyncCheckpoint, type SyncCheckpoint, type SyncCheckpointOptions } from '../cas/sync-checkpoint.js';
 import { createCompletenessCheckingActionCache } from '../cas/complete-action-cache.js';
 import type { ActionResult } from '../cas/types.js';
@@ -141,16 +141,14 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   // Kept within its size: each use of a blob older than a sixth of keepMs sets its mtime again,
   // and trims remove the least recently used (cas/store-trim.ts).
   const trimming = new AbortController();
-  const keepMs = opts.cas?.keepMs ?? 3_600_000;
+  const keepMs = opts.cas?.keepMs ?? DEFAULT_KEEP_MS;
   let trimReady = false;
   // Not before the crash check below has looked at the blobs written since the last flush.
   const casMaxBytes = opts.cas?.maxBytes ?? 50 * 2 ** 30;
   const trimmer = startStoreTrimmer({ dir: casDir, maxBytes: casMaxBytes, keepMs, everyMs: opts.cas?.trimEveryMs ?? 600_000, log, signal: trimming.signal, ready: () => trimReady, onTrim: (r) => metrics.casTrimmed(r, casMaxBytes) });
-  const growth = { read: () => undefined, written: (n: number) => trimmer.wrote(n) };
-  const cas = createMeteredBlobStore(
-    createMeteredBlobStore(createCheckpointedBlobStore(createDiskBlobStore(casDir, { durable: false, touchAfterMs: keepMs / 6 }), { dirtied: () => checkpoint?.dirtied() }), growth),
-    metrics.cas,
-  );
+  // One meter for the metrics and the trimmer's growth count.
+  const meter = { read: metrics.cas.read, written: (n: number) => (metrics.cas.written(n), trimmer.wrote(n)) };
+  const cas = createMeteredBlobStore(createCheckpointedBlobStore(createDiskBlobStore(casDir, { durable: false, touchAfterMs: touchAfterFor(keepMs) }), { dirtied: () => checkpoint?.dirtied() }), meter);
   // The action cache is an append-only log with an index in memory (cas/log-action-cache.ts): a
   // put is one write, a miss a map lookup; the file-per-entry cache cost a stat per lookup and four
   // file calls per executed action. Entries are not flushed one by one (the checkpoint above

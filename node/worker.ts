@@ -1,7 +1,7 @@
 import os from 'node:os';
 import type { ChannelCredentials, ClientDuplexStream, ClientOptions } from '@grpc/grpc-js';
 import { WorkerClient, type HeadMessage, type WorkerMessage, type AssignAction, type PrefetchTree } from '../proto/gen/orion/v1/worker.js';
-import { Code, OrionError, statusOf } from '../common/errors.js';
+import { Code, OrionError, messageOf, statusOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { actionFromPb, actionResultToPb, commandFromPb, digestFromPb, statusToPb } from '../proto/convert.js';
 import { digestKey } from '../cas/digest.js';
@@ -169,8 +169,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
         if (Date.now() - started > 5000) failures = 0;
         failures++;
         const backoff = Math.min(maxBackoff, minBackoff * 2 ** Math.min(failures, 10)) * (0.5 + random() / 2);
-        const why = (err as Error).message.replace(/\.? *Resolution note: *$/, '');
-        log.warn({ err: why, retryInMs: Math.round(backoff) }, registeredOnce ? 'lost the head; reconnecting' : `cannot reach the head at ${opts.headAddress} yet; retrying`);
+        log.warn({ err: messageOf(err), retryInMs: Math.round(backoff) }, registeredOnce ? 'lost the head; reconnecting' : `cannot reach the head at ${opts.headAddress} yet; retrying`);
         await new Promise<void>((r) => {
           const t = setTimeout(r, backoff);
           opts.signal.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true });

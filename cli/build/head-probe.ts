@@ -8,7 +8,7 @@
  * answered, losing it later is a restart to ride out: the long per-request
  * retries apply from then on (remote-executor.ts, remote-action-cache.ts).
  */
-import { Code, OrionError, isFatal, statusOf } from '../../common/errors.js';
+import { Code, OrionError, isFatal, messageOf, statusOf } from '../../common/errors.js';
 
 export interface HeadProbeOptions {
   /** host:port, for the messages. */
@@ -43,8 +43,7 @@ export async function reachHead(o: HeadProbeOptions): Promise<void> {
       if (isFatal(err)) throw err;
       if (o.signal?.aborted) throw new OrionError(Code.CANCELLED, 'build cancelled');
       const code = statusOf(err);
-      // grpc-js ends some messages with an empty "Resolution note: ".
-      const message = (err instanceof Error ? err.message : String(err)).replace(/\.? *Resolution note: *$/, '');
+      const message = messageOf(err);
       if (code !== Code.UNAVAILABLE && code !== Code.DEADLINE_EXCEEDED) {
         throw new OrionError(code, `the head at ${o.address} refused this build's first request: ${message}`, { fatal: true, cause: err });
       }

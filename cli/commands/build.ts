@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Code, OrionError } from '../../common/errors.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
-import { trimDiskStoreIfDue } from '../../cas/store-trim.js';
+import { DEFAULT_KEEP_MS, touchAfterFor, trimDiskStoreIfDue } from '../../cas/store-trim.js';
 import { createDiskActionCache } from '../../cas/disk-action-cache.js';
 import { createCompletenessCheckingActionCache } from '../../cas/complete-action-cache.js';
 import { createStatCache } from '../../cas/stat-cache.js';
@@ -72,7 +72,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const statCache = createStatCache(path.join(o.cacheDir, 'stat', `${projectKey}.json`));
   const files = createProjectFiles(root, statCache);
   // Each blob found here again has its mtime set (at most every 10 minutes): trims keep what builds use.
-  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'), { durable: false, touchAfterMs: 600_000 });
+  const localCas = createDiskBlobStore(path.join(o.cacheDir, 'cas'), { durable: false, touchAfterMs: touchAfterFor(DEFAULT_KEEP_MS) });
   const timeline = createTimeline();
   const shown = o.tty && !o.quiet ? createTtyReporter(sink, { verbose: o.verbose, root, columns: o.tty.columns }) : createPlainReporter(sink, { quiet: o.quiet, verbose: o.verbose, root });
   const reporter = fanOutReporter(shown, timeline);
@@ -174,7 +174,7 @@ export const DEFAULT_CACHE_BYTES = 5 * 2 ** 30;
  */
 async function trimLocalCache(dir: string, maxBytes: number, verbose?: Sink): Promise<void> {
   try {
-    const r = await trimDiskStoreIfDue(dir, { maxBytes, keepMs: 3_600_000, everyMs: 3_600_000 });
+    const r = await trimDiskStoreIfDue(dir, { maxBytes, keepMs: DEFAULT_KEEP_MS, everyMs: 3_600_000 });
     if (r && (r.removed > 0 || r.over)) {
       const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
       verbose?.stderr(`orion: local cache: ${r.removed} least recently used blob(s) removed, ${mib(r.bytesAfter)} left of ${mib(maxBytes)}${r.over ? ' (over: the rest was used within the hour)' : ''}\n`);

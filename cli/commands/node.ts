@@ -7,6 +7,7 @@ import { Code, OrionError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { startStoreTrimmer, type StoreTrimmer } from '../../cas/store-trimmer.js';
+import { DEFAULT_KEEP_MS, touchAfterFor } from '../../cas/store-trim.js';
 import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
 import { createExecutor } from '../../node/executor.js';
 import { createExecRootCache } from '../../node/exec-root-cache.js';
@@ -79,8 +80,8 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   // A cache of the head's CAS (which keeps every result durably): no flush per blob. A blob a
   // crash cut short is seen as absent and fetched again.
   const casDir = path.join(o.workDir, 'cas');
-  const keepMs = o.cacheKeepMs ?? 3_600_000;
-  const local = createDiskBlobStore(casDir, { durable: false, syncIo: true, touchAfterMs: keepMs / 6 });
+  const keepMs = o.cacheKeepMs ?? DEFAULT_KEEP_MS;
+  const local = createDiskBlobStore(casDir, { durable: false, syncIo: true, touchAfterMs: touchAfterFor(keepMs) });
   // Template trees from an earlier run are stale: exec roots start from a fresh one.
   const templates = path.join(o.workDir, 'templates');
   await rm(templates, { recursive: true, force: true });
