@@ -80,8 +80,10 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   const root = deps.files.root;
   const inputs = new Set<string>(a.inputs);
   let compiler: CompilerArgs | undefined;
-  if (a.kind === 'compile') {
-    compiler = parseCompilerArgs(a.argv, a.cwd);
+  // A link can compile too (`cc -o prog main.c`): its sources' headers are inputs as a compile's are.
+  const parsed = a.kind === 'compile' || a.kind === 'link' ? parseCompilerArgs(a.argv, a.cwd) : undefined;
+  if (parsed && (a.kind === 'compile' || parsed.sources.length > 0)) {
+    compiler = parsed;
     const start = [...compiler.sources, ...compiler.forcedIncludes];
     for (const f of start) inputs.add(f);
     const scanned = await deps.scanner.scan(start, compiler.quoteDirs, compiler.searchDirs);

@@ -3,7 +3,7 @@
  * generated header, a static library), embedded and on a head with two nodes;
  * plus Make-only scenarios: computed includes, make variables, ORION_CACHE_DIR.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { CACHEABLE_KINDS, baseEnv, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
@@ -91,6 +91,44 @@ defineFixtureSuite(
       expectOk(cold2);
       expect(toolRuns(cold2, graph)).toEqual([]);
       expect(await output(dirA, ['./prog'])).toBe('conf 4\n');
+    }, SLOW);
+
+    it('rebuilds a one-command compile and link (`cc -o prog main.c`) after editing a header it includes, directly or through a computed #include', async () => {
+      const dir = path.join(ctx.fresh('compile-and-link'), 'proj');
+      await mkdir(dir, { recursive: true });
+      await writeFile(path.join(dir, 'Makefile'), 'prog: main.c\n\t$(CC) -O2 -o prog main.c\n');
+      await writeFile(
+        path.join(dir, 'main.c'),
+        '#include <stdio.h>\n#include "name.h"\n#define HDR "conf.h"\n#include HDR\n\nint main(void) {\n  printf("%s %d\\n", NAME, CONF_VALUE);\n  return 0;\n}\n',
+      );
+      await writeFile(path.join(dir, 'name.h'), '#define NAME "one"\n');
+      await writeFile(path.join(dir, 'conf.h'), '#define CONF_VALUE 1\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await output(dir, ['./prog'])).toBe('one 1\n');
+      const graph = await graphOf(dir);
+
+      await writeFile(path.join(dir, 'name.h'), '#define NAME "two"\n');
+      const b = await ctx.build(dir, { cacheDir: cache });
+      expectOk(b);
+      expect(toolRuns(b, graph)).toEqual(['LD prog']);
+      expect(await output(dir, ['./prog'])).toBe('two 1\n');
+
+      // Reached only through the macro: the compiler's dependency output made it an input.
+      await writeFile(path.join(dir, 'conf.h'), '#define CONF_VALUE 2\n');
+      const c = await ctx.build(dir, { cacheDir: cache });
+      expectOk(c);
+      expect(toolRuns(c, graph)).toEqual(['LD prog']);
+      expect(await output(dir, ['./prog'])).toBe('two 2\n');
+      expect(await readdir(dir)).toEqual(['Makefile', 'conf.h', 'main.c', 'name.h', 'prog']);
+
+      // Back to the first header: the first result, from the cache.
+      await writeFile(path.join(dir, 'name.h'), '#define NAME "one"\n');
+      await writeFile(path.join(dir, 'conf.h'), '#define CONF_VALUE 1\n');
+      const d = await ctx.build(dir, { cacheDir: cache });
+      expectOk(d);
+      expect(toolRuns(d, graph)).toEqual([]);
+      expect(await output(dir, ['./prog'])).toBe('one 1\n');
     }, SLOW);
 
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
