@@ -6,6 +6,13 @@
  * command runs in. --trace adds a line before each recipe naming its target
  * and, when it has any, its prerequisites ("Makefile:12: update target 'x'
  * due to: a b"; "target 'x' does not exist" when it has none).
+ *
+ * With -p, each make process also prints its rule database as it exits,
+ * between "# GNU Make 4.x" and "# Finished Make data base", and prefixes its
+ * directory messages with "# ". The database is not commands: it is read only
+ * for what the trace does not say, whether a target is phony or has a
+ * double-colon rule (make runs such a recipe without prerequisites every
+ * time, where it runs a plain one only when its target is missing).
  */
 import path from 'node:path';
 
@@ -24,6 +31,12 @@ export interface MakeRecipe {
   target: string;
   /** Absolute paths of its (normal, not order-only) prerequisites; empty when it has none. */
   prereqs: string[];
+  /**
+   * Set when a rule database (-p) was printed by the make that ran the recipe:
+   * true when the target is phony, or has a double-colon rule and no
+   * prerequisites, so make runs the recipe whether or not the target exists.
+   */
+  alwaysRuns?: boolean;
 }
 
 /**
@@ -33,16 +46,26 @@ export interface MakeRecipe {
  */
 export function parseMakeDryRun(output: string, cwd: string, makeNames: ReadonlySet<string>): DryRunCommand[] {
   const names = [...makeNames].map(escapeRegExp).join('|');
-  const message = new RegExp(`^(?:\\S*/)?(?:${names})(?:\\[\\d+\\])?: (.*)$`);
+  const message = new RegExp(`^(?:# )?(?:\\S*/)?(?:${names})(?:\\[\\d+\\])?: (.*)$`);
   const directory = /^(Entering|Leaving) directory [`'"](.*)['"]$/;
   // "Makefile:12: ..." for rules of a makefile, "<builtin>: ..." for make's built-in implicit rules.
   const trace = /^(?:[^:\n]+:\d+|<[a-z-]+>): (?:update target '(.+)' due to: (.*)|target '(.+)' does not exist)$/;
   // One entry per make process: its directory and the recipe it is printing.
   const stack: { cwd: string; rule?: MakeRecipe }[] = [{ cwd }];
   const commands: DryRunCommand[] = [];
+  /** Absolute paths of the phony targets and double-colon targets the databases name. */
+  const phony = new Set<string>();
+  const doubleColon = new Set<string>();
+  /** Directories whose make printed a database: in the others nothing is known of phony targets. */
+  const described = new Set<string>();
   const lines = output.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
+    if (DATABASE_START.test(line)) {
+      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon);
+      described.add(stack[stack.length - 1].cwd);
+      continue;
+    }
     const m = message.exec(line);
     if (m) {
       const d = directory.exec(m[1]);
@@ -63,7 +86,58 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     if (text.trim() === '') continue;
     commands.push(top.rule ? { text, cwd: top.cwd, rule: top.rule } : { text, cwd: top.cwd });
   }
+  // A make prints its database as it exits, after its recipes: the rules learn of it now.
+  for (const c of commands) {
+    const r = c.rule;
+    if (!r || !described.has(c.cwd)) continue;
+    r.alwaysRuns = phony.has(r.target) || (r.prereqs.length === 0 && doubleColon.has(r.target));
+  }
   return commands;
+}
+
+/** The first line of the database -p prints ("# GNU Make 4.3"); it ends with "# Finished Make data base on ...". */
+const DATABASE_START = /^# GNU Make \S+$/;
+const DATABASE_END = /^# Finished Make data base /;
+/** A file entry of the database: "name:" or "name::", then its prerequisites; never a comment or a recipe line. */
+const ENTRY = /^([^#\t\s][^\t]*?)(::?)(?:\s|$)/;
+const PHONY_NOTE = /^#  Phony target /;
+
+/**
+ * Reads a database from line `start` up to its end marker (returns that
+ * line's index): file entries marked "#  Phony target" go to `phony`, entries
+ * with a double-colon rule to `doubleColon`, as absolute paths under `cwd`.
+ * Variable definitions (`X := y`, `define`) never match an entry: a variable's
+ * name is followed by its operator, not by a colon and a blank.
+ */
+function readDatabase(lines: readonly string[], start: number, cwd: string, phony: Set<string>, doubleColon: Set<string>): number {
+  let entry: string | undefined;
+  let inDefine = false;
+  for (let i = start; i < lines.length; i++) {
+    const line = lines[i];
+    if (DATABASE_END.test(line)) return i;
+    if (inDefine) {
+      if (line === 'endef') inDefine = false;
+      continue;
+    }
+    if (line.startsWith('define ')) {
+      inDefine = true;
+      continue;
+    }
+    if (line === '') {
+      entry = undefined;
+      continue;
+    }
+    if (entry !== undefined && PHONY_NOTE.test(line)) {
+      phony.add(entry);
+      continue;
+    }
+    const e = ENTRY.exec(line);
+    if (e && !/^\S+ (?::|::|\?|\+|!)?= /.test(line)) {
+      entry = path.resolve(cwd, e[1]);
+      if (e[2] === '::') doubleColon.add(entry);
+    }
+  }
+  return lines.length;
 }
 
 /** A recipe line continues on the next line when it ends with an unescaped backslash. */

@@ -1,10 +1,11 @@
 /**
  * Extracts the build graph of a GNU Make project from a dry run:
- * `make -n -B -w --trace [makeArgs] -j1` prints every command of a full build (-B
+ * `make -n -B -w --trace -p [makeArgs] -j1` prints every command of a full build (-B
  * treats every target as out of date) without running it, with the directory
  * of every sub-make (-w); the trailing -j1 keeps sub-make output from
  * interleaving even when makeArgs ask for parallel jobs; --trace names the
- * rule (target, prerequisites) of each recipe. Each printed line
+ * rule (target, prerequisites) of each recipe, and -p's rule database which
+ * targets are phony. Each printed line
  * is classified into compile, archive, link, copy or 'other' actions, and edges
  * come from the files they exchange plus barriers around the 'other' steps
  * (see ordered-graph.ts).
@@ -56,7 +57,7 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
         }
       }
       const root = await resolveDirectory(projectDir);
-      const args = ['-n', '-B', '-w', '--trace', ...makeArgs, '-j1', ...(await assumeOldArgs(root, makeProgram, makeArgs))];
+      const args = ['-n', '-B', '-w', '--trace', '-p', ...makeArgs, '-j1', ...(await assumeOldArgs(root, makeProgram, makeArgs))];
       const overrides: Record<string, string | undefined> = { LC_ALL: 'C' };
       for (const name of INHERITED_MAKE_VARIABLES) overrides[name] = undefined;
       const result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
@@ -79,26 +80,29 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
 }
 
 /**
- * The recipes make may find up to date, whose steps then do nothing: those
- * whose commands are all steps and whose rule has prerequisites. Recipes
- * without prerequisites are left out: make runs those when the target is
- * missing, or always when it is phony, which the trace does not tell.
+ * The recipes make may find up to date, whose actions then do nothing: those
+ * made of steps and copies only (a compile, archive or link is keyed by its
+ * inputs' contents instead), unless make runs them every time (a phony
+ * target). A recipe with prerequisites runs when its target is missing or
+ * older than one of them; one without runs only when its target is missing
+ * (`config.h:` / `cp config.def.h $@`: a config.h the user edited is kept),
+ * which needs the database to say the target is not phony.
  */
 function skippableRecipes(drafts: readonly ActionDraft[], recipes: readonly (MakeRecipe | undefined)[]): Set<MakeRecipe> {
   const all = new Set<MakeRecipe>();
-  const withCompiles = new Set<MakeRecipe>();
+  const keyed = new Set<MakeRecipe>();
   drafts.forEach((d, i) => {
     const r = recipes[i];
-    if (!r || r.prereqs.length === 0) return;
+    if (!r || r.alwaysRuns === true || (r.prereqs.length === 0 && r.alwaysRuns === undefined)) return;
     all.add(r);
-    if (d.cacheable) withCompiles.add(r);
+    if (d.cacheable && d.kind !== 'copy') keyed.add(r);
   });
-  return new Set([...all].filter((r) => !withCompiles.has(r)));
+  return new Set([...all].filter((r) => !keyed.has(r)));
 }
 
 /**
- * Gives the steps of each skippable recipe make's own up-to-date rule (see
- * BuildAction.makeRule). Steps are barriers, so the first of them runs after
+ * Gives the steps and source copies of each skippable recipe make's own
+ * up-to-date rule (see BuildAction.makeRule). They are barriers, so the first of them runs after
  * everything make would have run before the recipe and before any of its
  * commands, which is where make decides; the decision itself only waits for
  * the previous barrier and the writers of the rule's files (decideAfter).
@@ -109,9 +113,10 @@ function attachMakeRules(actions: OrderedAction[], recipes: readonly (MakeRecipe
     const r = recipes[i];
     const decideAfter = a.decideAfter;
     delete a.decideAfter;
-    if (!r || !skippable.has(r)) return;
+    // Only the conditional barriers carry the rule (a copy of a binary in the recipe is keyed instead).
+    if (!r || !skippable.has(r) || decideAfter === undefined) return;
     if (!first.has(r)) first.set(r, a.id);
-    a.makeRule = { recipe: first.get(r)!, target: r.target, prereqs: r.prereqs, decideAfter: decideAfter ?? [] };
+    a.makeRule = { recipe: first.get(r)!, target: r.target, prereqs: r.prereqs, decideAfter };
   });
 }
 

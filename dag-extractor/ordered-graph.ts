@@ -14,8 +14,9 @@
  * the actions in any order that respects the edges is then as safe as the
  * original sequence.
  *
- * A conditional barrier is a step make may find up to date (its whole recipe is
- * steps and its rule has prerequisites; Redis's `commands.c: commands/*.json`):
+ * A conditional barrier is a step, or a copy of a source, that make may find up
+ * to date (its whole recipe is steps and copies, and its target is not phony;
+ * Redis's `commands.c: commands/*.json`, a `config.h:` copied once):
  * its `decideAfter` lists what make's decision waits for, the previous barrier
  * and the writers of its target and prerequisites. Found up to date, it does
  * nothing, and its dependents need not wait for the actions since the previous
@@ -53,6 +54,7 @@ export function buildOrderedActions(drafts: readonly ActionDraft[], root: string
     const id = ids[index];
     const deps = new Set<string>();
     const isBarrier = !draft.cacheable || (draft.kind === 'copy' && !draft.inputs.every((p) => binaries.has(p)));
+    // A copy of a binary is no barrier and keeps no rule: keyed, it writes what make's copy would.
     const rule = isBarrier ? conditional(index) : undefined;
     let decideAfter: string[] | undefined;
     if (rule) {

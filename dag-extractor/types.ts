@@ -23,9 +23,9 @@ export interface BuildAction {
   /** Short label for humans, e.g. "CC src/foo.o". */
   label: string;
   /**
-   * For a step from a Make recipe whose commands are all steps: the rule it
-   * belongs to, so that the step is skipped when make would find the target
-   * up to date (it exists and no prerequisite is newer).
+   * For a step or copy from a Make recipe whose commands are all steps and
+   * copies: the rule it belongs to, so that the action is skipped when make
+   * would find the target up to date (it exists and no prerequisite is newer).
    */
   makeRule?: MakeRule;
 }
@@ -35,7 +35,7 @@ export interface MakeRule {
   recipe: string;
   /** Absolute path of the rule's target. */
   target: string;
-  /** Absolute paths of its prerequisites (at least one). */
+  /** Absolute paths of its prerequisites; none: the recipe runs only when the target is missing. */
   prereqs: string[];
   /**
    * Ids of the actions make's decision waits for: the previous step and the

@@ -768,6 +768,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     try {
       if (!a.cacheable) {
         outcome = await runStep(a);
+      } else if (a.makeRule && (await recipeDecision(a.makeRule))) {
+        // A copy make would skip (`config.h:` / `cp config.def.h $@` once config.h exists).
+        effects.set(a.id, { written: [], deleted: [] });
+        outcome = 'up-to-date';
       } else {
         const o = await runCacheable(copyDestination(a));
         if (o === 'deferred') return void deferred.add(a.id);

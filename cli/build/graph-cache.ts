@@ -23,7 +23,8 @@ import { diffSnapshots, type StepEffect } from './step-cache.js';
 const BUILD_FILE = /(^|\/)(GNUmakefile|makefile|Makefile|CMakeLists\.txt|compile_commands\.json|build\.ninja)$|\.(mk|make|cmake|ninja)$/;
 const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LDLIBS', 'AR', 'ARFLAGS', 'MAKEFLAGS', 'PATH', 'SOURCE_DATE_EPOCH'];
 // 4: make steps carry their rule (target, prerequisites) for make's up-to-date check.
-const FORMAT = 6;
+// 7: steps and copies of recipes without prerequisites (not phony) and copies carry their rule too.
+const FORMAT = 7;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

@@ -3,7 +3,9 @@
  * rule's recipe is skipped when its target exists and none of its
  * prerequisites is newer (nanosecond modification times, as make compares).
  * A missing prerequisite (a phony target, a file nothing made) means the
- * recipe runs, as it would under make.
+ * recipe runs, as it would under make. A rule without prerequisites (never a
+ * phony one: the extractor leaves those out) is up to date when its target
+ * exists.
  */
 import { stat } from 'node:fs/promises';
 import type { MakeRule } from '../../dag-extractor/types.js';
@@ -20,7 +22,6 @@ export const statMtime: MtimeOf = async (file) => {
 };
 
 export async function makeFindsUpToDate(rule: Pick<MakeRule, 'target' | 'prereqs'>, mtimeOf: MtimeOf = statMtime): Promise<boolean> {
-  if (rule.prereqs.length === 0) return false;
   const target = await mtimeOf(rule.target);
   if (target === undefined) return false;
   for (const p of rule.prereqs) {

@@ -49,4 +49,69 @@ describe('parseMakeDryRun with --trace', () => {
     const cmds = parseMakeDryRun('cc -c a.c -o a.o\n', '/p', names);
     expect(cmds).toEqual([{ text: 'cc -c a.c -o a.o', cwd: '/p' }]);
   });
+
+  it("reads -p's rule databases for phony and double-colon targets, in each make's directory, and never as commands", () => {
+    const database = (entries: string[]) => [
+      '# GNU Make 4.3',
+      '# Built for x86_64-pc-linux-gnu',
+      '',
+      '# Make data base, printed on Tue Nov 24 02:39:35 2026',
+      '# Variables',
+      'GREETING = hello: world',
+      'define CANNED',
+      'docs: not an entry',
+      'endef',
+      '# Files',
+      ...entries,
+      '# Finished Make data base on Tue Nov 24 02:39:35 2026',
+    ];
+    const out = [
+      "# make: Entering directory '/p'",
+      "Makefile:3: target 'config.h' does not exist",
+      'cp config.def.h config.h',
+      "Makefile:5: target 'docs' does not exist",
+      'echo docs > docs/index.txt',
+      "Makefile:7: target 'log' does not exist",
+      'echo built >> build.log',
+      "Makefile:9: update target 'prog' due to: main.c",
+      'cd lib && make',
+      "# make[1]: Entering directory '/p/lib'",
+      "Makefile:2: target 'docs' does not exist",
+      'echo lib > docs.txt',
+      ...database(['docs:', '#  Implicit rule search has not been done.', '\techo lib > docs.txt', '']),
+      "# make[1]: Leaving directory '/p/lib'",
+      'cc -o prog main.c',
+      ...database([
+        'config.h:',
+        '#  Last modified 2026-11-24 02:39:35',
+        '\tcp config.def.h $@',
+        '',
+        'docs:',
+        '#  Phony target (prerequisite of .PHONY).',
+        '\techo docs > docs/index.txt',
+        '',
+        'log::',
+        '\techo built >> build.log',
+        '',
+        '.PHONY: docs',
+        '',
+      ]),
+      "# make: Leaving directory '/p'",
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/elsewhere', names);
+    expect(cmds.map((c) => [c.text, c.cwd, c.rule?.alwaysRuns])).toEqual([
+      ['cp config.def.h config.h', '/p', false],
+      ['echo docs > docs/index.txt', '/p', true],
+      ['echo built >> build.log', '/p', true],
+      ['cd lib && make', '/p', false],
+      // lib's docs is a plain file target: phony-ness belongs to the directory's own make.
+      ['echo lib > docs.txt', '/p/lib', false],
+      ['cc -o prog main.c', '/p', false],
+    ]);
+  });
+
+  it('knows nothing of phony targets where no database was printed (make without -p)', () => {
+    const cmds = parseMakeDryRun(["Makefile:3: target 'stamp' does not exist", 'touch stamp'].join('\n'), '/p', names);
+    expect(cmds).toEqual([{ text: 'touch stamp', cwd: '/p', rule: { target: '/p/stamp', prereqs: [] } }]);
+  });
 });

@@ -171,7 +171,7 @@ describe('make extractor options and failures', () => {
     await writeFile(path.join(project, 'Makefile'), 'all:\n    echo spaces instead of a tab\n');
     const failure = extractor.extract(project);
     await expect(failure).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
-    await expect(failure).rejects.toThrow(/make -n -B -w --trace -j1 failed with exit code 2 in .*:\nMakefile:2: \*\*\* missing separator/);
+    await expect(failure).rejects.toThrow(/make -n -B -w --trace -p -j1 failed with exit code 2 in .*:\nMakefile:2: \*\*\* missing separator/);
   });
 
   it('reports an unknown target as FAILED_PRECONDITION naming the target', async () => {
@@ -212,7 +212,7 @@ describe('make extractor options and failures', () => {
     }
     expect(calls).toHaveLength(1);
     expect(calls[0].file).toBe('make');
-    expect(calls[0].args).toEqual(['-n', '-B', '-w', '--trace', 'all', 'V=1', '-j1']);
+    expect(calls[0].args).toEqual(['-n', '-B', '-w', '--trace', '-p', 'all', 'V=1', '-j1']);
     expect(calls[0].env.LC_ALL).toBe('C');
     expect(calls[0].env.MAKEFLAGS).toBeUndefined();
   });
@@ -255,5 +255,68 @@ describe('executing the extracted make graph', () => {
     expect((await listTree(project)).length).toBeGreaterThan(pristine.length);
     await execa('make', ['clean'], { cwd: project });
     expect(await listTree(project)).toEqual(pristine);
+  });
+});
+
+describe("make extractor: which recipes follow make's up-to-date rule", () => {
+  // config.h: the suckless pattern (copied once, then the user's to edit); stamp: a step without
+  // prerequisites; docs: a phony target with a directory of its name; log:: a double-colon rule
+  // without prerequisites (make runs it every time); lib/version.h: a sub-make's rule without
+  // prerequisites, and lib's own phony `check`; defaults.h: a copy with a prerequisite.
+  const MAKEFILE = [
+    '.PHONY: all docs',
+    'GREETING = hello: world',
+    'all: prog docs log stamp defaults.h',
+    'config.h:',
+    '\tcp config.def.h $@',
+    'defaults.h: defaults.in',
+    '\tcp defaults.in defaults.h',
+    'stamp:',
+    '\ttouch stamp',
+    'docs:',
+    '\techo "$(GREETING)" > docs/index.txt',
+    'log::',
+    '\techo built >> build.log',
+    'prog: main.c config.h',
+    '\t$(MAKE) -C lib',
+    '\tcc -o prog main.c',
+    '',
+  ].join('\n');
+  const LIB = ['.PHONY: all check', 'all: version.h check', 'version.h:', '\techo "#define V 1" > version.h', 'check:', '\techo checked >> check.log', ''].join('\n');
+
+  let graph: BuildGraph;
+  beforeAll(async () => {
+    const dir = await scratchDir('make-rules');
+    await execa('mkdir', ['-p', path.join(dir, 'docs'), path.join(dir, 'lib')]);
+    await writeFile(path.join(dir, 'Makefile'), MAKEFILE);
+    await writeFile(path.join(dir, 'lib', 'Makefile'), LIB);
+    await writeFile(path.join(dir, 'config.def.h'), '#define FONT "default"\n');
+    await writeFile(path.join(dir, 'defaults.in'), '#define D 1\n');
+    await writeFile(path.join(dir, 'main.c'), '#include "config.h"\nint main(void) { return 0; }\n');
+    graph = await extractor.extract(dir);
+  });
+
+  it('gives the copy and the step without prerequisites a rule without prerequisites: they run only when their target is missing', () => {
+    expect(byLabel(graph, 'CP config.h')).toMatchObject({ kind: 'copy', makeRule: { target: path.join(graph.root, 'config.h'), prereqs: [] } });
+    expect(byLabel(graph, 'GEN stamp').makeRule).toMatchObject({ target: path.join(graph.root, 'stamp'), prereqs: [] });
+    expect(byLabel(graph, 'GEN lib/version.h').makeRule).toMatchObject({ target: path.join(graph.root, 'lib/version.h'), prereqs: [] });
+  });
+
+  it('gives a copy with a prerequisite make\'s rule, so a target edited after its source is kept', () => {
+    expect(byLabel(graph, 'CP defaults.h').makeRule).toMatchObject({ prereqs: [path.join(graph.root, 'defaults.in')] });
+  });
+
+  it('leaves phony targets (here and in the sub-make) and a double-colon rule without prerequisites to run every time', () => {
+    const labels = graph.actions.map((a) => a.label);
+    for (const label of ['GEN docs/index.txt', 'GEN build.log', 'GEN lib/check.log']) {
+      expect(labels).toContain(label);
+      expect(byLabel(graph, label).makeRule, label).toBeUndefined();
+    }
+  });
+
+  it('does not take the rule database for commands: only the recipes are actions', () => {
+    expect(graph.actions.map((a) => a.label).sort()).toEqual(
+      ['LD prog', 'CP config.h', 'CP defaults.h', 'GEN build.log', 'GEN docs/index.txt', 'GEN lib/version.h', 'GEN stamp', 'GEN lib/check.log'].sort(),
+    );
   });
 });
