@@ -13,15 +13,22 @@ import type { MerkleTree, TreeFileEntry } from '../../cas/merkle.js';
 import type { Action, ActionResult, Command, Digest } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
-import { parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
+import { linkerReads, parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
 import type { DepManifest } from './dep-manifest.js';
 import type { IncludeScanner } from './include-scanner.js';
 import type { ProjectFiles } from './project-files.js';
 import type { ToolResolver } from './tool-resolver.js';
 import { inputRootOf, type TreeMemo } from './tree-memo.js';
 
-/** Environment variables that reach the key (and remote actions); everything else is the machine's own. */
-export const KEYED_ENV = ['SOURCE_DATE_EPOCH', 'LANG', 'LC_ALL', 'LC_MESSAGES', 'LC_CTYPE', 'TZ'];
+/**
+ * Environment variables that reach the key (and remote actions); everything else is the machine's own.
+ * GCC's and Clang's search paths (CPATH, LIBRARY_PATH, ...) change which headers and libraries a
+ * command finds: the files read are keyed by their contents, but only under the paths that found them.
+ */
+export const KEYED_ENV = [
+  'SOURCE_DATE_EPOCH', 'LANG', 'LC_ALL', 'LC_MESSAGES', 'LC_CTYPE', 'TZ',
+  'CPATH', 'C_INCLUDE_PATH', 'CPLUS_INCLUDE_PATH', 'OBJC_INCLUDE_PATH', 'LIBRARY_PATH', 'GCC_EXEC_PREFIX', 'COMPILER_PATH',
+];
 
 export interface ActionKey {
   actionDigest: Digest;
@@ -90,11 +97,10 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
     for (const f of scanned.found) inputs.add(f);
   }
   for (const f of deps.manifest.extraInputs(a.id)) inputs.add(f);
-  // Project files named on the command line are read too (linker scripts, version maps, ...).
+  // Project files named on the command line are read too: plain arguments, libraries found through
+  // -L/-l (a prebuilt one in the tree), linker scripts and version maps.
   if (a.kind !== 'compile') {
-    for (const arg of a.argv.slice(1)) {
-      if (arg.startsWith('-')) continue;
-      const abs = path.resolve(a.cwd, arg);
+    for (const abs of linkerReads(a.argv, a.cwd)) {
       if (abs.startsWith(root + '/') && !a.outputs.includes(abs) && ((produced?.has(abs) ?? false) || (await deps.files.state(abs)))) inputs.add(abs);
     }
   }

@@ -63,3 +63,44 @@ export function parseCompilerArgs(argv: readonly string[], cwd: string): Compile
   return r;
 }
 
+
+/**
+ * Files a link (or any command but a compile) may read besides its plain
+ * arguments' files, as absolute paths for the caller to keep when they exist:
+ * the libraries `-l` finds in each `-L` directory (`libX.so`, `libX.a`, or
+ * `-l:file`), linker scripts (`-T`), and file values passed through to the
+ * linker (`-Wl,--version-script=v.map`, `-Xlinker --dynamic-list=d`).
+ * An over-approximation: a file that does not change the output costs a miss.
+ */
+export function linkerReads(argv: readonly string[], cwd: string): string[] {
+  const files: string[] = [];
+  const libDirs: string[] = [];
+  const libs: string[] = [];
+  const abs = (p: string) => path.resolve(cwd, p);
+  const linkerArg = (x: string) => {
+    if (!x.startsWith('-')) files.push(abs(x));
+    else if (x.includes('=')) files.push(abs(x.slice(x.indexOf('=') + 1)));
+    else if (x.startsWith('-T') && x.length > 2) files.push(abs(x.slice(2)));
+  };
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = () => argv[++i] ?? '';
+    if (!a.startsWith('-')) files.push(abs(a));
+    else if (a === '-L') libDirs.push(abs(next()));
+    else if (a.startsWith('-L')) libDirs.push(abs(a.slice(2)));
+    else if (a === '-l') libs.push(next());
+    else if (a.startsWith('-l')) libs.push(a.slice(2));
+    else if (a === '-T') files.push(abs(next()));
+    else if (a.startsWith('-T')) files.push(abs(a.slice(2)));
+    else if (a === '-Xlinker') linkerArg(next());
+    else if (a.startsWith('-Wl,')) for (const piece of a.slice(4).split(',')) linkerArg(piece);
+    else if (a.startsWith('-specs=') || a.startsWith('--specs=')) files.push(abs(a.slice(a.indexOf('=') + 1)));
+  }
+  for (const lib of libs) {
+    for (const dir of libDirs) {
+      if (lib.startsWith(':')) files.push(path.join(dir, lib.slice(1)));
+      else files.push(path.join(dir, `lib${lib}.so`), path.join(dir, `lib${lib}.a`));
+    }
+  }
+  return [...new Set(files)];
+}

@@ -131,6 +131,42 @@ defineFixtureSuite(
       expect(await output(dir, ['./prog'])).toBe('one 1\n');
     }, SLOW);
 
+    it('relinks when a prebuilt library in the tree (-Lvendor -lv) or the linker version script (-Wl,--version-script=) changes', async () => {
+      const dir = path.join(ctx.fresh('prebuilt-library'), 'proj');
+      await mkdir(path.join(dir, 'vendor'), { recursive: true });
+      // The library is not built by the Makefile: it came with the tree.
+      const vendorLib = async (value: number) => {
+        await writeFile(path.join(dir, 'vendor', 'v.c'), `int v(void) { return ${value}; }\n`);
+        await sh('cc -c v.c -o v.o && rm -f libv.a && ar rcs libv.a v.o && rm v.o v.c', path.join(dir, 'vendor'));
+      };
+      await vendorLib(3);
+      await writeFile(path.join(dir, 'main.c'), 'int v(void);\nint main(void) { return v(); }\n');
+      await writeFile(path.join(dir, 'ver.map'), 'VERS_1 { global: main; local: *; };\n');
+      await writeFile(path.join(dir, 'Makefile'), 'prog: main.o\n\t$(CC) -o prog main.o -Lvendor -lv -Wl,--version-script=ver.map\n\nmain.o: main.c\n\t$(CC) -c main.c -o main.o\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      const exitOf = async () => (await run([path.join(dir, 'prog')], { cwd: dir })).code;
+      const versions = async () => (await run(['objdump', '-T', path.join(dir, 'prog')], { cwd: dir })).stdout;
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await exitOf()).toBe(3);
+      const graph = await graphOf(dir);
+
+      await vendorLib(5);
+      const b = await ctx.build(dir, { cacheDir: cache });
+      expectOk(b);
+      expect(toolRuns(b, graph)).toEqual(['LD prog']);
+      expect(await exitOf()).toBe(5);
+
+      await writeFile(path.join(dir, 'ver.map'), 'VERS_2 { global: main; local: *; };\n');
+      const c = await ctx.build(dir, { cacheDir: cache });
+      expectOk(c);
+      expect(toolRuns(c, graph)).toEqual(['LD prog']);
+      expect(await versions()).toContain('VERS_2');
+
+      const again = await ctx.build(dir, { cacheDir: cache });
+      expectOk(again);
+      expect(toolRuns(again, graph)).toEqual([]);
+    }, SLOW);
+
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
       const dir = ctx.incremental();
       const graph = ctx.ref();
