@@ -6,6 +6,7 @@
  * relevant edit never hits.
  */
 import { createHash } from 'node:crypto';
+import { lstat, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeActionMessage, encodeCommandMessage } from '../../cas/proto-wire.js';
 import { digestOf } from '../../cas/digest.js';
@@ -16,7 +17,7 @@ import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-pro
 import { linkerReads, parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
 import type { DepManifest } from './dep-manifest.js';
 import type { IncludeScanner } from './include-scanner.js';
-import type { ProjectFiles } from './project-files.js';
+import type { FileState, ProjectFiles } from './project-files.js';
 import type { ToolResolver } from './tool-resolver.js';
 import { inputRootOf, type TreeMemo } from './tree-memo.js';
 
@@ -81,6 +82,15 @@ export interface KeyOptions {
   produced?: Pick<ReadonlyMap<string, string>, 'get' | 'has'>;
 }
 
+/** The file a symbolic link resolves to, and its state; undefined when `file` is no link to a file. */
+async function throughSymlink(file: string, files: ProjectFiles): Promise<{ target: string; state: FileState } | undefined> {
+  const st = await lstat(file).catch(() => undefined);
+  if (!st?.isSymbolicLink()) return undefined;
+  const target = await realpath(file).catch(() => undefined);
+  const state = target === undefined ? undefined : await files.state(target);
+  return target !== undefined && state ? { target, state } : undefined;
+}
+
 export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyOptions = {}): Promise<ActionKey> {
   const produced = opts.produced;
   const producedInputs: { path: string; producer: string }[] = [];
@@ -119,12 +129,18 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
     return false;
   });
   const states = await Promise.all(sorted.map((f) => deps.files.state(f)));
+  // A symbolic link (include/x.h -> ../real/x.h) is read through: the key holds what it points to.
+  const linked = await Promise.all(sorted.map((f, i) => (states[i] ? undefined : throughSymlink(f, deps.files))));
   sorted.forEach((f, i) => {
     const s = states[i];
-    covered.set(f, s ? s.digest.hash : '-');
+    const l = linked[i];
+    covered.set(f, s ? s.digest.hash : l ? l.state.digest.hash : '-');
     const rel = path.relative(root, f);
     if (s && !rel.startsWith('..') && !path.isAbsolute(rel)) tree.push({ path: rel, digest: s.digest, isExecutable: s.isExecutable });
-    else external.push(`${f}\u0000${s ? `${s.digest.hash}/${s.digest.sizeBytes}` : '-'}`);
+    else if (l) {
+      covered.set(l.target, l.state.digest.hash);
+      external.push(`${f}\u0000->${l.target}\u0000${l.state.digest.hash}/${l.state.digest.sizeBytes}`);
+    } else external.push(`${f}\u0000${s ? `${s.digest.hash}/${s.digest.sizeBytes}` : '-'}`);
   });
   const inputRoot = inputRootOf(tree, deps.trees);
 

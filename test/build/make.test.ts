@@ -3,7 +3,7 @@
  * generated header, a static library), embedded and on a head with two nodes;
  * plus Make-only scenarios: computed includes, make variables, ORION_CACHE_DIR.
  */
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { CACHEABLE_KINDS, baseEnv, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
@@ -165,6 +165,34 @@ defineFixtureSuite(
       const again = await ctx.build(dir, { cacheDir: cache });
       expectOk(again);
       expect(toolRuns(again, graph)).toEqual([]);
+    }, SLOW);
+
+    it('recompiles when what a symbolic link points to changes: a header (include/x.h -> ../real/x.h) and a source', async () => {
+      const dir = path.join(ctx.fresh('symlinks'), 'proj');
+      await mkdir(path.join(dir, 'include'), { recursive: true });
+      await mkdir(path.join(dir, 'real'), { recursive: true });
+      await writeFile(path.join(dir, 'real', 'x.h'), '#define X 1\n');
+      await symlink('../real/x.h', path.join(dir, 'include', 'x.h'));
+      await writeFile(path.join(dir, 'real', 'main.c'), '#include "x.h"\nint main(void) { return X + Y; }\n');
+      await symlink('real/main.c', path.join(dir, 'main.c'));
+      await writeFile(path.join(dir, 'Makefile'), 'prog: main.o\n\t$(CC) -o prog main.o\n\nmain.o: main.c\n\t$(CC) -Iinclude -DY=0 -c main.c -o main.o\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      const exitOf = async () => (await run([path.join(dir, 'prog')], { cwd: dir })).code;
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await exitOf()).toBe(1);
+      const graph = await graphOf(dir);
+
+      await writeFile(path.join(dir, 'real', 'x.h'), '#define X 2\n');
+      const b = await ctx.build(dir, { cacheDir: cache });
+      expectOk(b);
+      expect(toolRuns(b, graph)).toEqual(['CC main.o', 'LD prog']);
+      expect(await exitOf()).toBe(2);
+
+      await writeFile(path.join(dir, 'real', 'main.c'), '#include "x.h"\nint main(void) { return X + Y + 4; }\n');
+      const c = await ctx.build(dir, { cacheDir: cache });
+      expectOk(c);
+      expect(toolRuns(c, graph)).toEqual(['CC main.o', 'LD prog']);
+      expect(await exitOf()).toBe(6);
     }, SLOW);
 
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
