@@ -6,6 +6,7 @@
  * relevant edit never hits.
  */
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { lstat, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeActionMessage, encodeCommandMessage } from '../../cas/proto-wire.js';
@@ -208,4 +209,23 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
     remotable,
     ...(produced ? { producedInputs } : {}),
   };
+}
+
+/**
+ * The first file `key` covers that is no longer as it was keyed: another size or modification
+ * time now (a header saved while the compile ran). A result made from such an input may hold
+ * either version, so it must not be cached under `key` (ccache's "file changed during
+ * compilation"). `outputs` (an archive updated in place) are left out.
+ */
+export async function inputChangedSinceKeyed(key: ActionKey, outputs: readonly string[], files: ProjectFiles): Promise<string | undefined> {
+  for (const [f, hash] of key.inputs) {
+    if (hash === '-' || hash === '?' || outputs.includes(f)) continue;
+    const keyed = await files.state(f);
+    // A symbolic link's own path has no state: the file it points to is checked under its own path.
+    if (!keyed) continue;
+    // Synchronous: one stat per input of every action run here, a few microseconds each.
+    const now = statSync(f, { throwIfNoEntry: false });
+    if (keyed.digest.hash !== hash || !now || now.size !== keyed.digest.sizeBytes || now.mtimeMs !== keyed.mtimeMs) return f;
+  }
+  return undefined;
 }

@@ -11,7 +11,7 @@ import type { ActionCache } from '../../cas/action-cache.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph, MakeRule } from '../../dag-extractor/types.js';
-import { computeActionKey, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
+import { computeActionKey, inputChangedSinceKeyed, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
 import { parseDepFile } from '../../common/depfile.js';
 import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
@@ -328,6 +328,16 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       const missed = read.filter((f) => !key.inputs.has(f));
       if (missed.length > 0 && deps.keyDeps.manifest.add(a.id, missed)) {
         finalKey = await computeActionKey(a, deps.keyDeps);
+      }
+    }
+    if (out.where === 'local') {
+      // Run in the tree itself: an input edited meanwhile may or may not be in the outputs.
+      const changed = await inputChangedSinceKeyed(key, a.outputs, deps.keyDeps.files);
+      if (changed) {
+        deps.keyDeps.files.forget(changed);
+        deps.keyDeps.scanner.invalidate([changed]);
+        reporter.error(`${path.relative(graph.root, changed)} changed while ${a.label} ran: its result is not cached`);
+        return 'executed';
       }
     }
     await deps.localAc.put(finalKey.actionDigest, out.result);
