@@ -7,31 +7,17 @@ import type { BlobStore } from './blob-store.js';
 import { digestKey } from './digest.js';
 
 export interface ByteMeter {
-  /** Bytes read from the store (sent to whoever asked). */
-  read(n: number): void;
+  /** Bytes read from the store (sent to whoever asked); absent: reads go to the inner store as they are. */
+  read?(n: number): void;
   /** Bytes written to the store. */
   written(n: number): void;
 }
 
 export function createMeteredBlobStore<S extends BlobStore>(inner: S, meter: ByteMeter): S {
-  const metered: BlobStore = {
+  const read = meter.read;
+  const metered: Partial<BlobStore> = {
     has: (d) => inner.has(d),
     findMissing: (ds) => inner.findMissing(ds),
-    async get(d) {
-      const b = await inner.get(d);
-      meter.read(b.length);
-      return b;
-    },
-    getStream(d, offset, limit): Readable {
-      const counting = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          meter.read(chunk.length);
-          cb(null, chunk);
-        },
-      });
-      // pipeline destroys the source when the consumer destroys the result, and passes errors on.
-      return pipeline(inner.getStream(d, offset, limit), counting, () => undefined);
-    },
     async put(d, data) {
       await inner.put(d, data);
       meter.written(data.length);
@@ -56,13 +42,36 @@ export function createMeteredBlobStore<S extends BlobStore>(inner: S, meter: Byt
       return refused;
     };
   }
-  if (inner.localPath) metered.localPath = (d) => inner.localPath!(d);
-  if (inner.getMany) {
-    metered.getMany = async (ds) => {
-      const r = await inner.getMany!(ds);
-      for (const b of r.found.values()) meter.read(b.length);
-      return r;
+  if (inner.putHashedFile) {
+    metered.putHashedFile = async (d, file) => {
+      await inner.putHashedFile!(d, file);
+      meter.written(d.sizeBytes);
     };
+  }
+  if (inner.localPath) metered.localPath = (d) => inner.localPath!(d);
+  if (read) {
+    metered.get = async (d) => {
+      const b = await inner.get(d);
+      read(b.length);
+      return b;
+    };
+    metered.getStream = (d, offset, limit): Readable => {
+      const counting = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          read(chunk.length);
+          cb(null, chunk);
+        },
+      });
+      // pipeline destroys the source when the consumer destroys the result, and passes errors on.
+      return pipeline(inner.getStream(d, offset, limit), counting, () => undefined);
+    };
+    if (inner.getMany) {
+      metered.getMany = async (ds) => {
+        const r = await inner.getMany!(ds);
+        for (const b of r.found.values()) read(b.length);
+        return r;
+      };
+    }
   }
   if (inner.localExecutablePath) metered.localExecutablePath = (d) => inner.localExecutablePath!(d);
   // Whatever else the inner store offers (close(), for remote stores) stays reachable.

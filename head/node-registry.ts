@@ -25,6 +25,8 @@ export interface NodeRecord extends NodeRegistration {
   connected: boolean;
   /** Why the head stopped trusting this node (it returned data that failed verification). */
   quarantined?: string;
+  /** The node asked for no new actions until it trimmed its local CAS (Heartbeat.draining). */
+  draining?: boolean;
 }
 
 export interface NodeRegistryOptions {
@@ -45,10 +47,10 @@ export interface NodeRegistry {
   attach(nodeId: string, sessionId: string): NodeRecord;
   /** The node's stream closed. */
   detach(nodeId: string, sessionId: string, reason: string): void;
-  heartbeat(nodeId: string, sessionId: string, hb: { load: number }): void;
+  heartbeat(nodeId: string, sessionId: string, hb: { load: number; draining?: boolean }): void;
   get(nodeId: string): NodeRecord | undefined;
   list(status?: NodeStatus): NodeRecord[];
-  /** Active nodes with at least one free slot. */
+  /** Active nodes with at least one free slot (and not draining). */
   withFreeSlots(): NodeRecord[];
   /** Stops sending work to a node whose results failed verification; its running work is requeued. Lasts for the head's lifetime, across re-registrations. */
   quarantine(nodeId: string, reason: string): void;
@@ -127,10 +129,12 @@ export function createNodeRegistry(opts: NodeRegistryOptions): NodeRegistry {
       const n = session(nodeId, sessionId);
       n.lastHeartbeat = opts.clock.now();
       n.load = hb.load;
+      const drained = n.draining && !hb.draining;
+      n.draining = hb.draining || undefined;
       if (n.status !== 'active' && n.connected && !n.quarantined) {
         n.status = 'active';
         emitAvailable(nodeId);
-      }
+      } else if (drained && n.status === 'active') emitAvailable(nodeId);
     },
     get: (id) => nodes.get(id),
     list(status) {
@@ -138,7 +142,7 @@ export function createNodeRegistry(opts: NodeRegistryOptions): NodeRegistry {
       return status ? all.filter((n) => n.status === status) : all;
     },
     withFreeSlots() {
-      return [...nodes.values()].filter((n) => n.status === 'active' && n.connected && !n.quarantined && n.running.size < n.slots);
+      return [...nodes.values()].filter((n) => n.status === 'active' && n.connected && !n.quarantined && !n.draining && n.running.size < n.slots);
     },
     quarantine(nodeId, reason) {
       quarantined.set(nodeId, reason);

@@ -114,7 +114,7 @@ export function createWorkerService(deps: WorkerServiceDeps): WorkerService {
         }
         if (!nodeId || !sessionId) throw new OrionError(Code.FAILED_PRECONDITION, 'the first message on a Connect stream must be hello');
         if (msg.heartbeat) {
-          deps.registry.heartbeat(nodeId, sessionId, { load: msg.heartbeat.load });
+          deps.registry.heartbeat(nodeId, sessionId, { load: msg.heartbeat.load, draining: msg.heartbeat.draining });
         } else if (msg.finished) {
           const f = msg.finished;
           const error = errorFromStatus(f.status, `node ${nodeId}`);

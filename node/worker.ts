@@ -19,6 +19,8 @@ export interface WorkerLoopOptions {
   address: string;
   /** Told the head's peer token at each registration. */
   onPeerToken?(token: string | undefined): void;
+  /** Whether to ask the head for no new actions for now (Heartbeat.draining). */
+  draining?(): boolean;
   executor: Executor;
   log: Logger;
   signal: AbortSignal;
@@ -34,6 +36,8 @@ export interface WorkerLoop {
   running(): number;
   /** Whether the node is registered and its stream to the head is open (its health). */
   connected(): boolean;
+  /** Sends a heartbeat now (`draining` changed). */
+  beat(): void;
 }
 
 function convertAssignment(a: AssignAction) {
@@ -68,6 +72,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
   let connected = false;
   /** Whether the head ever took this node's registration (the log says "lost" only then). */
   let registeredOnce = false;
+  let beatNow = () => undefined as void;
 
   async function session(): Promise<void> {
     const reg = await new Promise<{ sessionId: string; heartbeatIntervalMs: number; peerToken: string }>((resolve, reject) => {
@@ -85,7 +90,8 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
     };
     send({ hello: { nodeId: opts.nodeId, sessionId: reg.sessionId } });
     connected = true;
-    const beat = () => send({ heartbeat: { running: inFlight.size, load: os.loadavg()[0] ?? 0, assignmentIds: [...inFlight.keys()] } });
+    const beat = () => send({ heartbeat: { running: inFlight.size, load: os.loadavg()[0] ?? 0, assignmentIds: [...inFlight.keys()], draining: opts.draining?.() ?? false } });
+    beatNow = beat;
     beat();
     const timer = setInterval(beat, reg.heartbeatIntervalMs);
 
@@ -137,6 +143,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
       });
       const finish = (err?: Error) => {
         connected = false;
+        beatNow = () => undefined;
         clearInterval(timer);
         opts.signal.removeEventListener('abort', onAbort);
         if (err && !opts.signal.aborted) reject(err);
@@ -181,5 +188,5 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
     client.close();
   })();
 
-  return { done, running: () => inFlight.size, connected: () => connected };
+  return { done, running: () => inFlight.size, connected: () => connected, beat: () => beatNow() };
 }

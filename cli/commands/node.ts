@@ -12,7 +12,7 @@ import { createGrpcBlobStore } from '../../proto/grpc-blob-store.js';
 import { createExecutor } from '../../node/executor.js';
 import { createExecRootCache } from '../../node/exec-root-cache.js';
 import { createPeerFetcher, startPeerEndpoint } from '../../node/peer-endpoint.js';
-import { startWorkerLoop } from '../../node/worker.js';
+import { startWorkerLoop, type WorkerLoop } from '../../node/worker.js';
 import { createProcessRunner, type ActionRunner } from '../../sandbox/runner.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
 import { createPidsLimitRunner, probePidsCgroup } from '../../sandbox/pids-limit-runner.js';
@@ -81,7 +81,11 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   // crash cut short is seen as absent and fetched again.
   const casDir = path.join(o.workDir, 'cas');
   const keepMs = o.cacheKeepMs ?? DEFAULT_KEEP_MS;
-  const local = createDiskBlobStore(casDir, { durable: false, syncIo: true, touchAfterMs: touchAfterFor(keepMs) });
+  let trimmer: StoreTrimmer | undefined;
+  // Counted as written for the trimmer: a busy node is trimmed as its CAS grows, not only every 10 minutes.
+  const local = createMeteredBlobStore(createDiskBlobStore(casDir, { durable: false, syncIo: true, touchAfterMs: touchAfterFor(keepMs) }), {
+    written: (n) => trimmer?.wrote(n),
+  });
   // Template trees from an earlier run are stale: exec roots start from a fresh one.
   const templates = path.join(o.workDir, 'templates');
   await rm(templates, { recursive: true, force: true });
@@ -90,7 +94,6 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   const peerEndpoint = o.peerPort !== undefined ? await startPeerEndpoint({ host: o.host ?? '127.0.0.1', port: o.peerPort, store: local, token: () => peerToken }) : undefined;
   const peers = peerEndpoint ? createPeerFetcher({ token: () => peerToken }) : undefined;
   const roots = createExecRootCache({ local, dir: templates, leaseDir: actionsDir });
-  let trimmer: StoreTrimmer | undefined;
   const executor = metrics.meter(createExecutor({
     onIdle: () => trimmer?.maybeReady(),
     local,
@@ -106,12 +109,35 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
   const signal = daemonSignal(log);
   // The local CAS kept within --cache-size: trimmed only while no action runs, after dropping
   // the template and exec roots (which rely on its blobs); a trim skipped while busy runs when
-  // the last action ends (cas/store-trim.ts).
-  trimmer = startStoreTrimmer({ dir: casDir, maxBytes: o.cacheMaxBytes ?? 20 * 2 ** 30, keepMs, everyMs: 600_000, log, signal, ready: () => executor.busy() === 0 && roots.reset() });
+  // the last action ends (cas/store-trim.ts). Skipped while the CAS is over its size, the node
+  // drains: it asks the head for no new actions until the running ones end and it trimmed.
+  let draining = false;
+  let loop: WorkerLoop | undefined;
+  trimmer = startStoreTrimmer({
+    dir: casDir,
+    maxBytes: o.cacheMaxBytes ?? 20 * 2 ** 30,
+    keepMs,
+    everyMs: 600_000,
+    log,
+    signal,
+    ready: () => executor.busy() === 0 && roots.reset(),
+    overdue() {
+      if (draining) return;
+      draining = true;
+      log.info({ running: executor.busy() }, 'the local CAS is over its size: taking no new actions until the running ones end, to trim it');
+      loop?.beat();
+    },
+    onTrim() {
+      if (!draining) return;
+      draining = false;
+      log.info('trimmed the local CAS: taking actions again');
+      loop?.beat();
+    },
+  });
   log.info({ nodeId, head: o.head, slots: o.slots, sandbox: runner.kind, processLimit: pids ? o.maxProcesses : 'none' }, 'node starting');
   const address = peerEndpoint ? (o.peerAddress ?? peerEndpoint.address) : '';
   if (peerEndpoint) log.info({ address, listening: peerEndpoint.address }, 'serving this node\'s CAS to peers');
-  const loop = startWorkerLoop({ headAddress: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions, nodeId, slots: o.slots, address, executor, log, signal, onPeerToken: (t) => (peerToken = t) });
+  loop = startWorkerLoop({ headAddress: o.head, credentials: clientAuth.credentials, channelOptions: clientAuth.channelOptions, nodeId, slots: o.slots, address, executor, log, signal, onPeerToken: (t) => (peerToken = t), draining: () => draining });
   const endpoints = await startNodeEndpoints({ host: o.host ?? '127.0.0.1', metricsPort: o.metricsPort, healthPort: o.healthPort, metrics: metrics.registry, isServing: () => loop.connected() && !signal.aborted });
   // Tests and scripts read these lines to learn the ports when 0 was given.
   if (endpoints.metricsUrl) process.stdout.write(`orion node metrics on ${endpoints.metricsUrl}/metrics\n`);

@@ -157,4 +157,50 @@ describe('startStoreTrimmer', () => {
     tick();
     expect(await trimmer.trimNow()).toBeUndefined();
   });
+
+  it('calls overdue when a trim is skipped while the store is estimated over its size, and not again while a trim that could not help is recent', async () => {
+    const dir = tmp();
+    const store = createDiskBlobStore(dir, { durable: false });
+    const log = { info: () => undefined, warn: () => undefined };
+    let now = NOW;
+    let ready = true;
+    let overdue = 0;
+    const ac = new AbortController();
+    for (let i = 0; i < 2; i++) {
+      const b = blob(i);
+      await store.put(b.d, b.data);
+      usedAgo(dir, b.d, 7_200_000);
+    }
+    const trimmer = startStoreTrimmer({ dir, maxBytes: 3_000, keepMs: 60_000, now: () => now, everyMs: 1, log, signal: ac.signal, ready: () => ready, overdue: () => void overdue++, every: () => () => undefined });
+    expect(await trimmer.trimNow()).toMatchObject({ bytesAfter: 2_000, over: false });
+    // Busy: a skipped trim under the size (2,000 + 900 written) asks nothing.
+    ready = false;
+    trimmer.wrote(900);
+    expect(await trimmer.trimNow()).toBeUndefined();
+    expect(overdue).toBe(0);
+    // Over it (2,000 + 1,200): the owner is told, at each skipped trim.
+    trimmer.wrote(300);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(overdue).toBe(1);
+    expect(await trimmer.trimNow()).toBeUndefined();
+    expect(overdue).toBe(2);
+    // Drained: the trim runs; everything was used just now, so it stays over the size.
+    for (let i = 10; i < 14; i++) {
+      const b = blob(i);
+      await store.put(b.d, b.data);
+      usedAgo(dir, b.d, 0);
+    }
+    for (let i = 0; i < 2; i++) usedAgo(dir, blob(i).d, 0);
+    ready = true;
+    trimmer.maybeReady();
+    expect(await trimmer.trimNow()).toMatchObject({ over: true, removed: 0 });
+    // Busy again: draining cannot help until some of it may have aged (keepMs / 6).
+    ready = false;
+    expect(await trimmer.trimNow()).toBeUndefined();
+    expect(overdue).toBe(2);
+    now += 10_000;
+    expect(await trimmer.trimNow()).toBeUndefined();
+    expect(overdue).toBe(3);
+    ac.abort();
+  });
 });

@@ -34,6 +34,21 @@ function setup() {
 }
 
 describe('node registry', () => {
+  it('gives a draining node no work until a heartbeat says it is done, then makes it available again', () => {
+    const { registry, join, available } = setup();
+    const s1 = join('n1');
+    join('n2');
+    available.length = 0;
+    registry.heartbeat('n1', s1, { load: 0, draining: true });
+    expect(registry.withFreeSlots().map((n) => n.nodeId)).toEqual(['n2']);
+    expect(registry.get('n1')?.status).toBe('active');
+    registry.heartbeat('n1', s1, { load: 0, draining: true });
+    expect(available).toEqual([]);
+    registry.heartbeat('n1', s1, { load: 0 });
+    expect(available).toEqual(['n1']);
+    expect(registry.withFreeSlots().map((n) => n.nodeId).sort()).toEqual(['n1', 'n2']);
+  });
+
   it('keeps a registered node inactive until its stream attaches, then makes it active and available', () => {
     const { registry, reg, available, statusOf } = setup();
     const rec = registry.register(reg('n1'));

@@ -195,4 +195,35 @@ describe('orion head --cas-size', () => {
     const hello = await run([path.join(dir, 'hello')], { cwd: dir });
     expect(hello.code).toBe(0);
   }, 90_000);
+
+  it('a node whose CAS goes over its size while it is busy takes no new actions until the running ones end, trims, and goes on', async () => {
+    const head = await startHeadProcess(path.join(base, 'head-d'));
+    daemons.push(head);
+    const workDir = path.join(base, 'nd');
+    const node = startNodeProcess(head.address, 'nd-1', workDir, ['--no-sandbox', '--slots', '2', '--cache-size', '1MiB', '--cache-keep', '3s']);
+    daemons.push(node);
+    await waitForActiveNodes(head.address, 1);
+    const dir = await copyFixture('make-project', path.join(base, 'proj-d'));
+    // The tree the first action fetches is 3 MiB over the node's size: it goes over while busy.
+    writeFileSync(path.join(dir, 'data.bin'), randomBytes(3 * MiB));
+    const first = await orionBuild(dir, { cacheDir: path.join(base, 'cache-d1'), head: head.address, env: baseEnv() });
+    expect(first.code, first.stderr + node.output()).toBe(0);
+    expect(first.summary.where['nd-1'], first.stderr).toBeGreaterThan(5);
+    const out = node.output();
+    const drained = out.indexOf('the local CAS is over its size: taking no new actions until the running ones end, to trim it');
+    expect(drained, out).toBeGreaterThan(-1);
+    expect(out.indexOf('trimmed the local CAS: taking actions again', drained), out).toBeGreaterThan(drained);
+    expect((await run([path.join(dir, 'hello')], { cwd: dir })).code).toBe(0);
+
+    // Once what it fetched is older than --cache-keep, the next trim removes it.
+    await new Promise((r) => setTimeout(r, 4_000));
+    writeFileSync(path.join(dir, 'data.bin'), randomBytes(3 * MiB));
+    await writeFile(path.join(dir, 'src', 'hello.c'), (await readFile(path.join(dir, 'src', 'hello.c'), 'utf8')) + '\nint orion_drain_test;\n');
+    const before = node.output().length;
+    const second = await orionBuild(dir, { cacheDir: path.join(base, 'cache-d1'), head: head.address, env: baseEnv() });
+    expect(second.code, second.stderr + node.output()).toBe(0);
+    // Removed: the first data.bin and what else only the first tree held (the new data.bin alone keeps it over 1 MiB).
+    await waitFor('a trim that removed blobs', () => /"removed":[1-9]/.test(node.output().slice(before)), 20_000);
+    expect(casBytes(workDir)).toBeLessThan(5 * MiB);
+  }, 90_000);
 });

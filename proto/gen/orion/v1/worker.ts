@@ -76,6 +76,11 @@ export interface Heartbeat {
   running: number;
   load: number;
   assignmentIds: string[];
+  /**
+   * The node takes no new actions for now: its local CAS is over its size and is trimmed once the
+   * running ones end (a node trims only while idle). Sent again, false, after the trim.
+   */
+  draining: boolean;
 }
 
 export interface ActionFinished {
@@ -714,7 +719,7 @@ export const Hello: MessageFns<Hello> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { running: 0, load: 0, assignmentIds: [] };
+  return { running: 0, load: 0, assignmentIds: [], draining: false };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
@@ -727,6 +732,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     for (const v of message.assignmentIds) {
       writer.uint32(26).string(v!);
+    }
+    if (message.draining !== false) {
+      writer.uint32(32).bool(message.draining);
     }
     return writer;
   },
@@ -768,6 +776,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.assignmentIds.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.draining = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -789,6 +805,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
         : globalThis.Array.isArray(object?.assignment_ids)
         ? object.assignment_ids.map((e: any) => globalThis.String(e))
         : [],
+      draining: isSet(object.draining) ? globalThis.Boolean(object.draining) : false,
     };
   },
 
@@ -803,6 +820,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     if (message.assignmentIds?.length) {
       obj.assignmentIds = message.assignmentIds;
     }
+    if (message.draining !== false) {
+      obj.draining = message.draining;
+    }
     return obj;
   },
 
@@ -814,6 +834,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.running = object.running ?? 0;
     message.load = object.load ?? 0;
     message.assignmentIds = object.assignmentIds?.map((e) => e) || [];
+    message.draining = object.draining ?? false;
     return message;
   },
 };
