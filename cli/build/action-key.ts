@@ -15,6 +15,7 @@ import type { MerkleTree, TreeFileEntry } from '../../cas/merkle.js';
 import type { Action, ActionResult, Command, Digest } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
+import { archiveStartingPoint } from './archive-members.js';
 import { linkerReads, parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
 import type { DepManifest } from './dep-manifest.js';
 import type { IncludeScanner } from './include-scanner.js';
@@ -116,6 +117,9 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
     }
   }
   for (const o of a.outputs) if (!a.inputs.includes(o)) inputs.delete(o);
+  // An archive left by an earlier build with other members: `ar r` keeps them (archive-members.ts).
+  const startingPoint = archiveStartingPoint(a);
+  if (startingPoint) inputs.add(startingPoint);
 
   const tree: TreeFileEntry[] = [];
   const external: string[] = [];

@@ -3,7 +3,7 @@
  * generated header, a static library), embedded and on a head with two nodes;
  * plus Make-only scenarios: computed includes, make variables, ORION_CACHE_DIR.
  */
-import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { CACHEABLE_KINDS, baseEnv, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
@@ -193,6 +193,34 @@ defineFixtureSuite(
       expectOk(c);
       expect(toolRuns(c, graph)).toEqual(['CC main.o', 'LD prog']);
       expect(await exitOf()).toBe(6);
+    }, SLOW);
+
+    it('keeps the members an earlier build left in an archive (`ar rcs` as make), and never serves that archive to a fresh checkout at the same path', async () => {
+      const dir = path.join(ctx.fresh('stale-archive'), 'proj');
+      const cache = path.join(path.dirname(dir), 'cache');
+      const tree = async (objs: string) => {
+        await mkdir(dir, { recursive: true });
+        await writeFile(path.join(dir, 'foo.c'), 'int foo(void) { return 1; }\n');
+        await writeFile(path.join(dir, 'bar.c'), 'int bar(void) { return 2; }\n');
+        await writeFile(path.join(dir, 'Makefile'), `OBJS = ${objs}\nlibx.a: $(OBJS)\n\tar rcs libx.a $(OBJS)\n\n%.o: %.c\n\t$(CC) -c $< -o $@\n`);
+      };
+      const members = async () => (await run(['ar', 't', 'libx.a'], { cwd: dir })).stdout.split('\n').filter(Boolean);
+      await tree('foo.o bar.o');
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await members()).toEqual(['foo.o', 'bar.o']);
+      // foo.c dropped from the Makefile: make's `ar rcs libx.a bar.o` keeps foo.o in the archive.
+      await tree('bar.o');
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await members()).toEqual(['foo.o', 'bar.o']);
+      // A fresh checkout of that revision at the same path: make makes an archive of bar.o alone.
+      await rm(dir, { recursive: true, force: true });
+      await tree('bar.o');
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await members()).toEqual(['bar.o']);
+      // And the next build finds it up to date in the cache.
+      const again = await ctx.build(dir, { cacheDir: cache });
+      expectOk(again);
+      expect(toolRuns(again, await graphOf(dir))).toEqual([]);
     }, SLOW);
 
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
