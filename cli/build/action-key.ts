@@ -69,6 +69,8 @@ export interface KeyDeps {
   env: Record<string, string | undefined>;
   /** Input roots built by earlier builds (their digests, by what they hold). */
   trees?: TreeMemo;
+  /** The commit and tags checked out (git-identity.ts): part of every step's key. */
+  git?: string;
 }
 
 function relTo(from: string, to: string): string {

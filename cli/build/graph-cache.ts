@@ -17,6 +17,7 @@ import { writeFileAtomic } from '../../cas/atomic-file.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { BuildGraph } from '../../dag-extractor/types.js';
 import { applyStepEffect } from './output-writer.js';
+import { gitIdentity } from './git-identity.js';
 import type { ProjectFiles, Snapshot } from './project-files.js';
 import { diffSnapshots, type StepEffect } from './step-cache.js';
 
@@ -40,21 +41,6 @@ export interface GraphCacheInput {
 interface CachedGraph {
   graph: BuildGraph;
   effect: Omit<StepEffect, 'stdout' | 'stderr'>;
-}
-
-/** The commit checked out, when the project is a git work tree (.git is not part of snapshots). */
-async function gitIdentity(root: string): Promise<string> {
-  try {
-    const head = (await readFile(path.join(root, '.git', 'HEAD'), 'utf8')).trim();
-    const ref = /^ref: (.+)$/.exec(head)?.[1];
-    if (!ref) return head;
-    const loose = await readFile(path.join(root, '.git', ref), 'utf8').catch(() => '');
-    if (loose) return `${ref}@${loose.trim()}`;
-    const packed = await readFile(path.join(root, '.git', 'packed-refs'), 'utf8').catch(() => '');
-    return `${ref}@${packed.split('\n').find((l) => l.endsWith(` ${ref}`)) ?? ''}`;
-  } catch {
-    return '';
-  }
 }
 
 export async function graphKey(input: Omit<GraphCacheInput, 'extract' | 'cas'>, snap: Snapshot): Promise<string> {

@@ -30,6 +30,7 @@ import { fanOutReporter } from '../build/fan-out-reporter.js';
 import { createCostEstimate } from '../build/cost-estimate.js';
 import { createTimeline } from '../build/timeline.js';
 import { createTtyReporter } from '../build/tty-reporter.js';
+import { gitIdentity } from '../build/git-identity.js';
 
 export interface BuildCommandOptions {
   dir: string;
@@ -118,7 +119,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
     const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
     saved.push(trees);
-    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees };
+    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees, git: await gitIdentity(root) };
     const summary = await runBuild(
       {
         graph,
