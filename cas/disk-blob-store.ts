@@ -8,7 +8,7 @@
  * the same blob are safe (each renames its own complete copy).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { copyFile, lstat, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { closeSync, constants, createReadStream, fstatSync, futimesSync, openSync, readFileSync, readSync, statSync, utimesSync } from 'node:fs';
 import { createDirMaker, ensureDirSync, writeAndRename, writeDurableAndRename } from './atomic-file.js';
 import { dirname, join } from 'node:path';
@@ -174,11 +174,29 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
     writeAndRename(join(tmpDir, `${process.pid}.${randomUUID()}`), blobPath(d), data, 0o444);
   };
 
+  /** Sets an open blob's mtime to now when it is older than touchAfterMs: it was just used. */
+  const touchOpen = async (fh: FileHandle, mtimeMs: number) => {
+    if (touchAfterMs === undefined) return;
+    const now = Date.now();
+    // Not ours to touch (another user's store): it only looks older to a trim.
+    if (mtimeMs < now - touchAfterMs) await fh.utimes(now / 1000, now / 1000).catch(() => undefined);
+  };
+  /** A large blob, read whole through one descriptor, its last use recorded. */
+  const readLarge = async (file: string): Promise<Buffer> => {
+    const fh = await open(file, 'r');
+    try {
+      await touchOpen(fh, (await fh.stat()).mtimeMs);
+      return await fh.readFile();
+    } finally {
+      await fh.close();
+    }
+  };
+
   const get = async (d: Digest): Promise<Buffer> => {
     if (isEmptyDigest(validateDigest(d))) return Buffer.alloc(0);
     try {
       // A small blob by one synchronous read (it is almost always in the page cache).
-      const data = d.sizeBytes <= SMALL_BLOB ? (touchAfterMs === undefined ? readFileSync(blobPath(d)) : readTouching(blobPath(d), touchAfterMs)) : await readFile(blobPath(d));
+      const data = d.sizeBytes <= SMALL_BLOB ? (touchAfterMs === undefined ? readFileSync(blobPath(d)) : readTouching(blobPath(d), touchAfterMs)) : await readLarge(blobPath(d));
       if (data.length === d.sizeBytes) return data;
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw wrap(err, `failed to read blob ${digestKey(d)}`);
@@ -199,8 +217,10 @@ export function createDiskBlobStore(dir: string, opts: DiskCacheOptions = {}): B
       throw wrap(err, `failed to open blob ${digestKey(d)}`);
     }
     try {
-      const size = (await fh.stat()).size;
+      const st = await fh.stat();
+      const size = st.size;
       if (size !== d.sizeBytes) throw notFound(`blob ${digestKey(d)} not found (stored file has ${size} bytes)`);
+      await touchOpen(fh, st.mtimeMs);
       const { start, end } = readRange(d, size, offset, limit);
       if (end > start) yield* fh.createReadStream({ start, end: end - 1, autoClose: false });
     } finally {

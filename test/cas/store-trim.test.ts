@@ -99,6 +99,22 @@ describe('a disk store with touchAfterMs', () => {
     expect(await store.has(idle.d)).toBe(false);
   });
 
+  it('records the use of a large blob read whole or streamed (a ByteStream read), as of a small one', async () => {
+    const dir = tmp();
+    const store = createDiskBlobStore(dir, { durable: false, touchAfterMs: 600_000 });
+    const [whole, streamed, small] = [blob(1, 2 * 1024 * 1024), blob(2, 2 * 1024 * 1024), blob(3)];
+    for (const x of [whole, streamed, small]) await store.put(x.d, x.data);
+    const hourAgo = (Date.now() - 3_600_000) / 1000;
+    for (const x of [whole, streamed, small]) utimesSync(fileOf(dir, x.d), hourAgo, hourAgo);
+    expect((await store.get(whole.d)).equals(whole.data)).toBe(true);
+    const chunks: Buffer[] = [];
+    for await (const c of store.getStream(streamed.d, 1024, 4096)) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).equals(streamed.data.subarray(1024, 1024 + 4096))).toBe(true);
+    expect(statSync(fileOf(dir, whole.d)).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
+    expect(statSync(fileOf(dir, streamed.d)).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
+    expect(statSync(fileOf(dir, small.d)).mtimeMs, 'not read').toBeLessThan(Date.now() - 3_000_000);
+  });
+
   it('leaves mtimes alone without touchAfterMs', async () => {
     const dir = tmp();
     const store = createDiskBlobStore(dir, { durable: false });
