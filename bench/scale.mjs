@@ -1,11 +1,12 @@
 // Synthetic scale benchmark of the Orion head, through the orion.v1 Builds service (whole-DAG submission).
 //
-//   node bench/scale.mjs sleep    [--actions 2000] [--nodes 6] [--slots 4] [--seed 1] [--warmup 1] [--time-scale 1] [--sandbox off|auto]
+//   node bench/scale.mjs sleep    [--actions 2000] [--nodes 6] [--slots 4] [--seed 1] [--warmup 1] [--time-scale 1] [--action sleep|write] [--sandbox off|auto]
 //   node bench/scale.mjs dispatch [--actions 10000] [--nodes 4] [--slots 8] [--shape flat|fanin] [--workers orion|fake] [--sandbox off|auto]
 //   node bench/scale.mjs plan     [--actions 2000] [--nodes 6] [--slots 4] [--seed 1]     (no daemons: the DAG and its bounds)
 // Common: [--timeout 1800] [--cpu-prof DIR] (CPU profiles of the head, and of the nodes with --cpu-prof-nodes 1)
 // Environment: BENCH_TMP (where the run's scratch directory goes), BENCH_TRASH (move it there at the end
-// instead of deleting it, for the caller to delete after its last run; see discardScratch).
+// instead of deleting it, for the caller to delete after its last run; see discardScratch),
+// SCALE_NODE_FLAGS (more `orion node` flags, for experiments).
 //
 // Starts a fresh head (own data dir) and K `orion node` processes (--no-peer; --no-sandbox unless
 // --sandbox auto) on 127.0.0.1, submits one DAG through Builds.Build, waits for BUILD_FINISHED and
@@ -13,8 +14,11 @@
 //
 // sleep: a seeded synthetic C/C++-shaped DAG (generators -> compiles in libraries -> one archive per
 //   library (fan-in 60-300) -> tool links (a few objects and several archives each) and test links
-//   (one object, 1-3 archives) -> one packaging step over every link) whose actions only sleep and
-//   write their declared output; consumers read their producers' outputs as produced inputs. The
+//   (one object, 1-3 archives) -> one packaging step over every link). --action sleep (the default):
+//   each action is `sleep S`, run directly, and waits for its producers through the DAG's edges;
+//   --action write: `sh -c 'sleep S; ... > OUT'` writes its declared output, and consumers read
+//   their producers' outputs as produced inputs (what a real build adds on a node: a shell, an
+//   output to collect and upload, inputs made elsewhere to fetch). The
 //   salt that makes every action key new is a file of the source root (read by every action), so
 //   command digests stay the same across builds: --warmup W first runs W builds of the same DAG
 //   with other salts, from which the head learns durations (its critical-path priority uses them);
@@ -45,7 +49,7 @@ const ORION = path.join(REPO, 'dist/orion.mjs');
 
 function parseArgs(argv) {
   const mode = argv[0];
-  const o = { mode, actions: 0, nodes: 0, slots: 0, seed: 1, 'time-scale': 1, warmup: 1, shape: 'flat', workers: 'orion', sandbox: 'off', timeout: 1800, 'cpu-prof': '', 'cpu-prof-nodes': 0, head: '' };
+  const o = { mode, actions: 0, nodes: 0, slots: 0, seed: 1, 'time-scale': 1, warmup: 1, action: 'sleep', shape: 'flat', workers: 'orion', sandbox: 'off', timeout: 1800, 'cpu-prof': '', 'cpu-prof-nodes': 0, head: '' };
   for (let i = 1; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '');
     const v = argv[i + 1];
@@ -58,6 +62,7 @@ function parseArgs(argv) {
   if (o.workers === 'fake' && mode !== 'dispatch') throw new Error('--workers fake is for dispatch mode');
   if (!['off', 'auto'].includes(o.sandbox)) throw new Error('--sandbox is off or auto');
   if (!['flat', 'fanin'].includes(o.shape)) throw new Error('--shape is flat or fanin');
+  if (!['sleep', 'write'].includes(o.action)) throw new Error('--action is sleep or write');
   const dispatch = mode === 'dispatch';
   o.actions ||= dispatch ? 10000 : 2000;
   o.nodes ||= dispatch ? 4 : 6;
@@ -486,6 +491,8 @@ async function main() {
       nodeIds.push(id);
       const args = ['node', '--head', address, '--id', id, '--slots', String(opts.slots), '--work-dir', path.join(tmp, id), '--no-peer', '--log-level', 'warn'];
       if (opts.sandbox === 'off') args.push('--no-sandbox');
+      // For experiments: more node flags (e.g. SCALE_NODE_FLAGS='--max-processes 0').
+      args.push(...(process.env.SCALE_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean));
       startDaemon(args, opts['cpu-prof-nodes'] ? prof(id) : []);
     }
     const cluster = new ClusterClient(address, credentials.createInsecure());
@@ -510,8 +517,10 @@ async function main() {
         if (bad) throw new Error(`BatchUpdateBlobs: ${bad.status.message}`);
       }
     };
-    const commandBlob = (argv, outputs) => {
-      const data = Buffer.from(re.Command.encode(re.Command.fromPartial({ arguments: argv, environmentVariables: [{ name: 'PATH', value: '/usr/bin:/bin' }], outputPaths: outputs })).finish());
+    /** `id` (in the environment) makes the command of each action its own when argv alone would not. */
+    const commandBlob = (argv, outputs, id) => {
+      const env = [{ name: 'PATH', value: '/usr/bin:/bin' }, ...(id ? [{ name: 'SCALE_ACTION', value: id }] : [])];
+      const data = Buffer.from(re.Command.encode(re.Command.fromPartial({ arguments: argv, environmentVariables: env, outputPaths: outputs })).finish());
       return { digest: digestOf(data), data };
     };
 
@@ -535,19 +544,22 @@ async function main() {
         blobs.push({ digest: digestOf(saltBlob), data: saltBlob }, { digest: root, data: dir });
       }
       const seen = new Set();
+      const writes = opts.mode === 'sleep' && opts.action === 'write';
       for (const a of actions) {
         const c =
-          opts.mode === 'sleep'
-            ? commandBlob(['/bin/sh', '-c', `sleep ${a.sleep}; read s < salt; echo "${a.out} $s" > ${a.out}`], [a.out])
-            : commandBlob(['true', `${salt}-${a.id}`], []);
+          opts.mode !== 'sleep'
+            ? commandBlob(['true', `${salt}-${a.id}`], [])
+            : writes
+              ? commandBlob(['/bin/sh', '-c', `sleep ${a.sleep}; read s < salt; echo "${a.out} $s" > ${a.out}`], [a.out])
+              : commandBlob(['sleep', String(a.sleep)], [], a.id);
         if (!seen.has(c.digest.hash)) blobs.push(c);
         seen.add(c.digest.hash);
         specs.push({
           id: a.id,
           commandDigest: c.digest,
           inputRootDigest: root,
-          producedInputs: a.inputs.filter((p) => p.out).map((p) => ({ path: p.out, producer: p.id })),
-          deps: a.inputs.filter((p) => !p.out).map((p) => p.id),
+          producedInputs: writes ? a.inputs.filter((p) => p.out).map((p) => ({ path: p.out, producer: p.id })) : [],
+          deps: a.inputs.filter((p) => !writes || !p.out).map((p) => p.id),
           label: `${a.kind} ${a.out ?? a.id}`,
         });
       }
@@ -661,7 +673,7 @@ async function main() {
       nodes: opts.nodes,
       slotsPerNode: opts.slots,
       sandbox: opts.sandbox,
-      ...(opts.mode === 'sleep' ? { seed: opts.seed, warmupBuilds: opts.warmup, timeScale: opts['time-scale'] } : { shape: opts.shape }),
+      ...(opts.mode === 'sleep' ? { seed: opts.seed, warmupBuilds: opts.warmup, timeScale: opts['time-scale'], action: opts.action } : { shape: opts.shape }),
       ...(plan ?? {}),
       ...measured,
       headIdleRssKb: rssIdleKb,
