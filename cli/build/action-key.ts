@@ -71,6 +71,8 @@ export interface KeyDeps {
   trees?: TreeMemo;
   /** The commit and tags checked out (git-identity.ts): part of every step's key. */
   git?: string;
+  /** `NAME=value` of the environment variables the build files mention (graph-cache.ts): part of every step's key. */
+  makeEnv?: string[];
 }
 
 function relTo(from: string, to: string): string {

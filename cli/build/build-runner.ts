@@ -430,6 +430,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const env = KEYED_ENV.map((n) => `${n}=${a.env?.[n] ?? deps.keyDeps.env[n] ?? ''}`);
     // A step may read git (a version header): the same tree at another commit or tag is another key.
     if (deps.keyDeps.git) env.push(`orion-git=${deps.keyDeps.git}`);
+    // Make hands the variables it imported from the environment on to the commands it runs.
+    if (deps.keyDeps.makeEnv) env.push(...deps.keyDeps.makeEnv);
     const key = stepKey(a.cwd, a.argv, env, snap);
     const hit = await deps.stepCache.get(key);
     if (hit && (await deps.localCas.findMissing([...hit.written.map((w) => w.digest), ...(hit.stdout ? [hit.stdout] : []), ...(hit.stderr ? [hit.stderr] : [])])).length === 0) {

@@ -59,11 +59,38 @@ export async function graphKey(input: Omit<GraphCacheInput, 'extract' | 'cas'>, 
   return h.digest('hex');
 }
 
+/**
+ * Make imports every environment variable as a make variable (`ifdef DEBUG`, `$(PREFIX)`), and the
+ * recipes it runs see them too: the environment variables whose names the build files mention, as
+ * `NAME=value` lines (sorted; unset ones left out). The names are found once per set of build
+ * files (`namesFile`), not at every build.
+ */
+async function referencedEnv(input: Omit<GraphCacheInput, 'extract' | 'cas'>, snap: Snapshot, namesFile: string): Promise<string[]> {
+  let names: string[] | undefined;
+  try {
+    names = JSON.parse(await readFile(namesFile, 'utf8')) as string[];
+  } catch {
+    const found = new Set<string>();
+    for (const [p, e] of snap.entries) {
+      if (e.kind !== 'file' || !BUILD_FILE.test(p)) continue;
+      const text = await readFile(path.join(input.files.root, p), 'latin1').catch(() => '');
+      for (const w of text.matchAll(/[A-Za-z_][A-Za-z0-9_]*/g)) found.add(w[0]);
+    }
+    // Every name a build file mentions, whichever of them this environment sets: kept for the next builds.
+    names = [...found].sort();
+    await mkdir(path.dirname(namesFile), { recursive: true });
+    await writeFileAtomic(namesFile, JSON.stringify(names), { durable: false });
+  }
+  return names.filter((n) => input.env[n] !== undefined && !GRAPH_ENV.includes(n)).map((n) => `${n}=${input.env[n]}`);
+}
+
 /** Returns the cached graph for this tree (replaying what extraction wrote), or extracts and caches it. */
-export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ graph: BuildGraph; cached: boolean }> {
+export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ graph: BuildGraph; cached: boolean; env: string[] }> {
   const before = await input.files.snapshot();
   const beforeEntries = new Map(before.entries);
-  const key = await graphKey(input, before);
+  const base = await graphKey(input, before);
+  const env = await referencedEnv(input, before, path.join(input.cacheDir, 'graphs', `${base}.names`));
+  const key = env.length === 0 ? base : createHash('sha256').update(`${base}\u0000${env.join('\u0000')}`).digest('hex');
   const file = path.join(input.cacheDir, 'graphs', `${key}.json`);
   try {
     const cached = JSON.parse(await readFile(file, 'utf8')) as CachedGraph;
@@ -71,7 +98,7 @@ export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ grap
       const missing = await input.cas.findMissing(cached.effect.written.map((w) => w.digest));
       if (missing.length === 0) {
         await applyStepEffect({ ...cached.effect, deleted: [] }, input.files, input.cas);
-        return { graph: cached.graph, cached: true };
+        return { graph: cached.graph, cached: true, env };
       }
     }
   } catch {
@@ -84,5 +111,5 @@ export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ grap
   for (const w of effect.written) await putHashedFile(input.cas, w.digest, path.join(input.files.root, w.path));
   await mkdir(path.dirname(file), { recursive: true });
   await writeFileAtomic(file, JSON.stringify({ graph, effect } satisfies CachedGraph), { durable: false });
-  return { graph, cached: false };
+  return { graph, cached: false, env };
 }

@@ -93,7 +93,8 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const saved: { save(): Promise<void> }[] = [statCache];
   let warm: Promise<void> | undefined;
   try {
-    ({ graph } = await loadOrExtractGraph({
+    let makeEnv: string[];
+    ({ graph, env: makeEnv } = await loadOrExtractGraph({
       files,
       cas: localCas,
       cacheDir: o.cacheDir,
@@ -119,7 +120,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
     const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
     saved.push(trees);
-    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees, git: await gitIdentity(root) };
+    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees, git: await gitIdentity(root), makeEnv };
     const summary = await runBuild(
       {
         graph,

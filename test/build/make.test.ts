@@ -223,6 +223,23 @@ defineFixtureSuite(
       expect(toolRuns(again, await graphOf(dir))).toEqual([]);
     }, SLOW);
 
+    it('extracts the graph again when an environment variable the Makefile reads changes (ifdef FAST), and serves each graph from the cache after', async () => {
+      const dir = path.join(ctx.fresh('make-env'), 'proj');
+      await mkdir(dir, { recursive: true });
+      await writeFile(path.join(dir, 'Makefile'), 'ifdef FAST\nOPT = -DMODE=2\nelse\nOPT = -DMODE=1\nendif\nprog: main.c\n\t$(CC) $(OPT) -o prog main.c\n');
+      await writeFile(path.join(dir, 'main.c'), 'int main(void) { return MODE; }\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      const exitOf = async () => (await run([path.join(dir, 'prog')], { cwd: dir })).code;
+      // Twice without: the second build sees prog in the listing, a graph of its own.
+      for (const fast of [undefined, undefined, '1', undefined, '1']) {
+        const b = await ctx.build(dir, { cacheDir: cache, env: baseEnv({ FAST: fast }) });
+        expectOk(b);
+        expect(await exitOf(), `FAST=${fast ?? '(unset)'}`).toBe(fast ? 2 : 1);
+      }
+      // Three graphs: without FAST before and after prog existed, and with it; the last two builds reused theirs.
+      expect((await readdir(path.join(cache, 'graphs'))).filter((f) => f.endsWith('.json'))).toHaveLength(3);
+    }, SLOW);
+
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
       const dir = ctx.incremental();
       const graph = ctx.ref();
