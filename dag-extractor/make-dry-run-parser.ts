@@ -12,7 +12,10 @@
  * directory messages with "# ". The database is not commands: it is read only
  * for what the trace does not say, whether a target is phony or has a
  * double-colon rule (make runs such a recipe without prerequisites every
- * time, where it runs a plain one only when its target is missing).
+ * time, where it runs a plain one only when its target is missing), and
+ * whether the makefile asks for `.ONESHELL` (make -n prints a recipe line by
+ * line either way; with it, the lines of one recipe are one command for one
+ * shell, so a `cd` on one line holds for the next).
  */
 import path from 'node:path';
 
@@ -58,11 +61,13 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   const doubleColon = new Set<string>();
   /** Directories whose make printed a database: in the others nothing is known of phony targets. */
   const described = new Set<string>();
+  /** Directories whose makefile has `.ONESHELL:`. */
+  const oneShell = new Set<string>();
   const lines = output.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     if (DATABASE_START.test(line)) {
-      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon);
+      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon, oneShell);
       described.add(stack[stack.length - 1].cwd);
       continue;
     }
@@ -92,7 +97,15 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     if (!r || !described.has(c.cwd)) continue;
     r.alwaysRuns = phony.has(r.target) || (r.prereqs.length === 0 && doubleColon.has(r.target));
   }
-  return commands;
+  if (oneShell.size === 0) return commands;
+  // .ONESHELL: the lines of each recipe go to one shell, as one command.
+  const joined: DryRunCommand[] = [];
+  for (const c of commands) {
+    const last = joined[joined.length - 1];
+    if (last && c.rule && last.rule === c.rule && last.cwd === c.cwd && oneShell.has(c.cwd)) last.text += `\n${c.text}`;
+    else joined.push({ ...c });
+  }
+  return joined;
 }
 
 /** The first line of the database -p prints ("# GNU Make 4.3"); it ends with "# Finished Make data base on ...". */
@@ -109,7 +122,7 @@ const PHONY_NOTE = /^#  Phony target /;
  * Variable definitions (`X := y`, `define`) never match an entry: a variable's
  * name is followed by its operator, not by a colon and a blank.
  */
-function readDatabase(lines: readonly string[], start: number, cwd: string, phony: Set<string>, doubleColon: Set<string>): number {
+function readDatabase(lines: readonly string[], start: number, cwd: string, phony: Set<string>, doubleColon: Set<string>, oneShell: Set<string>): number {
   let entry: string | undefined;
   let inDefine = false;
   for (let i = start; i < lines.length; i++) {
@@ -131,6 +144,7 @@ function readDatabase(lines: readonly string[], start: number, cwd: string, phon
       phony.add(entry);
       continue;
     }
+    if (line === '.ONESHELL:' || line.startsWith('.ONESHELL: ')) oneShell.add(cwd);
     const e = ENTRY.exec(line);
     if (e && !/^\S+ (?::|::|\?|\+|!)?= /.test(line)) {
       entry = path.resolve(cwd, e[1]);

@@ -3,7 +3,7 @@
  * generated header, a static library), embedded and on a head with two nodes;
  * plus Make-only scenarios: computed includes, make variables, ORION_CACHE_DIR.
  */
-import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { CACHEABLE_KINDS, baseEnv, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
@@ -238,6 +238,17 @@ defineFixtureSuite(
       }
       // Three graphs: without FAST before and after prog existed, and with it; the last two builds reused theirs.
       expect((await readdir(path.join(cache, 'graphs'))).filter((f) => f.endsWith('.json'))).toHaveLength(3);
+    }, SLOW);
+
+    it('runs the lines of a .ONESHELL recipe in one shell: a `cd` holds for the lines after it, as under make', async () => {
+      const dir = path.join(ctx.fresh('oneshell'), 'proj');
+      await mkdir(path.join(dir, 'sub'), { recursive: true });
+      await writeFile(path.join(dir, 'Makefile'), '.ONESHELL:\nall: sub/prog sub/where.txt\nsub/prog: sub/main.c\n\tcd sub\n\t$(CC) -o prog main.c\nsub/where.txt:\n\tcd sub\n\tpwd > where.txt\n');
+      await writeFile(path.join(dir, 'sub', 'main.c'), 'int main(void) { return 7; }\n');
+      expectOk(await ctx.build(dir, { cacheDir: path.join(path.dirname(dir), 'cache') }));
+      expect((await run([path.join(dir, 'sub', 'prog')], { cwd: dir })).code).toBe(7);
+      expect((await readFile(path.join(dir, 'sub', 'where.txt'), 'utf8')).trim()).toBe(path.join(dir, 'sub'));
+      expect(await readdir(dir)).toEqual(['Makefile', 'sub']);
     }, SLOW);
 
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {

@@ -114,4 +114,32 @@ describe('parseMakeDryRun with --trace', () => {
     const cmds = parseMakeDryRun(["Makefile:3: target 'stamp' does not exist", 'touch stamp'].join('\n'), '/p', names);
     expect(cmds).toEqual([{ text: 'touch stamp', cwd: '/p', rule: { target: '/p/stamp', prereqs: [] } }]);
   });
+
+  it('joins the lines of each recipe into one command where the database shows .ONESHELL, and only there', () => {
+    const db = (oneShell: boolean) => ['# GNU Make 4.3', '# Files', ...(oneShell ? ['.ONESHELL:', ''] : []), '# Finished Make data base on Tue Nov 24 02:39:35 2026'];
+    const out = [
+      "# make: Entering directory '/p'",
+      "Makefile:3: target 'a' does not exist",
+      'cd sub',
+      'pwd > a',
+      "Makefile:6: target 'b' does not exist",
+      'echo b > b',
+      'echo b2 >> b',
+      'cd lib && make',
+      "# make[1]: Entering directory '/p/lib'",
+      "Makefile:2: target 'c' does not exist",
+      'cd x',
+      'pwd > c',
+      ...db(false),
+      "# make[1]: Leaving directory '/p/lib'",
+      ...db(true),
+      "# make: Leaving directory '/p'",
+    ].join('\n');
+    expect(parseMakeDryRun(out, '/p', names).map((c) => [c.text, c.cwd])).toEqual([
+      ['cd sub\npwd > a', '/p'],
+      ['echo b > b\necho b2 >> b\ncd lib && make', '/p'],
+      ['cd x', '/p/lib'],
+      ['pwd > c', '/p/lib'],
+    ]);
+  });
 });
