@@ -39,6 +39,8 @@ export interface ClassifyOptions {
   makeNames: ReadonlySet<string>;
   /** 'split': one action per tool command of the line (Make). 'single': at most one action per line (Ninja edges). */
   mode: 'split' | 'single';
+  /** The shell and its flags a line runs with (make's SHELL and .SHELLFLAGS); default `/bin/sh -c`. */
+  shell?: readonly string[];
 }
 
 export interface LineClassification {
@@ -47,7 +49,9 @@ export interface LineClassification {
   drafts: ActionDraft[];
 }
 
-const SHELL = '/bin/sh';
+const DEFAULT_SHELL = ['/bin/sh', '-c'];
+/** Syntax bash reads otherwise than POSIX sh: brace expansion, [[ ]], $'...', process substitution, (( )). */
+const NOT_POSIX = /\{[^{}\s]*(?:,|\.\.)[^{}\s]*\}|\[\[|\$'|[<>]\(|\(\(/;
 const NOISE_COMMANDS = new Set(['echo', 'printf', 'true', ':']);
 const COPY_COMMANDS = new Set(['cp', 'mv', 'install', 'ln']);
 const OUTPUT_REDIRECTIONS = new Set(['>', '>>', '>|', '<>']);
@@ -58,6 +62,10 @@ type Step =
   | { type: 'other'; outputs: string[] };
 
 export function classifyCommandLine(text: string, cwd: string, options: ClassifyOptions): LineClassification {
+  const shell = options.shell ?? DEFAULT_SHELL;
+  const otherDraft = (t: string, c: string, outputs: string[], inputs: string[]) => shellDraft(shell, t, c, outputs, inputs);
+  // Another shell (bash) may give this line another meaning than POSIX sh, which the tokenizer reads.
+  if (shell[0] !== DEFAULT_SHELL[0] && NOT_POSIX.test(text)) return { recursive: false, drafts: [otherDraft(text, cwd, [], [])] };
   let parsed: ParsedCommandLine;
   try {
     parsed = parseCommandLine(text);
@@ -91,7 +99,7 @@ export function classifyCommandLine(text: string, cwd: string, options: Classify
   if (cleans.length === 0 && (tools.length === 1 || options.mode === 'split')) {
     return { recursive, drafts: tools.map((t) => toolDraft(t.tool, t.cwd, t.env)) };
   }
-  return { recursive, drafts: [combinedDraft(lineText, cwd, tools.map((t) => t.tool), cleans.flatMap((c) => c.paths))] };
+  return { recursive, drafts: [combinedDraft(shell, lineText, cwd, tools.map((t) => t.tool), cleans.flatMap((c) => c.paths))] };
 }
 
 /**
@@ -152,7 +160,7 @@ function toolDraft(tool: ToolInvocation, cwd: string, env: Record<string, string
  * takes its kind from the main tool (the last one that is not an in-place
  * ranlib); files produced or removed earlier on the line are not inputs.
  */
-function combinedDraft(text: string, cwd: string, tools: ToolInvocation[], cleaned: string[]): ActionDraft {
+function combinedDraft(shell: readonly string[], text: string, cwd: string, tools: ToolInvocation[], cleaned: string[]): ActionDraft {
   const main = [...tools].reverse().find((t) => t.verb !== 'RANLIB') ?? tools[tools.length - 1];
   const internal = new Set(cleaned);
   const inputs: string[] = [];
@@ -166,7 +174,7 @@ function combinedDraft(text: string, cwd: string, tools: ToolInvocation[], clean
     kind: main.kind,
     verb: main.verb,
     cwd,
-    argv: [SHELL, '-c', text],
+    argv: [...shell, text],
     inputs: unique(inputs),
     optionalInputs: unique(optionalInputs),
     outputs: unique([...main.outputs, ...tools.flatMap((t) => t.outputs)]),
@@ -174,13 +182,13 @@ function combinedDraft(text: string, cwd: string, tools: ToolInvocation[], clean
   };
 }
 
-function otherDraft(text: string, cwd: string, outputs: string[], inputs: string[]): ActionDraft {
+function shellDraft(shell: readonly string[], text: string, cwd: string, outputs: string[], inputs: string[]): ActionDraft {
   const uniqueOutputs = unique(outputs);
   return {
     kind: 'other',
     verb: uniqueOutputs.length > 0 ? 'GEN' : 'SH',
     cwd,
-    argv: [SHELL, '-c', text],
+    argv: [...shell, text],
     inputs: unique(inputs),
     optionalInputs: [],
     outputs: uniqueOutputs,

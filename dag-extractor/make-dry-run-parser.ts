@@ -15,7 +15,8 @@
  * time, where it runs a plain one only when its target is missing), and
  * whether the makefile asks for `.ONESHELL` (make -n prints a recipe line by
  * line either way; with it, the lines of one recipe are one command for one
- * shell, so a `cd` on one line holds for the next).
+ * shell, so a `cd` on one line holds for the next), and the SHELL and
+ * .SHELLFLAGS recipes run with (`SHELL := /bin/bash`).
  */
 import path from 'node:path';
 
@@ -26,6 +27,8 @@ export interface DryRunCommand {
   cwd: string;
   /** The rule whose recipe the command belongs to, when make traced it. */
   rule?: MakeRecipe;
+  /** Make's SHELL and .SHELLFLAGS for it, when its makefile sets another shell than `/bin/sh -c`. */
+  shell?: string[];
 }
 
 /** One run of a rule's recipe: every command line of it shares this object. */
@@ -63,11 +66,13 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   const described = new Set<string>();
   /** Directories whose makefile has `.ONESHELL:`. */
   const oneShell = new Set<string>();
+  /** SHELL and .SHELLFLAGS by directory, as the databases give them. */
+  const shells = new Map<string, { shell?: string; flags?: string }>();
   const lines = output.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     if (DATABASE_START.test(line)) {
-      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon, oneShell);
+      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon, oneShell, shells);
       described.add(stack[stack.length - 1].cwd);
       continue;
     }
@@ -97,6 +102,11 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     if (!r || !described.has(c.cwd)) continue;
     r.alwaysRuns = phony.has(r.target) || (r.prereqs.length === 0 && doubleColon.has(r.target));
   }
+  for (const c of commands) {
+    const s = shells.get(c.cwd);
+    const shell = [s?.shell ?? '/bin/sh', ...(s?.flags ?? '-c').split(/\s+/).filter(Boolean)];
+    if (shell.join(' ') !== '/bin/sh -c') c.shell = shell;
+  }
   if (oneShell.size === 0) return commands;
   // .ONESHELL: the lines of each recipe go to one shell, as one command.
   const joined: DryRunCommand[] = [];
@@ -122,7 +132,15 @@ const PHONY_NOTE = /^#  Phony target /;
  * Variable definitions (`X := y`, `define`) never match an entry: a variable's
  * name is followed by its operator, not by a colon and a blank.
  */
-function readDatabase(lines: readonly string[], start: number, cwd: string, phony: Set<string>, doubleColon: Set<string>, oneShell: Set<string>): number {
+function readDatabase(
+  lines: readonly string[],
+  start: number,
+  cwd: string,
+  phony: Set<string>,
+  doubleColon: Set<string>,
+  oneShell: Set<string>,
+  shells: Map<string, { shell?: string; flags?: string }>,
+): number {
   let entry: string | undefined;
   let inDefine = false;
   for (let i = start; i < lines.length; i++) {
@@ -145,6 +163,15 @@ function readDatabase(lines: readonly string[], start: number, cwd: string, phon
       continue;
     }
     if (line === '.ONESHELL:' || line.startsWith('.ONESHELL: ')) oneShell.add(cwd);
+    // Values with a reference ($(BASH)) are printed unexpanded: those are left at the default.
+    const v = /^(SHELL|\.SHELLFLAGS) :?= ([^$]*)$/.exec(line);
+    if (v) {
+      const s = shells.get(cwd) ?? {};
+      if (v[1] === 'SHELL') s.shell = v[2]!.trim() || undefined;
+      else s.flags = v[2]!.trim();
+      shells.set(cwd, s);
+      continue;
+    }
     const e = ENTRY.exec(line);
     if (e && !/^\S+ (?::|::|\?|\+|!)?= /.test(line)) {
       entry = path.resolve(cwd, e[1]);

@@ -66,7 +66,7 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
       const drafts: ActionDraft[] = [];
       const recipes: (MakeRecipe | undefined)[] = [];
       for (const command of parseMakeDryRun(result.stdout, root, makeNames)) {
-        for (const draft of classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split' }).drafts) {
+        for (const draft of classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split', shell: command.shell }).drafts) {
           drafts.push(draft);
           recipes.push(command.rule);
         }

@@ -25,7 +25,8 @@ const BUILD_FILE = /(^|\/)(GNUmakefile|makefile|Makefile|CMakeLists\.txt|compile
 const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LDLIBS', 'AR', 'ARFLAGS', 'MAKEFLAGS', 'PATH', 'SOURCE_DATE_EPOCH'];
 // 4: make steps carry their rule (target, prerequisites) for make's up-to-date check.
 // 7: steps and copies of recipes without prerequisites (not phony) and copies carry their rule too.
-const FORMAT = 7;
+// 8: .ONESHELL recipes as one command; steps run with the makefile's SHELL and .SHELLFLAGS.
+const FORMAT = 8;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

@@ -251,6 +251,32 @@ defineFixtureSuite(
       expect(await readdir(dir)).toEqual(['Makefile', 'sub']);
     }, SLOW);
 
+    it("runs recipes with the Makefile's SHELL and .SHELLFLAGS (bash, pipefail), and still caches its compiles", async () => {
+      const dir = path.join(ctx.fresh('bash-shell'), 'proj');
+      await mkdir(dir, { recursive: true });
+      await writeFile(
+        path.join(dir, 'Makefile'),
+        'SHELL := /bin/bash\n.SHELLFLAGS := -eu -o pipefail -c\nall: prog list.txt\nlist.txt:\n\techo {a,b}.c > list.txt\nprog: main.c\n\t$(CC) -o prog main.c\npiped:\n\tfalse | cat > piped\n',
+      );
+      await writeFile(path.join(dir, 'main.c'), 'int main(void) { return 3; }\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await readFile(path.join(dir, 'list.txt'), 'utf8')).toBe('a.c b.c\n');
+      expect((await run([path.join(dir, 'prog')], { cwd: dir })).code).toBe(3);
+      await rm(path.join(dir, 'prog'));
+      const again = await ctx.build(dir, { cacheDir: cache });
+      expectOk(again);
+      expect(toolRuns(again, await graphOf(dir))).toEqual([]);
+      // pipefail: the pipeline fails as under make, and the build with it.
+      const piped = await ctx.build(dir, { cacheDir: cache, args: ['piped'] });
+      expect(piped.code, piped.stderr).not.toBe(0);
+      expect(piped.stderr).toContain('GEN piped failed with exit code 1');
+      // make fails the same way (and, like Orion, leaves the file the redirection made).
+      expect(await readFile(path.join(dir, 'piped'), 'utf8')).toBe('');
+      await rm(path.join(dir, 'piped'));
+      expect((await run(['make', 'piped'], { cwd: dir })).code).not.toBe(0);
+    }, SLOW);
+
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
       const dir = ctx.incremental();
       const graph = ctx.ref();

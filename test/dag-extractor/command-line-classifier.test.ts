@@ -10,6 +10,17 @@ function classify(line: string, cwd = ROOT, options = make) {
 }
 
 describe('classifyCommandLine', () => {
+  it("runs steps with make's shell and flags, keeps compiles as tools, and leaves a line bash reads otherwise to bash whole", () => {
+    const bash: ClassifyOptions = { ...make, shell: ['/bin/bash', '-eu', '-o', 'pipefail', '-c'] };
+    expect(classify('echo hi > out.txt', ROOT, bash).drafts[0]).toMatchObject({ kind: 'other', argv: ['/bin/bash', '-eu', '-o', 'pipefail', '-c', 'echo hi > out.txt'] });
+    expect(classify('cc -c a.c -o a.o', ROOT, bash).drafts[0]).toMatchObject({ kind: 'compile', argv: ['cc', '-c', 'a.c', '-o', 'a.o'] });
+    for (const line of ['cc -c {a,b}.c', '[[ -f x ]] && cc -c a.c -o a.o', "cc -DX=$'a' -c a.c -o a.o", 'diff <(cat a) b > d', 'cc -c a{1..3}.c']) {
+      expect(classify(line, ROOT, bash).drafts, line).toEqual([expect.objectContaining({ kind: 'other', argv: ['/bin/bash', '-eu', '-o', 'pipefail', '-c', line] })]);
+    }
+    // Under /bin/sh the same line is POSIX: braces are literal, and the compile stays a tool.
+    expect(classify('cc -c a.c -o a.o', ROOT).drafts[0]!.argv).toEqual(['cc', '-c', 'a.c', '-o', 'a.o']);
+  });
+
   it("classifies a Redis-style `printf ... 1>&2; cc -c` line as a compile of the cc command alone", () => {
     const { drafts } = classify("printf '    %b %b\\n' CC adlist.o 1>&2;cc -std=c11 -O2 -c adlist.c -o adlist.o", '/proj/src');
     expect(drafts).toHaveLength(1);

@@ -142,4 +142,26 @@ describe('parseMakeDryRun with --trace', () => {
       ['pwd > c', '/p/lib'],
     ]);
   });
+
+  it("gives each command its make's SHELL and .SHELLFLAGS when they are not /bin/sh -c, and ignores values it cannot expand", () => {
+    const db = (vars: string[]) => ['# GNU Make 4.3', '# Variables', ...vars, '# Finished Make data base on Tue Nov 24 02:39:35 2026'];
+    const out = [
+      "# make: Entering directory '/p'",
+      "Makefile:3: target 'a' does not exist",
+      'echo {a,b} > a',
+      'cd lib && make',
+      "# make[1]: Entering directory '/p/lib'",
+      "Makefile:2: target 'c' does not exist",
+      'echo c > c',
+      ...db(['# makefile (from \'Makefile\', line 1)', 'SHELL = $(BASH)', '# default', '.SHELLFLAGS := -c']),
+      "# make[1]: Leaving directory '/p/lib'",
+      ...db(['# makefile (from \'Makefile\', line 1)', 'SHELL := /bin/bash', '# makefile (from \'Makefile\', line 2)', '.SHELLFLAGS := -eu -o pipefail -c']),
+      "# make: Leaving directory '/p'",
+    ].join('\n');
+    expect(parseMakeDryRun(out, '/p', names).map((c) => [c.text, c.shell])).toEqual([
+      ['echo {a,b} > a', ['/bin/bash', '-eu', '-o', 'pipefail', '-c']],
+      ['cd lib && make', ['/bin/bash', '-eu', '-o', 'pipefail', '-c']],
+      ['echo c > c', undefined],
+    ]);
+  });
 });
