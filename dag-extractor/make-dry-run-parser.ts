@@ -43,6 +43,8 @@ export interface MakeRecipe {
    * prerequisites, so make runs the recipe whether or not the target exists.
    */
   alwaysRuns?: boolean;
+  /** Its makefile has `.DELETE_ON_ERROR:`: make deletes the target when the recipe fails after changing it. */
+  deleteOnError?: boolean;
 }
 
 /**
@@ -64,15 +66,16 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   const doubleColon = new Set<string>();
   /** Directories whose make printed a database: in the others nothing is known of phony targets. */
   const described = new Set<string>();
-  /** Directories whose makefile has `.ONESHELL:`. */
+  /** Directories whose makefile has `.ONESHELL:`, and those with `.DELETE_ON_ERROR:`. */
   const oneShell = new Set<string>();
+  const deleteOnError = new Set<string>();
   /** SHELL and .SHELLFLAGS by directory, as the databases give them. */
   const shells = new Map<string, { shell?: string; flags?: string }>();
   const lines = output.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     if (DATABASE_START.test(line)) {
-      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon, oneShell, shells);
+      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon, oneShell, shells, deleteOnError);
       described.add(stack[stack.length - 1].cwd);
       continue;
     }
@@ -101,6 +104,7 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     const r = c.rule;
     if (!r || !described.has(c.cwd)) continue;
     r.alwaysRuns = phony.has(r.target) || (r.prereqs.length === 0 && doubleColon.has(r.target));
+    if (deleteOnError.has(c.cwd) && !phony.has(r.target)) r.deleteOnError = true;
   }
   for (const c of commands) {
     const s = shells.get(c.cwd);
@@ -140,6 +144,7 @@ function readDatabase(
   doubleColon: Set<string>,
   oneShell: Set<string>,
   shells: Map<string, { shell?: string; flags?: string }>,
+  deleteOnError: Set<string>,
 ): number {
   let entry: string | undefined;
   let inDefine = false;
@@ -163,6 +168,7 @@ function readDatabase(
       continue;
     }
     if (line === '.ONESHELL:' || line.startsWith('.ONESHELL: ')) oneShell.add(cwd);
+    if (line === '.DELETE_ON_ERROR:' || line.startsWith('.DELETE_ON_ERROR: ')) deleteOnError.add(cwd);
     // Values with a reference ($(BASH)) are printed unexpanded: those are left at the default.
     const v = /^(SHELL|\.SHELLFLAGS) :?= ([^$]*)$/.exec(line);
     if (v) {

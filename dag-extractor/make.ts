@@ -113,6 +113,7 @@ function attachMakeRules(actions: OrderedAction[], recipes: readonly (MakeRecipe
     const r = recipes[i];
     const decideAfter = a.decideAfter;
     delete a.decideAfter;
+    if (r?.deleteOnError) a.deleteOnError = r.target;
     // Only the conditional barriers carry the rule (a copy of a binary in the recipe is keyed instead).
     if (!r || !skippable.has(r) || decideAfter === undefined) return;
     if (!first.has(r)) first.set(r, a.id);

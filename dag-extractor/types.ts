@@ -28,6 +28,8 @@ export interface BuildAction {
    * would find the target up to date (it exists and no prerequisite is newer).
    */
   makeRule?: MakeRule;
+  /** The target make deletes when this action fails after changing it (`.DELETE_ON_ERROR:`). */
+  deleteOnError?: string;
 }
 
 export interface MakeRule {

@@ -4,7 +4,7 @@
  * keyed, looked up in the local then the remote action cache, and executed only
  * on a miss; failures stop the build the way make does (or not, with -k).
  */
-import { statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, isFatal, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
@@ -779,6 +779,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   async function process1(a: BuildAction) {
     let outcome: ActionOutcome;
     let error: string | undefined;
+    // .DELETE_ON_ERROR: make deletes the target of a failed recipe that changed it.
+    const targetBefore = a.deleteOnError ? statSync(a.deleteOnError, { throwIfNoEntry: false })?.mtimeMs ?? -1 : undefined;
     try {
       if (!a.cacheable) {
         outcome = await runStep(a);
@@ -803,6 +805,14 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         outcome = 'failed';
         error = err instanceof Error ? err.message : String(err);
         if (statusOf(err) !== Code.ABORTED) reporter.error(`${a.label}: ${error}`);
+      }
+    }
+    if (outcome === 'failed' && a.deleteOnError) {
+      const now = statSync(a.deleteOnError, { throwIfNoEntry: false });
+      if (now && !now.isDirectory() && now.mtimeMs !== targetBefore) {
+        rmSync(a.deleteOnError, { force: true });
+        deps.keyDeps.files.forget(a.deleteOnError);
+        reporter.error(`deleting file '${path.relative(graph.root, a.deleteOnError)}' (.DELETE_ON_ERROR)`);
       }
     }
     if (dag && !dag.broken && !dag.ids.has(a.id)) await reportToHead(a, outcome === 'failed' || outcome === 'skipped' ? (error ?? 'failed') : undefined);

@@ -26,7 +26,8 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 4: make steps carry their rule (target, prerequisites) for make's up-to-date check.
 // 7: steps and copies of recipes without prerequisites (not phony) and copies carry their rule too.
 // 8: .ONESHELL recipes as one command; steps run with the makefile's SHELL and .SHELLFLAGS.
-const FORMAT = 8;
+// 9: actions of .DELETE_ON_ERROR makefiles name the target to delete when they fail.
+const FORMAT = 9;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

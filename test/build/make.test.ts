@@ -277,6 +277,24 @@ defineFixtureSuite(
       expect((await run(['make', 'piped'], { cwd: dir })).code).not.toBe(0);
     }, SLOW);
 
+    it('deletes the target a failed recipe changed when the Makefile has .DELETE_ON_ERROR, as make does, and keeps one it did not touch', async () => {
+      const dir = path.join(ctx.fresh('delete-on-error'), 'proj');
+      await mkdir(dir, { recursive: true });
+      await writeFile(path.join(dir, 'Makefile'), '.DELETE_ON_ERROR:\nall: out.txt keep.txt\nout.txt:\n\techo partial > out.txt; false\nkeep.txt: in.txt\n\tfalse\n');
+      await writeFile(path.join(dir, 'keep.txt'), 'old\n');
+      await new Promise((r) => setTimeout(r, 20));
+      await writeFile(path.join(dir, 'in.txt'), 'newer\n');
+      const b = await ctx.build(dir, { cacheDir: path.join(path.dirname(dir), 'cache'), args: ['-k'] });
+      expect(b.code, b.stderr).not.toBe(0);
+      expect(b.stderr).toContain("deleting file 'out.txt' (.DELETE_ON_ERROR)");
+      expect(await readdir(dir)).toEqual(['Makefile', 'in.txt', 'keep.txt']);
+      expect(await readFile(path.join(dir, 'keep.txt'), 'utf8')).toBe('old\n');
+      // make leaves the same tree.
+      const ref = await run(['make', '-k'], { cwd: dir });
+      expect(ref.code).not.toBe(0);
+      expect(await readdir(dir)).toEqual(['Makefile', 'in.txt', 'keep.txt']);
+    }, SLOW);
+
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
       const dir = ctx.incremental();
       const graph = ctx.ref();

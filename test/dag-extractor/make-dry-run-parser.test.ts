@@ -164,4 +164,25 @@ describe('parseMakeDryRun with --trace', () => {
       ['echo c > c', undefined],
     ]);
   });
+
+  it('marks the rules of a make whose database has .DELETE_ON_ERROR, phony targets excepted', () => {
+    const out = [
+      "Makefile:3: target 'out.txt' does not exist",
+      'echo x > out.txt',
+      "Makefile:5: target 'all' does not exist",
+      'echo done',
+      '# GNU Make 4.3',
+      '# Files',
+      '.DELETE_ON_ERROR:',
+      '',
+      'all:',
+      '#  Phony target (prerequisite of .PHONY).',
+      '',
+      '# Finished Make data base on Tue Nov 24 02:39:35 2026',
+    ].join('\n');
+    expect(parseMakeDryRun(out, '/p', names).map((c) => [c.text, c.rule?.deleteOnError])).toEqual([
+      ['echo x > out.txt', true],
+      ['echo done', undefined],
+    ]);
+  });
 });
