@@ -17,6 +17,8 @@ export interface ActionDraft {
   optionalInputs: string[];
   outputs: string[];
   cacheable: boolean;
+  /** A make recipe line with `-`: its failure does not fail the build. */
+  ignoreErrors?: boolean;
 }
 
 const MAX_COMMAND_LABEL = 60;

@@ -29,6 +29,8 @@ export interface DryRunCommand {
   rule?: MakeRecipe;
   /** Make's SHELL and .SHELLFLAGS for it, when its makefile sets another shell than `/bin/sh -c`. */
   shell?: string[];
+  /** Its recipe line starts with `-` (or the makefile has `.IGNORE:`): make goes on when it fails. */
+  ignoreErrors?: boolean;
 }
 
 /** One run of a rule's recipe: every command line of it shares this object. */
@@ -69,13 +71,17 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   /** Directories whose makefile has `.ONESHELL:`, and those with `.DELETE_ON_ERROR:`. */
   const oneShell = new Set<string>();
   const deleteOnError = new Set<string>();
+  /** By target: whether each line of its recipe ignores errors (`-`), as the databases print the recipes. */
+  const ignoring = new Map<string, boolean[]>();
+  /** Directories whose makefile has `.IGNORE:` without prerequisites (every recipe ignores errors). */
+  const ignoreAll = new Set<string>();
   /** SHELL and .SHELLFLAGS by directory, as the databases give them. */
   const shells = new Map<string, { shell?: string; flags?: string }>();
   const lines = output.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     if (DATABASE_START.test(line)) {
-      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, phony, doubleColon, oneShell, shells, deleteOnError);
+      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, { phony, doubleColon, oneShell, shells, deleteOnError, ignoring, ignoreAll });
       described.add(stack[stack.length - 1].cwd);
       continue;
     }
@@ -105,6 +111,14 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     if (!r || !described.has(c.cwd)) continue;
     r.alwaysRuns = phony.has(r.target) || (r.prereqs.length === 0 && doubleColon.has(r.target));
     if (deleteOnError.has(c.cwd) && !phony.has(r.target)) r.deleteOnError = true;
+  }
+  // A recipe's printed commands match its lines one for one when they are as many.
+  const byRecipe = new Map<MakeRecipe, DryRunCommand[]>();
+  for (const c of commands) if (c.rule) byRecipe.set(c.rule, [...(byRecipe.get(c.rule) ?? []), c]);
+  for (const [r, cs] of byRecipe) {
+    const flags = ignoring.get(r.target);
+    if (ignoreAll.has(cs[0]!.cwd)) for (const c of cs) c.ignoreErrors = true;
+    else if (flags && flags.length === cs.length) cs.forEach((c, k) => flags[k] && (c.ignoreErrors = true));
   }
   for (const c of commands) {
     const s = shells.get(c.cwd);
@@ -136,21 +150,39 @@ const PHONY_NOTE = /^#  Phony target /;
  * Variable definitions (`X := y`, `define`) never match an entry: a variable's
  * name is followed by its operator, not by a colon and a blank.
  */
-function readDatabase(
-  lines: readonly string[],
-  start: number,
-  cwd: string,
-  phony: Set<string>,
-  doubleColon: Set<string>,
-  oneShell: Set<string>,
-  shells: Map<string, { shell?: string; flags?: string }>,
-  deleteOnError: Set<string>,
-): number {
+interface DatabaseFacts {
+  phony: Set<string>;
+  doubleColon: Set<string>;
+  oneShell: Set<string>;
+  shells: Map<string, { shell?: string; flags?: string }>;
+  deleteOnError: Set<string>;
+  ignoring: Map<string, boolean[]>;
+  ignoreAll: Set<string>;
+}
+
+function readDatabase(lines: readonly string[], start: number, cwd: string, facts: DatabaseFacts): number {
+  const { phony, doubleColon, oneShell, shells, deleteOnError } = facts;
   let entry: string | undefined;
   let inDefine = false;
+  /** The recipe lines of `entry` being read ("#  recipe to execute" then tab-indented lines). */
+  let recipe: boolean[] | undefined;
   for (let i = start; i < lines.length; i++) {
     const line = lines[i];
     if (DATABASE_END.test(line)) return i;
+    if (recipe) {
+      if (line.startsWith('\t')) {
+        recipe.push(/^[@+\s]*-/.test(line.slice(1)));
+        // A line continued with a backslash is one recipe line.
+        while (lines[i]!.endsWith('\\') && i + 1 < lines.length) i++;
+        continue;
+      }
+      recipe = undefined;
+    }
+    if (entry !== undefined && line.startsWith('#  recipe to execute')) {
+      recipe = [];
+      facts.ignoring.set(entry, recipe);
+      continue;
+    }
     if (inDefine) {
       if (line === 'endef') inDefine = false;
       continue;
@@ -169,6 +201,7 @@ function readDatabase(
     }
     if (line === '.ONESHELL:' || line.startsWith('.ONESHELL: ')) oneShell.add(cwd);
     if (line === '.DELETE_ON_ERROR:' || line.startsWith('.DELETE_ON_ERROR: ')) deleteOnError.add(cwd);
+    if (line === '.IGNORE:') facts.ignoreAll.add(cwd);
     // Values with a reference ($(BASH)) are printed unexpanded: those are left at the default.
     const v = /^(SHELL|\.SHELLFLAGS) :?= ([^$]*)$/.exec(line);
     if (v) {

@@ -67,6 +67,11 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
       const recipes: (MakeRecipe | undefined)[] = [];
       for (const command of parseMakeDryRun(result.stdout, root, makeNames)) {
         for (const draft of classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split', shell: command.shell }).drafts) {
+          // A line make goes on after when it fails runs here as a step, whose failure the build ignores.
+          if (command.ignoreErrors) {
+            draft.cacheable = false;
+            draft.ignoreErrors = true;
+          }
           drafts.push(draft);
           recipes.push(command.rule);
         }

@@ -112,6 +112,7 @@ export function buildOrderedActions(drafts: readonly ActionDraft[], root: string
       label: actionLabel(draft, root),
     };
     if (draft.env) action.env = draft.env;
+    if (draft.ignoreErrors) action.ignoreErrors = true;
     if (decideAfter) action.decideAfter = decideAfter;
     return action;
   });

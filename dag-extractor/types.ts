@@ -30,6 +30,8 @@ export interface BuildAction {
   makeRule?: MakeRule;
   /** The target make deletes when this action fails after changing it (`.DELETE_ON_ERROR:`). */
   deleteOnError?: string;
+  /** Make goes on when this fails (a `-` recipe line, `.IGNORE:`): the build does too. */
+  ignoreErrors?: boolean;
 }
 
 export interface MakeRule {

@@ -362,7 +362,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       const started = Date.now();
       reporter.running?.(a, where);
       const out = await run();
-      if (out.result.exitCode !== 0 && !opts.keepGoing) stopping = true;
+      if (out.result.exitCode !== 0 && !opts.keepGoing && !a.ignoreErrors) stopping = true;
       summary.durations.set(a.id, Date.now() - started);
       return { out, started };
     });
@@ -797,6 +797,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       if (err instanceof NotStarted) {
         outcome = 'skipped';
         error = err.message;
+      } else if (a.ignoreErrors && statusOf(err) === Code.ABORTED) {
+        // As make prints "Error 1 (ignored)" and goes on.
+        outcome = 'executed';
+        reporter.error(`${a.label}: ${err instanceof Error ? err.message : String(err)} (ignored)`);
       } else if (isFatal(err)) {
         // Not this action's failure: the build's, reported once (failBuild).
         outcome = 'skipped';

@@ -27,7 +27,8 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 7: steps and copies of recipes without prerequisites (not phony) and copies carry their rule too.
 // 8: .ONESHELL recipes as one command; steps run with the makefile's SHELL and .SHELLFLAGS.
 // 9: actions of .DELETE_ON_ERROR makefiles name the target to delete when they fail.
-const FORMAT = 9;
+// 10: recipe lines make ignores the failure of (`-`, .IGNORE) are steps marked ignoreErrors.
+const FORMAT = 10;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

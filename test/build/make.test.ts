@@ -295,6 +295,22 @@ defineFixtureSuite(
       expect(await readdir(dir)).toEqual(['Makefile', 'in.txt', 'keep.txt']);
     }, SLOW);
 
+    it('goes on after a failing recipe line make ignores (`-false`, `-@cmd`), as make does, and still fails on one it does not', async () => {
+      const dir = path.join(ctx.fresh('ignore-errors'), 'proj');
+      await mkdir(dir, { recursive: true });
+      await writeFile(path.join(dir, 'Makefile'), 'all: out.txt prog\nout.txt:\n\t-false\n\t-@test -d nowhere && echo never\n\techo ok > out.txt\nprog: main.c\n\t$(CC) -o prog main.c\nstrict:\n\tfalse\n\techo after > strict\n');
+      await writeFile(path.join(dir, 'main.c'), 'int main(void) { return 5; }\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      const b = await ctx.build(dir, { cacheDir: cache });
+      expectOk(b);
+      expect(b.stderr).toContain('SH false: SH false failed with exit code 1 (ignored)');
+      expect(await readFile(path.join(dir, 'out.txt'), 'utf8')).toBe('ok\n');
+      expect((await run([path.join(dir, 'prog')], { cwd: dir })).code).toBe(5);
+      const strict = await ctx.build(dir, { cacheDir: cache, args: ['strict'] });
+      expect(strict.code, strict.stderr).not.toBe(0);
+      expect(await readdir(dir)).not.toContain('strict');
+    }, SLOW);
+
     it('passes make variables through: CFLAGS=-O0 changes the compile lines and rebuilds', async () => {
       const dir = ctx.incremental();
       const graph = ctx.ref();

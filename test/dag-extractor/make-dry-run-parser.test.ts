@@ -185,4 +185,37 @@ describe('parseMakeDryRun with --trace', () => {
       ['echo done', undefined],
     ]);
   });
+
+  it("marks the commands of recipe lines with `-` from the database's recipes, line for line, and all of them under .IGNORE", () => {
+    const out = (ignoreAll: boolean) =>
+      [
+        "Makefile:2: target 'out' does not exist",
+        'false',
+        'echo ok > out',
+        "Makefile:5: target 'odd' does not exist",
+        'a',
+        'b',
+        '# GNU Make 4.3',
+        '# Files',
+        ...(ignoreAll ? ['.IGNORE:', ''] : []),
+        'out:',
+        '#  recipe to execute (from \'Makefile\', line 2):',
+        '\t-false',
+        '\t@echo ok > $@',
+        '',
+        'odd:',
+        '#  recipe to execute (from \'Makefile\', line 5):',
+        '\t-$(TWO_LINES)',
+        '',
+        '# Finished Make data base on Tue Nov 24 02:39:35 2026',
+      ].join('\n');
+    // odd's one line printed two commands: which of them the `-` was for is not known, so neither ignores.
+    expect(parseMakeDryRun(out(false), '/p', names).map((c) => [c.text, c.ignoreErrors])).toEqual([
+      ['false', true],
+      ['echo ok > out', undefined],
+      ['a', undefined],
+      ['b', undefined],
+    ]);
+    expect(parseMakeDryRun(out(true), '/p', names).every((c) => c.ignoreErrors)).toBe(true);
+  });
 });
