@@ -63,26 +63,21 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   // One entry per make process: its directory and the recipe it is printing.
   const stack: { cwd: string; rule?: MakeRecipe }[] = [{ cwd }];
   const commands: DryRunCommand[] = [];
-  /** Absolute paths of the phony targets and double-colon targets the databases name. */
-  const phony = new Set<string>();
-  const doubleColon = new Set<string>();
-  /** Directories whose make printed a database: in the others nothing is known of phony targets. */
-  const described = new Set<string>();
-  /** Directories whose makefile has `.ONESHELL:`, and those with `.DELETE_ON_ERROR:`. */
-  const oneShell = new Set<string>();
-  const deleteOnError = new Set<string>();
-  /** By target: whether each line of its recipe ignores errors (`-`), as the databases print the recipes. */
-  const ignoring = new Map<string, boolean[]>();
-  /** Directories whose makefile has `.IGNORE:` without prerequisites (every recipe ignores errors). */
-  const ignoreAll = new Set<string>();
-  /** SHELL and .SHELLFLAGS by directory, as the databases give them. */
-  const shells = new Map<string, { shell?: string; flags?: string }>();
+  const facts: DatabaseFacts = {
+    described: new Set(),
+    phony: new Set(),
+    doubleColon: new Set(),
+    oneShell: new Set(),
+    deleteOnError: new Set(),
+    ignoreAll: new Set(),
+    ignoring: new Map(),
+    shells: new Map(),
+  };
   const lines = output.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     if (DATABASE_START.test(line)) {
-      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, { phony, doubleColon, oneShell, shells, deleteOnError, ignoring, ignoreAll });
-      described.add(stack[stack.length - 1].cwd);
+      i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, facts);
       continue;
     }
     const m = message.exec(line);
@@ -105,32 +100,62 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     if (text.trim() === '') continue;
     commands.push(top.rule ? { text, cwd: top.cwd, rule: top.rule } : { text, cwd: top.cwd });
   }
-  // A make prints its database as it exits, after its recipes: the rules learn of it now.
+  return applyDatabaseFacts(commands, facts);
+}
+
+/** What the rule databases (-p) told, by directory of the make that printed them, or by absolute target path. */
+interface DatabaseFacts {
+  /** Directories whose make printed a database: in the others nothing is known of phony targets. */
+  described: Set<string>;
+  /** Targets that are phony, and targets with a double-colon rule. */
+  phony: Set<string>;
+  doubleColon: Set<string>;
+  /** Directories whose makefile has `.ONESHELL:`, `.DELETE_ON_ERROR:`, `.IGNORE:` (without prerequisites). */
+  oneShell: Set<string>;
+  deleteOnError: Set<string>;
+  ignoreAll: Set<string>;
+  /** By target: whether each line of its recipe ignores errors (`-`). */
+  ignoring: Map<string, boolean[]>;
+  /** SHELL and .SHELLFLAGS by directory. */
+  shells: Map<string, { shell?: string; flags?: string }>;
+}
+
+/**
+ * A make prints its database as it exits, after its recipes: the commands
+ * and their rules learn of it once everything is read.
+ */
+function applyDatabaseFacts(commands: DryRunCommand[], facts: DatabaseFacts): DryRunCommand[] {
+  const byRecipe = new Map<MakeRecipe, DryRunCommand[]>();
+  const shellOf = new Map<string, string[] | undefined>();
   for (const c of commands) {
+    if (!shellOf.has(c.cwd)) {
+      const s = facts.shells.get(c.cwd);
+      const shell = [s?.shell ?? '/bin/sh', ...(s?.flags ?? '-c').split(/\s+/).filter(Boolean)];
+      shellOf.set(c.cwd, shell.join(' ') === '/bin/sh -c' ? undefined : shell);
+    }
+    const shell = shellOf.get(c.cwd);
+    if (shell) c.shell = shell;
     const r = c.rule;
-    if (!r || !described.has(c.cwd)) continue;
-    r.alwaysRuns = phony.has(r.target) || (r.prereqs.length === 0 && doubleColon.has(r.target));
-    if (deleteOnError.has(c.cwd) && !phony.has(r.target)) r.deleteOnError = true;
+    if (!r) continue;
+    let cs = byRecipe.get(r);
+    if (!cs) byRecipe.set(r, (cs = []));
+    cs.push(c);
+    if (!facts.described.has(c.cwd)) continue;
+    r.alwaysRuns = facts.phony.has(r.target) || (r.prereqs.length === 0 && facts.doubleColon.has(r.target));
+    if (facts.deleteOnError.has(c.cwd) && !facts.phony.has(r.target)) r.deleteOnError = true;
   }
   // A recipe's printed commands match its lines one for one when they are as many.
-  const byRecipe = new Map<MakeRecipe, DryRunCommand[]>();
-  for (const c of commands) if (c.rule) byRecipe.set(c.rule, [...(byRecipe.get(c.rule) ?? []), c]);
   for (const [r, cs] of byRecipe) {
-    const flags = ignoring.get(r.target);
-    if (ignoreAll.has(cs[0]!.cwd)) for (const c of cs) c.ignoreErrors = true;
+    const flags = facts.ignoring.get(r.target);
+    if (facts.ignoreAll.has(cs[0]!.cwd)) for (const c of cs) c.ignoreErrors = true;
     else if (flags && flags.length === cs.length) cs.forEach((c, k) => flags[k] && (c.ignoreErrors = true));
   }
-  for (const c of commands) {
-    const s = shells.get(c.cwd);
-    const shell = [s?.shell ?? '/bin/sh', ...(s?.flags ?? '-c').split(/\s+/).filter(Boolean)];
-    if (shell.join(' ') !== '/bin/sh -c') c.shell = shell;
-  }
-  if (oneShell.size === 0) return commands;
+  if (facts.oneShell.size === 0) return commands;
   // .ONESHELL: the lines of each recipe go to one shell, as one command.
   const joined: DryRunCommand[] = [];
   for (const c of commands) {
     const last = joined[joined.length - 1];
-    if (last && c.rule && last.rule === c.rule && last.cwd === c.cwd && oneShell.has(c.cwd)) last.text += `\n${c.text}`;
+    if (last && c.rule && last.rule === c.rule && last.cwd === c.cwd && facts.oneShell.has(c.cwd)) last.text += `\n${c.text}`;
     else joined.push({ ...c });
   }
   return joined;
@@ -145,23 +170,15 @@ const PHONY_NOTE = /^#  Phony target /;
 
 /**
  * Reads a database from line `start` up to its end marker (returns that
- * line's index): file entries marked "#  Phony target" go to `phony`, entries
- * with a double-colon rule to `doubleColon`, as absolute paths under `cwd`.
- * Variable definitions (`X := y`, `define`) never match an entry: a variable's
- * name is followed by its operator, not by a colon and a blank.
+ * line's index) into `facts`: file entries marked "#  Phony target", entries
+ * with a double-colon rule and recipes, as absolute paths under `cwd`; the
+ * special targets and SHELL / .SHELLFLAGS of the make in `cwd`. Variable
+ * definitions (`X := y`, `define`) never match an entry: a variable's name is
+ * followed by its operator, not by a colon and a blank.
  */
-interface DatabaseFacts {
-  phony: Set<string>;
-  doubleColon: Set<string>;
-  oneShell: Set<string>;
-  shells: Map<string, { shell?: string; flags?: string }>;
-  deleteOnError: Set<string>;
-  ignoring: Map<string, boolean[]>;
-  ignoreAll: Set<string>;
-}
-
 function readDatabase(lines: readonly string[], start: number, cwd: string, facts: DatabaseFacts): number {
   const { phony, doubleColon, oneShell, shells, deleteOnError } = facts;
+  facts.described.add(cwd);
   let entry: string | undefined;
   let inDefine = false;
   /** The recipe lines of `entry` being read ("#  recipe to execute" then tab-indented lines). */

@@ -133,11 +133,7 @@ function classifyCompilerDriver(args: string[], cwd: string, root: string): Tool
   }
   if (parsed.output === undefined) return undefined;
   const projectDirs = parsed.libraryDirs.map((d) => resolveIn(cwd, d)).filter((d) => isUnder(root, d));
-  const libraryCandidates = parsed.libraries.flatMap((lib) =>
-    projectDirs.flatMap((dir) =>
-      lib.startsWith(':') ? [path.join(dir, lib.slice(1))] : [path.join(dir, `lib${lib}.so`), path.join(dir, `lib${lib}.a`)],
-    ),
-  );
+  const libraryCandidates = parsed.libraries.flatMap((lib) => projectDirs.flatMap((dir) => libraryFiles(lib, dir)));
   return {
     kind: 'link',
     verb: 'LD',
@@ -146,6 +142,11 @@ function classifyCompilerDriver(args: string[], cwd: string, root: string): Tool
     optionalInputs: unique(libraryCandidates),
     outputs: [resolveIn(cwd, parsed.output)],
   };
+}
+
+/** The files `-l LIB` may name in directory `dir`: `libLIB.so` and `libLIB.a`, or the file itself for `-l:FILE`. */
+export function libraryFiles(lib: string, dir: string): string[] {
+  return lib.startsWith(':') ? [path.join(dir, lib.slice(1))] : [path.join(dir, `lib${lib}.so`), path.join(dir, `lib${lib}.a`)];
 }
 
 function compileVerb(driver: string, parsed: DriverArgs): string {

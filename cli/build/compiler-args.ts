@@ -3,6 +3,7 @@
  * sources, include search paths, forced includes and dependency-file flags.
  */
 import path from 'node:path';
+import { libraryFiles } from '../../dag-extractor/tool-invocation.js';
 
 export interface CompilerArgs {
   sources: string[];
@@ -96,11 +97,6 @@ export function linkerReads(argv: readonly string[], cwd: string): string[] {
     else if (a.startsWith('-Wl,')) for (const piece of a.slice(4).split(',')) linkerArg(piece);
     else if (a.startsWith('-specs=') || a.startsWith('--specs=')) files.push(abs(a.slice(a.indexOf('=') + 1)));
   }
-  for (const lib of libs) {
-    for (const dir of libDirs) {
-      if (lib.startsWith(':')) files.push(path.join(dir, lib.slice(1)));
-      else files.push(path.join(dir, `lib${lib}.so`), path.join(dir, `lib${lib}.a`));
-    }
-  }
+  for (const lib of libs) for (const dir of libDirs) files.push(...libraryFiles(lib, dir));
   return [...new Set(files)];
 }

@@ -17,7 +17,6 @@ import { writeFileAtomic } from '../../cas/atomic-file.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { BuildGraph } from '../../dag-extractor/types.js';
 import { applyStepEffect } from './output-writer.js';
-import { gitIdentity } from './git-identity.js';
 import type { ProjectFiles, Snapshot } from './project-files.js';
 import { diffSnapshots, type StepEffect } from './step-cache.js';
 
@@ -37,6 +36,8 @@ export interface GraphCacheInput {
   cacheDir: string;
   args: string[];
   buildDir?: string;
+  /** The commit and tags checked out (git-identity.ts). */
+  git: string;
   env: Record<string, string | undefined>;
   extract(): Promise<BuildGraph>;
 }
@@ -50,7 +51,7 @@ export async function graphKey(input: Omit<GraphCacheInput, 'extract' | 'cas'>, 
   const h = createHash('sha256');
   h.update(`orion-graph-${FORMAT}\u0000${input.files.root}\u0000${input.args.join('\u0001')}\u0000${input.buildDir ?? ''}\u0000`);
   for (const name of GRAPH_ENV) h.update(`${name}=${input.env[name] ?? ''}\u0000`);
-  h.update(`git=${await gitIdentity(input.files.root)}\u0000`);
+  h.update(`git=${input.git}\u0000`);
   for (const p of [...snap.entries.keys()].sort()) {
     const e = snap.entries.get(p)!;
     h.update(p);

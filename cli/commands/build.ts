@@ -93,8 +93,10 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const saved: { save(): Promise<void> }[] = [statCache];
   let warm: Promise<void> | undefined;
   try {
+    const git = await gitIdentity(root);
     let makeEnv: string[];
     ({ graph, env: makeEnv } = await loadOrExtractGraph({
+      git,
       files,
       cas: localCas,
       cacheDir: o.cacheDir,
@@ -120,7 +122,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
     const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
     saved.push(trees);
-    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees, git: await gitIdentity(root), makeEnv };
+    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees, git, makeEnv };
     const summary = await runBuild(
       {
         graph,
