@@ -42,6 +42,12 @@ export interface Launcher {
   /** Whether `LaunchSpec.cgroupProcs` is honoured. */
   readonly joinsCgroup: boolean;
   /**
+   * The launcher's own process that stays in that cgroup between commands to start them
+   * there (spawn-helper.ts: a "keeper"), if any: it is not the command's, so it is neither
+   * killed with the command's processes nor a reason to think the cgroup busy.
+   */
+  keeperOf?(cgroupProcs: string): number | undefined;
+  /**
    * Starts one command. Its stdout and stderr are kept up to the launcher's limit; the rest is
    * read and dropped. Rejects with an Error whose `code` is the errno name (ENOENT, EACCES...)
    * when the command cannot start.

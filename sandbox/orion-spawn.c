@@ -13,11 +13,11 @@
  * Every integer is a little-endian u32 (i32 where signed); a string is its length then
  * its bytes. Each frame starts with the length of what follows.
  *   request: id, flags, cwd, argc, argv..., envc, "NAME=value"..., then with flag bit 0
- *            a cgroup.procs path: the process joins that cgroup before exec, so the cgroup
- *            counts everything it starts (started by fork, as posix_spawn cannot do that)
+ *            a cgroup.procs path: the process starts inside that cgroup, so the cgroup
+ *            counts everything it starts (see "keepers" below)
  *   reply:   type (one byte), id, then by type
- *     'S' started: pid
- *     'F' could not start: errno
+ *     'S' started: pid, then the pid of the cgroup's keeper (0 without a cgroup)
+ *     'F' could not start: errno, then the pid of the cgroup's keeper (0 when none)
  *     'X' exited: signalled (one byte, 0 or 1), exit code or signal number
  *     'C' its stdout and stderr reached end of file (after 'X'): stdout, stderr (strings),
  *         then one byte: bit 0 set when stdout was cut at MAX_OUTPUT_BYTES, bit 1 when
@@ -26,6 +26,19 @@
  * the environment it was given and default signal handling; a name without '/' is looked
  * up in the PATH of that environment. When its stdin closes (the daemon exited), the
  * helper kills every process group it started and exits.
+ *
+ * Keepers. A process moved into a cgroup after it started (a write of its pid to
+ * cgroup.procs) takes the kernel's cgroup_threadgroup_rwsem for writing, which waits for
+ * an RCU grace period unless the cgroup hierarchy is mounted with favordynmods: 5-15 ms
+ * per command on a 2-core VM (measured), during which its slot does nothing. A child
+ * is born in its parent's cgroup for free, so the helper keeps one small process (a fork
+ * of itself, the cgroup's "keeper") in each cgroup it is asked to start commands in: the
+ * keeper joins the cgroup once, and starts each command there with clone(CLONE_PARENT),
+ * so the command is still the helper's child (its exit and output are collected here).
+ * The keeper counts as one process of its cgroup and must not be killed with the
+ * command's processes: its pid is in every 'S' and 'F' reply. A keeper ends when the
+ * helper does, or when killed (the daemon removing the cgroup); the next command for its
+ * cgroup starts a new one.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +46,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,10 +79,25 @@ static struct job *jobs;
 static size_t max_output;
 static int chld_pipe[2];
 
+struct keeper {
+  char *procs; /* the cgroup.procs file of its cgroup */
+  pid_t pid;
+  int sock; /* requests to it, its replies */
+  struct keeper *next;
+};
+
+static struct keeper *keepers;
+
+static void kill_keepers(void) {
+  for (struct keeper *k = keepers; k; k = k->next)
+    kill(k->pid, SIGKILL);
+}
+
 static void die(const char *what) {
   fprintf(stderr, "orion-spawn: %s: %s\n", what, strerror(errno));
   for (struct job *j = jobs; j; j = j->next)
     kill(-j->pid, SIGKILL);
+  kill_keepers();
   exit(2);
 }
 
@@ -208,52 +240,280 @@ static void set_nonblock(int fd) {
 }
 
 /*
- * Starts `prog` as posix_spawn would (new session, stdin /dev/null, stdout and stderr on
- * `out`/`err`, directory `cwd`, no blocked signals, default dispositions), after the child
- * has moved itself into the cgroup whose cgroup.procs is `cgroup`. Returns 0 with *pid set
- * once the exec succeeded, else the errno of the step that failed (the child is reaped).
+ * In a new child: becomes `prog` as posix_spawn would start it (new session, stdin
+ * /dev/null, stdout and stderr on `out`/`err`, directory `cwd`, no blocked signals, default
+ * dispositions). On failure writes the errno to `report` (close-on-exec: end of file there
+ * means the exec succeeded) and exits.
  */
-static int fork_into(const char *cgroup, const char *prog, char **argv, char **envp, const char *cwd, int out, int err, const sigset_t *none, pid_t *pid) {
-  int report[2];
-  if (pipe2(report, O_CLOEXEC) < 0) return errno;
-  pid_t child = fork();
-  if (child < 0) {
-    int e = errno;
-    close(report[0]);
-    close(report[1]);
-    return e;
+static void become(int report, const char *prog, char **argv, char **envp, const char *cwd, int out, int err) {
+  int e = 0;
+  sigset_t none;
+  sigemptyset(&none);
+  if (setsid() < 0) e = errno;
+  for (int s = 1; s < 32 && !e; s++)
+    if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+  if (!e) sigprocmask(SIG_SETMASK, &none, NULL);
+  int dn = e ? -1 : open("/dev/null", O_RDONLY);
+  if (!e && (dn < 0 || dup2(dn, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)) e = errno;
+  if (!e && chdir(cwd) < 0) e = errno;
+  if (!e) {
+    execve(prog, argv, envp);
+    e = errno;
   }
-  if (child == 0) {
+  if (write(report, &e, sizeof e) < 0) _exit(127);
+  _exit(127);
+}
+
+/* Reads exactly n bytes; 0 on success, -1 at end of file or on an error. */
+static int read_full(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* ---------- keepers (see the top of this file) ---------- */
+
+/*
+ * A keeper's request: the frame's length with three descriptors attached (the command's
+ * stdout, its stderr, the exec report pipe), then prog, cwd, argc, argv..., envc, env...
+ * encoded as requests are. Its reply: an i32, the command's pid or minus an errno.
+ */
+static void keeper_loop(int sock) {
+  for (;;) {
+    char lenb[4];
+    int fds[3] = {-1, -1, -1};
+    char control[CMSG_SPACE(sizeof fds)];
+    struct iovec iov = {lenb, sizeof lenb};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    ssize_t got;
+    do got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    while (got < 0 && errno == EINTR);
+    if (got != (ssize_t)sizeof lenb) _exit(0); /* the helper is gone */
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof fds)) _exit(3);
+    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    uint32_t n = (uint32_t)(unsigned char)lenb[0] | (uint32_t)(unsigned char)lenb[1] << 8 | (uint32_t)(unsigned char)lenb[2] << 16 | (uint32_t)(unsigned char)lenb[3] << 24;
+    unsigned char *body = malloc(n ? n : 1);
+    if (!body || read_full(sock, body, n) < 0) _exit(3);
+    struct reader r = {body, body + n, 0};
+    char *prog = get_str(&r), *cwd = get_str(&r);
+    uint32_t argc = get_u32(&r);
+    if (r.bad || argc > n / 4) _exit(3);
+    char **argv = calloc((size_t)argc + 1, sizeof(char *));
+    for (uint32_t i = 0; argv && i < argc; i++) argv[i] = get_str(&r);
+    uint32_t envc = get_u32(&r);
+    if (!argv || r.bad || envc > n / 4) _exit(3);
+    char **envp = calloc((size_t)envc + 1, sizeof(char *));
+    for (uint32_t i = 0; envp && i < envc; i++) envp[i] = get_str(&r);
+    if (!envp || r.bad) _exit(3);
+    /* Born in this cgroup, and the helper's child, not this keeper's. */
+    pid_t child = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (child == 0) become(fds[2], prog, argv, envp, cwd, fds[0], fds[1]);
+    int32_t reply = child < 0 ? -errno : child;
+    for (int i = 0; i < 3; i++) close(fds[i]);
+    for (uint32_t i = 0; i < argc; i++) free(argv[i]);
+    for (uint32_t i = 0; i < envc; i++) free(envp[i]);
+    free(argv);
+    free(envp);
+    free(prog);
+    free(cwd);
+    free(body);
+    if (write_full(sock, &reply, sizeof reply) < 0) _exit(0);
+  }
+}
+
+/* Starts a keeper in the cgroup whose cgroup.procs is `procs`; NULL with *err set when it cannot join it. */
+static struct keeper *keeper_start(const char *procs, int *err) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    *err = errno;
+    return NULL;
+  }
+  pid_t helper = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    *err = errno;
+    close(sv[0]);
+    close(sv[1]);
+    return NULL;
+  }
+  if (pid == 0) {
+    /* Ends with the helper; holds none of its descriptors (the daemon's pipes, the commands' output). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != helper) _exit(0);
     int e = 0;
     char me[24];
     int len = snprintf(me, sizeof me, "%d", (int)getpid());
-    int fd = open(cgroup, O_WRONLY | O_CLOEXEC);
+    int fd = open(procs, O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, me, (size_t)len) != len) e = errno ? errno : EIO;
     if (fd >= 0) close(fd);
-    if (!e && setsid() < 0) e = errno;
-    for (int s = 1; s < 32 && !e; s++)
-      if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
-    if (!e) sigprocmask(SIG_SETMASK, none, NULL);
-    int dn = e ? -1 : open("/dev/null", O_RDONLY);
-    if (!e && (dn < 0 || dup2(dn, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)) e = errno;
-    if (!e && chdir(cwd) < 0) e = errno;
-    if (!e) {
-      execve(prog, argv, envp);
-      e = errno;
-    }
-    if (write(report[1], &e, sizeof e) < 0) _exit(127);
-    _exit(127);
+    if (write_full(sv[1], &e, sizeof e) < 0 || e) _exit(0);
+    int dn = open("/dev/null", O_RDWR);
+    if (dn < 0 || dup2(dn, 0) < 0 || dup2(dn, 1) < 0 || (sv[1] != 3 && dup3(sv[1], 3, O_CLOEXEC) < 0)) _exit(3);
+    close_range(4, ~0U, 0);
+    signal(SIGCHLD, SIG_DFL);
+    keeper_loop(3);
   }
-  close(report[1]);
+  close(sv[1]);
+  int e = EIO;
+  if (read_full(sv[0], &e, sizeof e) < 0 || e != 0) {
+    close(sv[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    *err = e ? e : EIO;
+    return NULL;
+  }
+  struct keeper *k = calloc(1, sizeof *k);
+  if (!k || !(k->procs = strdup(procs))) die("calloc");
+  k->pid = pid;
+  k->sock = sv[0];
+  k->next = keepers;
+  keepers = k;
+  return k;
+}
+
+/* Forgets the keeper: it was reaped, or (`end`) it stopped answering and is killed, to be reaped with the other children. */
+static void keeper_drop(struct keeper *k, int end) {
+  for (struct keeper **p = &keepers; *p; p = &(*p)->next) {
+    if (*p == k) {
+      *p = k->next;
+      break;
+    }
+  }
+  if (end) kill(k->pid, SIGKILL);
+  close(k->sock);
+  free(k->procs);
+  free(k);
+}
+
+struct buf {
+  char *data;
+  size_t len, cap;
+};
+
+static void buf_put(struct buf *b, const void *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) die("realloc");
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+static void buf_u32(struct buf *b, uint32_t v) {
+  char p[4];
+  put_u32(p, v);
+  buf_put(b, p, 4);
+}
+
+static void buf_str(struct buf *b, const char *s) {
+  size_t n = strlen(s);
+  buf_u32(b, (uint32_t)n);
+  buf_put(b, s, n);
+}
+
+/* Sends one request to the keeper and reads its reply (the command's pid, or minus an errno); 1 when the keeper is gone. */
+static int keeper_ask(struct keeper *k, const struct buf *body, const int fds[3], int32_t *reply) {
+  char lenb[4];
+  put_u32(lenb, (uint32_t)body->len);
+  char control[CMSG_SPACE(3 * sizeof(int))];
+  memset(control, 0, sizeof control);
+  struct iovec iov = {lenb, sizeof lenb};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, 3 * sizeof(int));
+  ssize_t sent;
+  do sent = sendmsg(k->sock, &msg, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent != (ssize_t)sizeof lenb) return 1;
+  if (write_full(k->sock, body->data, body->len) < 0) return 1;
+  if (read_full(k->sock, reply, sizeof *reply) < 0) return 1;
+  return 0;
+}
+
+/*
+ * Starts `prog` inside the cgroup whose cgroup.procs is `procs`, through that cgroup's
+ * keeper (started first if there is none, or again if it died). Returns 0 with *pid set
+ * once the exec succeeded, else the errno of the step that failed (the child is reaped);
+ * *keeper is the keeper's pid, 0 when there is none.
+ */
+static int spawn_in(const char *procs, const char *prog, char **argv, char **envp, const char *cwd, int out, int err, pid_t *pid, pid_t *keeper) {
+  struct keeper *k = NULL;
+  for (struct keeper *x = keepers; x; x = x->next)
+    if (strcmp(x->procs, procs) == 0) k = x;
+  struct buf body = {0};
+  buf_str(&body, prog);
+  buf_str(&body, cwd);
+  uint32_t argc = 0, envc = 0;
+  while (argv[argc]) argc++;
+  while (envp[envc]) envc++;
+  buf_u32(&body, argc);
+  for (uint32_t i = 0; i < argc; i++) buf_str(&body, argv[i]);
+  buf_u32(&body, envc);
+  for (uint32_t i = 0; i < envc; i++) buf_str(&body, envp[i]);
   int e = 0;
+  pid_t child = -1;
+  int report[2] = {-1, -1};
+  /* A keeper that died since its last command is replaced once. */
+  for (int attempt = 0; attempt < 2 && child < 0 && !e; attempt++) {
+    if (!k && !(k = keeper_start(procs, &e))) break;
+    if (pipe2(report, O_CLOEXEC) < 0) {
+      e = errno;
+      break;
+    }
+    int fds[3] = {out, err, report[1]};
+    int32_t reply = 0;
+    int gone = keeper_ask(k, &body, fds, &reply);
+    close(report[1]);
+    if (gone || reply < 0) {
+      close(report[0]);
+      if (gone) {
+        keeper_drop(k, 1);
+        k = NULL;
+      } else {
+        e = -reply;
+      }
+      continue;
+    }
+    child = reply;
+  }
+  free(body.data);
+  *keeper = k ? k->pid : 0;
+  if (child < 0) return e ? e : EIO;
+  int ee = 0;
   ssize_t got;
-  do got = read(report[0], &e, sizeof e);
+  do got = read(report[0], &ee, sizeof ee);
   while (got < 0 && errno == EINTR);
   close(report[0]);
-  if (got == (ssize_t)sizeof e) {
+  if (got == (ssize_t)sizeof ee) {
     while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
     }
-    return e ? e : EIO;
+    return ee ? ee : EIO;
   }
   *pid = child;
   return 0;
@@ -288,7 +548,7 @@ static void start(const unsigned char *frame, size_t n) {
 
   int err = 0;
   char *prog = resolve(argv[0], envp, cwd, &err);
-  pid_t pid = 0;
+  pid_t pid = 0, keeper = 0;
   int out[2] = {-1, -1}, errp[2] = {-1, -1};
   if (prog) {
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) die("pipe2");
@@ -298,7 +558,7 @@ static void start(const unsigned char *frame, size_t n) {
     for (int s = 1; s < 32; s++)
       if (s != SIGKILL && s != SIGSTOP) sigaddset(&all, s);
     if (cgroup) {
-      err = fork_into(cgroup, prog, argv, envp, cwd, out[1], errp[1], &none, &pid);
+      err = spawn_in(cgroup, prog, argv, envp, cwd, out[1], errp[1], &pid, &keeper);
     } else {
       posix_spawn_file_actions_t fa;
       posix_spawnattr_t at;
@@ -326,12 +586,13 @@ static void start(const unsigned char *frame, size_t n) {
   free(cwd);
   free(cgroup);
 
-  char body[4];
+  char body[8];
+  put_u32(body + 4, (uint32_t)keeper);
   if (err != 0) {
     if (out[0] >= 0) close(out[0]);
     if (errp[0] >= 0) close(errp[0]);
     put_u32(body, (uint32_t)err);
-    reply_small('F', id, body, 4);
+    reply_small('F', id, body, 8);
     return;
   }
   struct job *j = calloc(1, sizeof *j);
@@ -345,7 +606,7 @@ static void start(const unsigned char *frame, size_t n) {
   j->next = jobs;
   jobs = j;
   put_u32(body, (uint32_t)pid);
-  reply_small('S', id, body, 4);
+  reply_small('S', id, body, 8);
 }
 
 /* ---------- output and exits ---------- */
@@ -391,6 +652,11 @@ static void reap(void) {
     int st;
     pid_t pid = waitpid(-1, &st, WNOHANG);
     if (pid <= 0) return;
+    for (struct keeper *k = keepers; k; k = k->next) {
+      if (k->pid != pid) continue;
+      keeper_drop(k, 0);
+      break;
+    }
     for (struct job *j = jobs; j; j = j->next) {
       if (j->pid != pid) continue;
       char body[5];
@@ -473,6 +739,7 @@ int main(int argc, char **argv) {
         /* The daemon is gone: so is everything it started. */
         for (struct job *j = jobs; j; j = j->next)
           kill(-j->pid, SIGKILL);
+        kill_keepers();
         return 0;
       }
       in_len += (size_t)r;

@@ -1,8 +1,9 @@
 /**
  * Caps how many processes an action may have at once (a fork bomb stops at the
  * cap instead of taking the node down), with the kernel's pids cgroup: each
- * running action has a group of its own with pids.max, and its command moves
- * itself into it before exec, so nothing it starts escapes the count.
+ * running action has a group of its own with pids.max, and its command starts in
+ * it (born there through the spawn helper's keeper of the group, else moving
+ * itself in before exec), so nothing it starts escapes the count.
  *
  * Groups are kept and lent again once empty (making and removing one per action
  * cost a node ~0.3 ms of CPU per action); `close` removes them. Groups a node
@@ -38,10 +39,18 @@ export async function probePidsCgroup(): Promise<PidsCgroup | undefined> {
   return undefined;
 }
 
-/** Whether the group has no process (a synchronous read: cgroupfs answers from memory, a file handle costs more). */
-function isEmpty(group: string): boolean {
+/**
+ * Whether the group has no process but `keeper` (synchronous reads: cgroupfs answers from
+ * memory, a file handle costs more). A killed process leaves cgroup.procs when it exits
+ * but is counted in pids.current until its parent reaps it: the next action gets the whole
+ * limit only once that happened too.
+ */
+function isEmpty(group: string, keeper: number | undefined): boolean {
   try {
-    return readFileSync(path.join(group, 'cgroup.procs'), 'latin1').trim() === '';
+    const text = readFileSync(path.join(group, 'cgroup.procs'), 'latin1');
+    const members = text.split('\n').filter((line) => line !== '');
+    if (!members.every((line) => Number(line) === keeper)) return false;
+    return Number(readFileSync(path.join(group, 'pids.current'), 'latin1')) <= members.length;
   } catch {
     return false; // gone
   }
@@ -78,27 +87,48 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
     if (reused) return reused;
     const group = path.join(cgroup.parent, `a${process.pid}-${++seq}`);
     await mkdir(group);
-    await writeFile(path.join(group, 'pids.max'), String(maxProcesses));
+    // The spawn helper's keeper of the group (it starts the commands there) is one of its processes.
+    await writeFile(path.join(group, 'pids.max'), String(maxProcesses + (inner.joinsCgroup ? 1 : 0)));
     return group;
+  }
+
+  const keeperOf = (group: string) => inner.keeperOf?.(path.join(group, 'cgroup.procs'));
+
+  /** Ends the group's keeper, and removes the group once nothing is left in it (within a second). */
+  async function remove(group: string) {
+    const keeper = keeperOf(group);
+    if (keeper !== undefined) {
+      try {
+        process.kill(keeper, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+    }
+    for (let i = 0; i < 50; i++) {
+      if (isEmpty(group, undefined)) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await rmdir(group).catch(() => undefined);
   }
 
   /** Lends `group` again once its processes are gone (the runner killed them all); else removes it when it empties. */
   async function giveBack(group: string) {
     for (let i = 0; i < 50; i++) {
-      if (isEmpty(group)) {
-        if (closed) await rmdir(group).catch(() => undefined);
+      if (isEmpty(group, keeperOf(group))) {
+        if (closed) await remove(group);
         else free.push(group);
         return;
       }
       await new Promise((r) => setTimeout(r, 20));
     }
     // Something of the action is still in there after a second: never lend it again.
-    await rmdir(group).catch(() => undefined);
+    await remove(group);
   }
 
   return {
     // The isolation is the inner runner's; the limit is reported separately by the node.
     kind: inner.kind,
+    keeperOf: inner.keeperOf ? (procs) => inner.keeperOf!(procs) : undefined,
     async run(spec) {
       const group = await take();
       try {
@@ -116,7 +146,7 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
     async close() {
       closed = true;
       await Promise.all([...returning]);
-      await Promise.all(free.splice(0).map((g) => rmdir(g).catch(() => undefined)));
+      await Promise.all(free.splice(0).map((g) => remove(g)));
     },
   };
 }

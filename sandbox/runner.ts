@@ -37,6 +37,8 @@ export interface ActionRunner {
   readonly kind: string;
   /** Whether it honours `RunSpec.cgroupProcs`. */
   readonly joinsCgroup?: boolean;
+  /** A process of the runner's own that stays in that cgroup between commands (Launcher.keeperOf). */
+  keeperOf?(cgroupProcs: string): number | undefined;
   run(spec: RunSpec): Promise<RunResult>;
 }
 
@@ -69,6 +71,7 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
   return {
     kind: 'process',
     joinsCgroup: launcher.joinsCgroup,
+    keeperOf: launcher.keeperOf ? (procs) => launcher.keeperOf!(procs) : undefined,
     async run(spec) {
       if (spec.argv.length === 0) throw new OrionError(Code.INVALID_ARGUMENT, 'empty command line');
       if (spec.signal?.aborted) throw new OrionError(Code.CANCELLED, 'action cancelled before it started');
@@ -95,7 +98,7 @@ export function createProcessRunner(launcher: Launcher = getDefaultLauncher()): 
       let strays = 0;
       // In a cgroup of its own, the group's members are the action's (one read); else a scan of
       // the processes started since, by working directory.
-      const killStrays = () => (spec.cgroupProcs ? killCgroupMembers(spec.cgroupProcs) : spec.root ? killProcessesUnder(spec.root.hostDir, pid) : []).length;
+      const killStrays = () => (spec.cgroupProcs ? killCgroupMembers(spec.cgroupProcs, launcher.keeperOf?.(spec.cgroupProcs)) : spec.root ? killProcessesUnder(spec.root.hostDir, pid) : []).length;
       // A cgroup holds the process group's members too: no kill of a group that is usually gone
       // already (a failed kill costs an exception).
       const killAll = () => {

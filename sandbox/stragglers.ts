@@ -70,12 +70,12 @@ export function killProcessesUnder(dir: string, since?: number): number[] {
 }
 
 /**
- * SIGKILLs every process in the cgroup whose cgroup.procs file is `procs`, this process
- * excepted; returns their pids. For an action in a cgroup of its own (pids-limit-runner.ts):
+ * SIGKILLs every process in the cgroup whose cgroup.procs file is `procs`, this process and
+ * `spare` (the launcher's keeper of that cgroup) excepted; returns their pids. For an action in a cgroup of its own (pids-limit-runner.ts):
  * what it started is there whatever its session or directory, found with one read instead of
  * a look at every new process on the machine.
  */
-export function killCgroupMembers(procs: string): number[] {
+export function killCgroupMembers(procs: string, spare?: number): number[] {
   let text: string;
   try {
     text = readFileSync(procs, 'latin1');
@@ -85,7 +85,7 @@ export function killCgroupMembers(procs: string): number[] {
   const killed: number[] = [];
   for (const line of text.split('\n')) {
     const pid = Number(line);
-    if (!line || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    if (!line || !Number.isInteger(pid) || pid <= 0 || pid === process.pid || pid === spare) continue;
     try {
       process.kill(pid, 'SIGKILL');
       killed.push(pid);

@@ -338,7 +338,9 @@ describe('process limit (pids cgroup)', () => {
     };
     const first = await groupOf(['cat', '/proc/self/cgroup']);
     expect(first).toMatch(new RegExp(`/a${process.pid}-\\d+$`));
-    expect(readFileSync(path.join(cgroup.parent, path.basename(first), 'pids.max'), 'utf8').trim()).toBe('32');
+    // Started by the spawn helper, the group holds its keeper too: one more than the action's 32.
+    expect(getDefaultLauncher().joinsCgroup).toBe(true);
+    expect(readFileSync(path.join(cgroup.parent, path.basename(first), 'pids.max'), 'utf8').trim()).toBe('33');
     // Given back in the background once empty: wait for it.
     await new Promise((r) => setTimeout(r, 100));
     expect(await groupOf(['cat', '/proc/self/cgroup'])).toBe(first);
@@ -384,6 +386,57 @@ describe('process limit (pids cgroup)', () => {
     expect(await waitUntilGone([pid])).toEqual([]);
     expect(pidsWithArg(marker)).toEqual([]);
     await runner.close();
+  });
+
+  it("starts the commands through the group's keeper: born in the group, the helper's children, the keeper neither killed with their processes nor counted against the action", async () => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = (await probePidsCgroup())!;
+    const launcher = createHelperLauncher(findSpawnHelper()!);
+    const inner = createProcessRunner(launcher);
+    const runner = createPidsLimitRunner(inner, cgroup, 5);
+    // The command's parent and its group.
+    const probe = ['sh', '-c', 'echo $PPID; grep pids: /proc/self/cgroup'];
+    const first = (await runner.run({ argv: probe, cwd: tmp, env: ENV })).stdout.toString().trim().split('\n');
+    const group = path.join(cgroup.parent, path.basename(first[1]!.split(':')[2]!));
+    const procs = path.join(group, 'cgroup.procs');
+    const keeper = launcher.keeperOf!(procs)!;
+    expect(keeper).toBeGreaterThan(0);
+    expect(runner.keeperOf!(procs)).toBe(keeper);
+    // The command is the helper's child (its exit is collected there), not the keeper's.
+    const helperPid = Number(first[0]);
+    expect(helperPid).not.toBe(keeper);
+    expect(readFileSync(`/proc/${keeper}/stat`, 'latin1').split(') ')[1]!.split(' ')[1]).toBe(String(helperPid));
+    // Between actions the keeper alone stays in the group, and the next action is started there by it.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(readFileSync(procs, 'latin1').trim()).toBe(String(keeper));
+    expect((await runner.run({ argv: probe, cwd: tmp, env: ENV })).stdout.toString().trim().split('\n')).toEqual(first);
+    // What an action leaves running is killed when it exits; its group's keeper is not.
+    await new Promise((r) => setTimeout(r, 100));
+    const left = Number((await runner.run({ argv: ['sh', '-c', 'sleep 30 & echo $!'], cwd: tmp, env: ENV })).stdout.toString());
+    expect(await waitUntilGone([left])).toEqual([]);
+    expect(isRunning(keeper)).toBe(true);
+    expect(launcher.keeperOf!(procs)).toBe(keeper);
+    // The limit is the action's own: 5 processes run (the shell and 4 sleeps), a 6th cannot start.
+    const five = await runner.run({ argv: ['sh', '-c', 'for i in 1 2 3 4; do sleep 0.3 & done; wait; echo ok'], cwd: tmp, env: ENV });
+    expect(five.stderr.toString() + five.stdout.toString()).toBe('ok\n');
+    const six = await runner.run({ argv: ['sh', '-c', 'for i in 1 2 3 4 5; do sleep 0.3 & done; wait; echo ok'], cwd: tmp, env: ENV });
+    expect(six.stderr.toString()).toMatch(/fork/i);
+    // A keeper that died is replaced by the next command for its group.
+    const idle = (await runner.run({ argv: probe, cwd: tmp, env: ENV })).stdout.toString().trim().split('\n')[1]!;
+    const idleProcs = path.join(cgroup.parent, path.basename(idle.split(':')[2]!), 'cgroup.procs');
+    const idleKeeper = launcher.keeperOf!(idleProcs)!;
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(idleKeeper, 'SIGKILL');
+    expect(await waitUntilGone([idleKeeper])).toEqual([]);
+    expect((await runner.run({ argv: probe, cwd: tmp, env: ENV })).stdout.toString().trim().split('\n')[1]).toBe(idle);
+    expect(launcher.keeperOf!(idleProcs)).toBeGreaterThan(0);
+    expect(launcher.keeperOf!(idleProcs)).not.toBe(idleKeeper);
+    // Closing ends the keepers and removes their groups.
+    const keepers = readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`)).map((g) => launcher.keeperOf!(path.join(cgroup.parent, g, 'cgroup.procs'))).filter((k) => k !== undefined);
+    expect(keepers.length).toBeGreaterThan(0);
+    await runner.close();
+    expect(readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`))).toEqual([]);
+    expect(await waitUntilGone(keepers as number[])).toEqual([]);
   });
 
   it('removes the empty groups a node killed without closing left behind, and only those', async () => {
