@@ -5,11 +5,72 @@
  * it cannot see (computed includes, system headers) are caught afterwards from
  * the compiler's own dependency output.
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../../cas/atomic-file.js';
 
 const INCLUDE = /^[ \t]*#[ \t]*(?:include|include_next|import)[ \t]*([<"])([^">\n]+)[">]/gm;
+
+type Include = { quoted: boolean; name: string };
+
+function directivesOf(text: string): Include[] {
+  return [...text.matchAll(INCLUDE)].map((m) => ({ quoted: m[1] === '"', name: m[2]!.trim() }));
+}
+
+/**
+ * The #include lines of files by the SHA-256 of their content, kept across builds (one
+ * small file per project): a rebuild scans the headers of a changed source without
+ * reading them again. Content-addressed, so never stale: an entry is stored under the
+ * hash of the bytes it was parsed from.
+ */
+export interface DirectiveStore {
+  get(hash: string): Include[] | undefined;
+  set(hash: string, includes: Include[]): void;
+  save(): Promise<void>;
+}
+
+const STORE_VERSION = 1;
+
+/** Loads the store kept in `file` (empty when it is missing or of another format). */
+export function loadDirectiveStore(file: string): DirectiveStore {
+  const known = new Map<string, string[]>();
+  try {
+    const parsed = JSON.parse(readFileSync(file, 'utf8')) as { v?: number; e?: Record<string, string[]> };
+    if (parsed.v === STORE_VERSION && parsed.e) for (const [h, list] of Object.entries(parsed.e)) if (Array.isArray(list)) known.set(h, list);
+  } catch {
+    // Missing or unreadable: every file is read once, and remembered.
+  }
+  const used = new Set<string>();
+  let added = false;
+  return {
+    get(hash) {
+      const list = known.get(hash);
+      if (!list) return undefined;
+      used.add(hash);
+      return list.map((x) => ({ quoted: x[0] === '"', name: x.slice(1) }));
+    },
+    set(hash, includes) {
+      if (!known.has(hash)) added = true;
+      known.set(hash, includes.map((i) => `${i.quoted ? '"' : '<'}${i.name}`));
+      used.add(hash);
+    },
+    async save() {
+      if (!added) return;
+      // Older versions of files go once the store holds over twice what this build used.
+      const keep = known.size > Math.max(2 * used.size, 2000) ? [...used] : [...known.keys()];
+      await writeFileAtomic(file, JSON.stringify({ v: STORE_VERSION, e: Object.fromEntries(keep.map((h) => [h, known.get(h)!])) }));
+      added = false;
+    },
+  };
+}
+
+export interface IncludeScannerOptions {
+  /** Kept directives, and the SHA-256 of a file's current content (the build's file states) to find them by. */
+  store?: DirectiveStore;
+  contentHash?(abs: string): Promise<string | undefined>;
+}
 
 export interface IncludeScanner {
   /** Every file reachable by #include from `files`, found under `root`; plus files that could not be resolved. */
@@ -18,8 +79,8 @@ export interface IncludeScanner {
   invalidate(files: string[]): void;
 }
 
-export function createIncludeScanner(root: string): IncludeScanner {
-  const directives = new Map<string, Promise<{ quoted: boolean; name: string }[]>>();
+export function createIncludeScanner(root: string, opts: IncludeScannerOptions = {}): IncludeScanner {
+  const directives = new Map<string, Promise<Include[]>>();
   const existence = new Map<string, boolean>();
   /**
    * Where an #include resolved, by the directories searched and the name: compiles of
@@ -44,20 +105,26 @@ export function createIncludeScanner(root: string): IncludeScanner {
     return e;
   };
 
+  const { store, contentHash } = opts;
+  /** Reads and parses the file; stored under the hash of the bytes read (the file may have changed since it was hashed). */
+  const parse = async (file: string): Promise<Include[]> => {
+    const bytes = await readFile(file).catch(() => undefined);
+    if (!bytes) return [];
+    const includes = directivesOf(bytes.toString('latin1'));
+    store?.set(createHash('sha256').update(bytes).digest('hex'), includes);
+    return includes;
+  };
   const read = (file: string) => {
     let p = directives.get(file);
     if (!p) {
-      p = readFile(file, 'latin1').then(
-        (text) => [...text.matchAll(INCLUDE)].map((m) => ({ quoted: m[1] === '"', name: m[2]!.trim() })),
-        () => [],
-      );
+      p = store && contentHash ? contentHash(file).then((h) => (h !== undefined && store.get(h)) || parse(file), () => parse(file)) : parse(file);
       directives.set(file, p);
     }
     return p;
   };
 
   /** Where `inc`, included from `f`, is found first; null when nowhere. */
-  const resolve = (f: string, inc: { quoted: boolean; name: string }, quoteDirs: string[], searchDirs: string[]): string | null => {
+  const resolve = (f: string, inc: Include, quoteDirs: string[], searchDirs: string[]): string | null => {
     if (path.isAbsolute(inc.name)) return exists(inc.name) ? inc.name : null;
     const dirs = inc.quoted ? [path.dirname(f), ...quoteDirs, ...searchDirs] : searchDirs;
     for (const d of dirs) {

@@ -13,7 +13,7 @@ import type { ClientAuthOptions } from '../../common/credentials.js';
 import type { HeadConnection } from '../build/head-connection.js';
 import { loadDepManifest } from '../build/dep-manifest.js';
 import { loadOrExtractGraph } from '../build/graph-cache.js';
-import { createIncludeScanner } from '../build/include-scanner.js';
+import { createIncludeScanner, loadDirectiveStore } from '../build/include-scanner.js';
 import { createInPlaceExecutor } from '../build/in-place-executor.js';
 import { loadKeyHistory } from '../build/key-history.js';
 import { loadTreeMemo } from '../build/tree-memo.js';
@@ -122,7 +122,10 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
     const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
     saved.push(trees);
-    const keyDeps = { files, scanner: createIncludeScanner(root), manifest, tools: createToolResolver(statCache), env, trees, git, makeEnv };
+    const directives = loadDirectiveStore(path.join(o.cacheDir, 'includes', `${projectKey}.json`));
+    saved.push(directives);
+    const scanner = createIncludeScanner(root, { store: directives, contentHash: async (f) => (await files.state(f))?.digest.hash });
+    const keyDeps = { files, scanner, manifest, tools: createToolResolver(statCache), env, trees, git, makeEnv };
     const summary = await runBuild(
       {
         graph,

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { buildTreeFromEntries, type TreeFileEntry } from '../../cas/merkle.js';
 import { digestOf } from '../../cas/digest.js';
 import { Code } from '../../common/errors.js';
-import { createIncludeScanner } from '../../cli/build/include-scanner.js';
+import { createIncludeScanner, loadDirectiveStore } from '../../cli/build/include-scanner.js';
 import { inputRootOf, loadTreeMemo, treeFingerprint } from '../../cli/build/tree-memo.js';
 import { loadKeyHistory } from '../../cli/build/key-history.js';
 import type { ActionKey } from '../../cli/build/action-key.js';
@@ -34,6 +34,50 @@ function write(file: string, text: string) {
 const entry = (p: string, text: string, isExecutable = false): TreeFileEntry => ({ path: p, digest: digestOf(Buffer.from(text)), isExecutable });
 
 describe('include scanner', () => {
+  it("keeps the files' #include lines across builds by content: a rebuild scans unchanged headers without reading them, never a stale list", async () => {
+    const root = await tempDir();
+    const storeFile = path.join(root, 'cache/includes.json');
+    const [main, h] = [path.join(root, 'main.c'), path.join(root, 'h.h')];
+    write(main, '#include "h.h"\n');
+    write(h, '#include "a.h"\n');
+    write(path.join(root, 'a.h'), '');
+    write(path.join(root, 'b.h'), '');
+    const sha = (text: string) => digestOf(Buffer.from(text)).hash;
+    const hashes = new Map<string, string>();
+    const contentHash = async (f: string) => hashes.get(f);
+    hashes.set(main, sha('#include "h.h"\n'));
+    hashes.set(h, sha('#include "a.h"\n'));
+    const first = loadDirectiveStore(storeFile);
+    const one = await createIncludeScanner(root, { store: first, contentHash }).scan([main], [], []);
+    expect(one.found).toEqual([path.join(root, 'a.h'), h]);
+    await first.save();
+
+    // The next build: h.h's content is known by its hash, so its lines come from the store (the
+    // file on disk now says b.h, but the build's state says it still holds what was stored).
+    write(h, '#include "b.h"\n');
+    const second = loadDirectiveStore(storeFile);
+    expect((await createIncludeScanner(root, { store: second, contentHash }).scan([main], [], [])).found).toEqual([path.join(root, 'a.h'), h]);
+    // Its real new content has another hash: read, and stored under the hash of what was read.
+    hashes.set(h, sha('#include "b.h"\n'));
+    expect((await createIncludeScanner(root, { store: second, contentHash }).scan([main], [], [])).found).toEqual([path.join(root, 'b.h'), h]);
+    // A file whose state is older than what is read (edited after it was hashed) is parsed from
+    // the bytes read, and stored under their hash, not the stale one.
+    write(h, '#include "a.h"\n#include "b.h"\n');
+    const stale = sha('#include "c.h"\n');
+    hashes.set(h, stale);
+    expect((await createIncludeScanner(root, { store: second, contentHash }).scan([main], [], [])).found).toEqual([path.join(root, 'a.h'), path.join(root, 'b.h'), h]);
+    expect(second.get(stale)).toBeUndefined();
+    expect(second.get(sha('#include "a.h"\n#include "b.h"\n'))).toEqual([
+      { quoted: true, name: 'a.h' },
+      { quoted: true, name: 'b.h' },
+    ]);
+    await second.save();
+    // A store of another format is ignored, not trusted.
+    write(storeFile, JSON.stringify({ v: 99, e: { [sha('#include "b.h"\n')]: ['"zzz.h'] } }));
+    expect(loadDirectiveStore(storeFile).get(sha('#include "b.h"\n'))).toBeUndefined();
+  });
+
+
   it('resolves an include again once a file appears earlier on the search path and is invalidated', async () => {
     const root = await tempDir();
     const [a, b] = [path.join(root, 'a'), path.join(root, 'b')];
