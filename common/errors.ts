@@ -42,6 +42,11 @@ export interface OrionErrorOptions {
   /** Blobs whose absence caused a FAILED_PRECONDITION (REAPI PreconditionFailure). */
   missing?: MissingBlob[];
   /**
+   * A node refused the action because its compiler (or other tool) is not the binary the
+   * action's key names (this path, the client's): another node may have it (node/tool-check.ts).
+   */
+  toolchain?: string;
+  /**
    * The failure is the whole build's, not one action's (the head could not be reached at all):
    * a build runner reports it once and stops instead of failing, retrying or falling back per action.
    */
@@ -52,6 +57,7 @@ export class OrionError extends Error {
   readonly code: Code;
   readonly hint?: string;
   readonly missing?: MissingBlob[];
+  readonly toolchain?: string;
   readonly fatal?: boolean;
 
   constructor(code: Code, message: string, opts: OrionErrorOptions = {}) {
@@ -60,6 +66,7 @@ export class OrionError extends Error {
     this.code = code;
     this.hint = opts.hint;
     this.missing = opts.missing;
+    if (opts.toolchain !== undefined) this.toolchain = opts.toolchain;
     if (opts.fatal) this.fatal = true;
   }
 

@@ -10,5 +10,11 @@ export const MOUNT_PATH_PROPERTY = 'orion-mount-path';
  */
 export const DEPFILE_PROPERTY = 'orion-depfile';
 
+/**
+ * The program the client resolved argv[0] to, as `PATH@SHA256` of its binary (part of the key): a
+ * node runs an action only where its own binary of that name is the same (node/tool-check.ts).
+ */
+export const TOOL_PROPERTY = 'orion-tool';
+
 /** Metadata header carrying the global source context (hash/size) an Execute should run in. */
 export const EXEC_ROOT_HEADER = 'x-orion-exec-root';

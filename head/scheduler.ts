@@ -54,6 +54,9 @@ export interface Execution {
   stage: Stage;
   queuedAt: number;
   attempts: Attempt[];
+  /** Nodes that refused it because their compiler is not the one its key names (node/tool-check.ts), and that compiler. */
+  unsuitable?: Set<string>;
+  toolchain?: string;
   response?: ExecutionResponse;
   /** A retry waits until then (jittered exponential backoff). */
   notBefore?: number;
@@ -277,7 +280,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let best: NodeRecord | undefined;
     let bestScore = Infinity;
     for (const n of deps.registry.withFreeSlots()) {
-      if (skip.has(n.nodeId) || busy.has(n.nodeId)) continue;
+      if (skip.has(n.nodeId) || busy.has(n.nodeId) || e.unsuitable?.has(n.nodeId)) continue;
       // A node holding more of the inputs fetches less; else one that ran the same root recently.
       const warm = heldTotal > 0 ? 0.5 * (1 - (held!.get(n.nodeId) ?? 0) / heldTotal) : recentRoots.get(n.nodeId)?.includes(root) ? 0 : 0.5;
       const score = (tried.has(n.nodeId) ? 2 : 0) + warm + n.running.size / n.slots;
@@ -321,6 +324,15 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     wakeup = { at, cancel: timer.cancel };
   }
 
+  /** Whether an active node is left that did not refuse `e` for its compiler. */
+  function hasSuitableNode(e: Execution): boolean {
+    return deps.registry.list('active').some((n) => !n.quarantined && !e.unsuitable?.has(n.nodeId));
+  }
+
+  function failUnsuitable(e: Execution) {
+    complete(e, { cachedResult: false, status: { code: Code.FAILED_PRECONDITION, message: `no node runs the compiler this action's key names (${e.toolchain}): ${describeAttempts(e)}` } });
+  }
+
   function dispatch() {
     const unreachable = new Set<string>();
     const now = deps.clock.now();
@@ -333,7 +345,15 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         continue;
       }
       const node = pickNode(e, unreachable);
-      if (!node) break;
+      if (!node) {
+        // Every node left refused it for its compiler (the ones that had it were lost).
+        if (e.unsuitable && !hasSuitableNode(e)) {
+          queue.removeAt(i);
+          failUnsuitable(e);
+          continue;
+        }
+        break;
+      }
       queue.removeAt(i);
       if (!assign(e, node)) {
         // That node's stream is gone; keep the work in place and try the other nodes.
@@ -421,6 +441,21 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       }
       if (e.stage === 'completed') {
         attempt.outcome ??= 'finished after another copy';
+        dispatch();
+        return;
+      }
+      if (!outcome.ok && outcome.error.toolchain !== undefined) {
+        // That node's compiler is not the one the key names: another node's may be (no retry counted).
+        attempt.outcome = `${codeName(outcome.error.code)}: ${outcome.error.message}`;
+        (e.unsuitable ??= new Set()).add(nodeId);
+        e.toolchain = outcome.error.toolchain;
+        if (runningCopies(e).length === 0) {
+          if (hasSuitableNode(e)) {
+            e.stage = 'queued';
+            queue.insert(e);
+            notify(e);
+          } else failUnsuitable(e);
+        }
         dispatch();
         return;
       }

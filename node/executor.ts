@@ -10,7 +10,11 @@ import { encodeTree } from '../cas/directory.js';
 import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
 import type { ActionRunner } from '../sandbox/runner.js';
 import { confineToRoot } from '../sandbox/path-guard.js';
-import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../common/platform-properties.js';
+import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_PROPERTY } from '../common/platform-properties.js';
+import type { ToolCheck } from './tool-check.js';
+
+/** The PATH an action runs with when its command sets none. */
+const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 import { decodeDirectory } from '../cas/directory.js';
 import { removePath, type ExecRootCache, type ExecRootLease } from './exec-root-cache.js';
 import type { PeerFetcher } from './peer-endpoint.js';
@@ -47,6 +51,8 @@ export interface ExecutorDeps {
   peers?: PeerFetcher;
   /** Called when the last action or prefetch in progress ends (busy() is 0 again). */
   onIdle?(): void;
+  /** Refuses actions whose key names another compiler than the one this node would run (node/tool-check.ts). */
+  tools?: ToolCheck;
 }
 
 export interface Executor {
@@ -347,6 +353,13 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       const t0 = deps.clock.now();
       const fetched: FetchContext = { peers: deps.peers, sources: a.peerSources, bytes: { peer: 0, head: 0 } };
       try {
+        const tool = propertyOf(a, TOOL_PROPERTY);
+        let pathFirst: string | undefined;
+        if (deps.tools && tool !== undefined && a.command.arguments.length > 0) {
+          const mountPath = propertyOf(a, MOUNT_PATH_PROPERTY);
+          const pathEnv = a.command.environmentVariables.find((v) => v.name === 'PATH')?.value || DEFAULT_PATH;
+          ({ pathFirst } = await deps.tools.verify({ expected: tool, argv0: a.command.arguments[0]!, cwd: path.join(mountPath ?? execRoot, a.command.workingDirectory), pathEnv, mountPath }));
+        }
         if (a.buildId && prefetching?.buildId === a.buildId) {
           await untilSettledOrAborted(prefetching.settled, signal);
           if (signal.aborted) throw new OrionError(Code.CANCELLED, 'action cancelled before it started');
@@ -398,7 +411,8 @@ export function createExecutor(deps: ExecutorDeps): Executor {
         const sandboxCwd = path.join(root.sandboxDir, a.command.workingDirectory);
         const env: Record<string, string> = {};
         for (const v of a.command.environmentVariables) env[v.name] = v.value;
-        if (!env.PATH) env.PATH = '/usr/local/bin:/usr/bin:/bin';
+        if (!env.PATH) env.PATH = DEFAULT_PATH;
+        if (pathFirst) env.PATH = `${pathFirst}:${env.PATH}`;
         const t2 = deps.clock.now();
         log.debug({ argv: a.command.arguments }, 'running action');
         const run = await deps.runner.run({

@@ -109,7 +109,7 @@ export function startWorkerLoop(opts: WorkerLoopOptions): WorkerLoop {
         const code = statusOf(err);
         alog.warn({ code, err: (err as Error).message }, 'action could not be executed');
         if (!controller.signal.aborted || code !== Code.CANCELLED) {
-          send({ finished: { assignmentId: a.assignmentId, result: undefined, status: statusToPb(code === Code.OK ? Code.INTERNAL : code, (err as Error).message, err instanceof OrionError ? err.missing : undefined), peerBytes: moved.peer, headBytes: moved.head } });
+          send({ finished: { assignmentId: a.assignmentId, result: undefined, status: statusToPb(code === Code.OK ? Code.INTERNAL : code, (err as Error).message, err instanceof OrionError ? err.missing : undefined, err instanceof OrionError ? err.toolchain : undefined), peerBytes: moved.peer, headBytes: moved.head } });
         }
       } finally {
         inFlight.delete(a.assignmentId);

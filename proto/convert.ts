@@ -154,15 +154,25 @@ export function actionResultFromPb(r: re.ActionResult): ActionResult {
 const PRECONDITION_FAILURE_TYPE = 'type.googleapis.com/google.rpc.PreconditionFailure';
 
 /** google.rpc.Status for an error; missing blobs become a PreconditionFailure detail (REAPI's MISSING violations). */
-export function statusToPb(code: number, message: string, missing?: MissingBlob[]): PbStatus {
+/** Orion's PreconditionFailure violation type for a node whose tool is not the one the key names (subject: the client's path). */
+const TOOLCHAIN_VIOLATION = 'ORION_TOOLCHAIN';
+
+export function statusToPb(code: number, message: string, missing?: MissingBlob[], toolchain?: string): PbStatus {
   const details: Any[] = [];
-  if (missing && missing.length > 0) {
-    const pf = PreconditionFailure.encode({
-      violations: missing.map((m) => ({ type: 'MISSING', subject: `blobs/${m.hash}/${m.sizeBytes}`, description: '' })),
-    }).finish();
-    details.push({ typeUrl: PRECONDITION_FAILURE_TYPE, value: Buffer.from(pf) });
-  }
+  const violations = (missing ?? []).map((m) => ({ type: 'MISSING', subject: `blobs/${m.hash}/${m.sizeBytes}`, description: '' }));
+  if (toolchain !== undefined) violations.push({ type: TOOLCHAIN_VIOLATION, subject: toolchain, description: '' });
+  if (violations.length > 0) details.push({ typeUrl: PRECONDITION_FAILURE_TYPE, value: Buffer.from(PreconditionFailure.encode({ violations }).finish()) });
   return { code, message, details };
+}
+
+/** The client's tool path of a node's toolchain refusal (statusToPb), if the status is one. */
+function toolchainFromStatus(s: PbStatus | undefined): string | undefined {
+  for (const d of s?.details ?? []) {
+    if (d.typeUrl !== PRECONDITION_FAILURE_TYPE) continue;
+    const v = PreconditionFailure.decode(d.value).violations.find((x) => x.type === TOOLCHAIN_VIOLATION);
+    if (v) return v.subject;
+  }
+  return undefined;
 }
 
 /** The missing blobs listed in a status's PreconditionFailure detail. */
@@ -180,5 +190,5 @@ export function missingFromStatus(s: PbStatus | undefined): MissingBlob[] {
 
 export function errorFromStatus(s: PbStatus | undefined, context: string): OrionError | undefined {
   if (!s || s.code === 0) return undefined;
-  return new OrionError(s.code as Code, `${context}: ${s.message}`, { missing: missingFromStatus(s) });
+  return new OrionError(s.code as Code, `${context}: ${s.message}`, { missing: missingFromStatus(s), toolchain: toolchainFromStatus(s) });
 }

@@ -14,13 +14,13 @@ import { digestOf } from '../../cas/digest.js';
 import type { MerkleTree, TreeFileEntry } from '../../cas/merkle.js';
 import type { Action, ActionResult, Command, Digest } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
-import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
+import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_PROPERTY } from '../../common/platform-properties.js';
 import { archiveStartingPoint } from './archive-members.js';
 import { linkerReads, parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
 import type { DepManifest } from './dep-manifest.js';
 import type { IncludeScanner } from './include-scanner.js';
 import type { FileState, ProjectFiles } from './project-files.js';
-import type { ToolResolver } from './tool-resolver.js';
+import type { ToolResolver } from '../../common/tool-resolver.js';
 import { inputRootOf, type TreeMemo } from './tree-memo.js';
 
 /**
@@ -169,7 +169,7 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   }
   const properties = [
     { name: MOUNT_PATH_PROPERTY, value: root },
-    { name: 'orion-tool', value: tool ? `${tool.path}@${tool.digest.hash}` : `${a.argv[0]}@missing` },
+    { name: TOOL_PROPERTY, value: tool ? `${tool.path}@${tool.digest.hash}` : `${a.argv[0]}@missing` },
   ];
   if (external.length > 0) properties.push({ name: 'orion-external-inputs', value: createHash('sha256').update(external.sort().join('\n')).digest('hex') });
   if (depfileRel) properties.push({ name: DEPFILE_PROPERTY, value: depfileRel });

@@ -19,7 +19,7 @@ import { loadKeyHistory } from '../build/key-history.js';
 import { loadTreeMemo } from '../build/tree-memo.js';
 import { createProjectFiles, type ProjectFiles } from '../build/project-files.js';
 import { createPlainReporter, type Sink } from '../build/reporter.js';
-import { createToolResolver } from '../build/tool-resolver.js';
+import { createToolResolver } from '../../common/tool-resolver.js';
 import { createDiskStepCache } from '../build/step-cache.js';
 import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
 import { writeFile } from 'node:fs/promises';

@@ -15,6 +15,9 @@ import { createPeerFetcher, startPeerEndpoint } from '../../node/peer-endpoint.j
 import { startWorkerLoop, type WorkerLoop } from '../../node/worker.js';
 import { createProcessRunner, type ActionRunner } from '../../sandbox/runner.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
+import { createStatCache } from '../../cas/stat-cache.js';
+import { createToolResolver } from '../../common/tool-resolver.js';
+import { createToolCheck } from '../../node/tool-check.js';
 import { createPidsLimitRunner, probePidsCgroup } from '../../sandbox/pids-limit-runner.js';
 import { daemonSignal } from '../signals.js';
 import { createMeteredBlobStore } from '../../cas/metered-blob-store.js';
@@ -105,6 +108,8 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     nodeId,
     clock: systemClock,
     log,
+    // The digests of the tools actions name, by stat (kept in memory: a few binaries, hashed once).
+    tools: createToolCheck(createToolResolver(createStatCache(path.join(o.workDir, 'tool-digests.json'))), nodeId),
   }));
   const signal = daemonSignal(log);
   // The local CAS kept within --cache-size: trimmed only while no action runs, after dropping

@@ -49,8 +49,9 @@ defineFixtureSuite({
     expect(r.stdout).toBe(variant === 'original' ? '101 102 103\n' : '201 202 203\n');
   },
   // Compiles run `cc` through PATH. On the cluster two of the three run on nodes; beta.o's
-  // compile writes outside its directory (REAPI cannot express that), so it always runs here.
-  wrappersSeeFirstBuild: () => true,
+  // compile writes outside its directory (REAPI cannot express that), so it always runs here,
+  // but the cluster's builds run without the wrappers (the nodes have no such `cc`).
+  wrappersSeeFirstBuild: (mode) => mode === 'embedded',
   headerEdit: { apply: editGreekHeader, rebuilt: ['CC out/alpha.o', 'CC out/beta.o', 'CC sub/gamma.o'] },
   explainEdit: {
     header: 'src/greek.h',

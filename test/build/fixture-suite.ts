@@ -176,8 +176,10 @@ export function defineFixtureSuite(spec: FixtureSpec, extra?: (ctx: SuiteContext
         // so putting them in PATH only for the second build would make every action a
         // miss. With the same PATH throughout, the keys match and the wrappers' log
         // shows whether a compiler, archiver or linker ran here. On the cluster the
-        // nodes' own logs show whether anything ran there.
-        const env = (log: string) => baseEnv({ PATH: `${wrappers}:${process.env.PATH}`, ORION_TEST_TOOL_LOG: log });
+        // nodes' own logs show whether anything ran there, and the wrappers stay out of PATH:
+        // a node runs only the compiler the key names, and the nodes have no such wrappers
+        // (node/tool-check.ts); the builds' own reports tell what ran here.
+        const env = (log: string) => (mode === 'cluster' ? baseEnv() : baseEnv({ PATH: `${wrappers}:${process.env.PATH}`, ORION_TEST_TOOL_LOG: log }));
         const graph = ref;
         const tools = graph.actions.filter((a) => CACHEABLE_KINDS.has(a.kind));
         const others = graph.actions.length - tools.length;
@@ -217,8 +219,6 @@ export function defineFixtureSuite(spec: FixtureSpec, extra?: (ctx: SuiteContext
           expect(third.lines.filter((l) => l.tag === 'cached (remote)').map((l) => l.label).sort()).toEqual(remotable.map((a) => a.label).sort());
           expect(toolRuns(third, graph)).toEqual(localOnly);
           expect(cluster!.nodeRuns(), 'no action ran on a node').toBe(runsAfterFirst);
-          // Those local reruns are the only tool runs the wrappers saw.
-          expect((await readLog(log3)).split('\n').filter(Boolean).length).toBe(localOnly.length);
           await spec.checkPrograms(dir, 'original');
         }
       }, SLOW);

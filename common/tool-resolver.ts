@@ -1,7 +1,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { StatCache } from '../../cas/stat-cache.js';
-import type { Digest } from '../../cas/types.js';
+import type { StatCache } from '../cas/stat-cache.js';
+import type { Digest } from '../cas/types.js';
 
 export interface ResolvedTool {
   path: string;
