@@ -117,7 +117,7 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   // -L/-l (a prebuilt one in the tree), linker scripts and version maps.
   if (a.kind !== 'compile') {
     for (const abs of linkerReads(a.argv, a.cwd)) {
-      if (abs.startsWith(root + '/') && !a.outputs.includes(abs) && ((produced?.has(abs) ?? false) || (await deps.files.state(abs)))) inputs.add(abs);
+      if (abs.startsWith(root + '/') && !a.outputs.includes(abs) && ((produced?.has(abs) ?? false) || (await deps.files.state(abs)) || (await throughSymlink(abs, deps.files)))) inputs.add(abs);
     }
   }
   for (const o of a.outputs) if (!a.inputs.includes(o)) inputs.delete(o);

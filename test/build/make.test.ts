@@ -167,6 +167,30 @@ defineFixtureSuite(
       expect(toolRuns(again, graph)).toEqual([]);
     }, SLOW);
 
+    it('relinks when the library a symbolic link -l finds points to changes (vendor/libv.a -> libv-1.0.a)', async () => {
+      const dir = path.join(ctx.fresh('symlinked-library'), 'proj');
+      await mkdir(path.join(dir, 'vendor'), { recursive: true });
+      const vendorLib = async (value: number) => {
+        await writeFile(path.join(dir, 'vendor', 'v.c'), `int v(void) { return ${value}; }\n`);
+        await sh('cc -c v.c -o v.o && rm -f libv-1.0.a && ar rcs libv-1.0.a v.o && rm v.o v.c', path.join(dir, 'vendor'));
+      };
+      await vendorLib(3);
+      await symlink('libv-1.0.a', path.join(dir, 'vendor', 'libv.a'));
+      await writeFile(path.join(dir, 'main.c'), 'int v(void);\nint main(void) { return v(); }\n');
+      await writeFile(path.join(dir, 'Makefile'), 'prog: main.o\n\t$(CC) -o prog main.o -Lvendor -lv\n\nmain.o: main.c\n\t$(CC) -c main.c -o main.o\n');
+      const cache = path.join(path.dirname(dir), 'cache');
+      const exitOf = async () => (await run([path.join(dir, 'prog')], { cwd: dir })).code;
+      expectOk(await ctx.build(dir, { cacheDir: cache }));
+      expect(await exitOf()).toBe(3);
+      const graph = await graphOf(dir);
+
+      await vendorLib(7);
+      const b = await ctx.build(dir, { cacheDir: cache });
+      expectOk(b);
+      expect(toolRuns(b, graph)).toEqual(['LD prog']);
+      expect(await exitOf()).toBe(7);
+    }, SLOW);
+
     it('recompiles when what a symbolic link points to changes: a header (include/x.h -> ../real/x.h) and a source', async () => {
       const dir = path.join(ctx.fresh('symlinks'), 'proj');
       await mkdir(path.join(dir, 'include'), { recursive: true });
