@@ -10,6 +10,7 @@ import { wrap } from '../common/errors.js';
 import type { ActionCache } from './action-cache.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { validateDigest } from './digest.js';
+import { touchIfOlder } from './store-trim.js';
 import type { ActionResult, Digest } from './types.js';
 
 const FORMAT_VERSION = 1;
@@ -63,7 +64,8 @@ export interface DiskCacheOptions {
    */
   durable?: boolean;
   /**
-   * A blob store only: a present blob whose file was last set longer ago than this has its mtime
+   * A blob store, and an action cache (an entry read has its mtime set, for trimUnusedFiles): a
+   * present blob whose file was last set longer ago than this has its mtime
    * set to now when it is looked for (FindMissingBlobs, a second write, an action-cache entry's
    * completeness check) or read whole (`get` of a small blob), so mtimes say when blobs were last
    * used (store-trim.ts). Default: never.
@@ -89,9 +91,11 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
       let text: string;
       try {
         // Most lookups miss: a stat that returns nothing costs less than a failed open's exception.
-        if (!statSync(path, { throwIfNoEntry: false })) return undefined;
+        const st = statSync(path, { throwIfNoEntry: false });
+        if (!st) return undefined;
         // Entries are a few hundred bytes: a synchronous read costs microseconds, a file handle ~0.4 ms.
         text = readFileSync(path, 'utf8');
+        if (opts.touchAfterMs !== undefined) touchIfOlder(path, st.mtimeMs, opts.touchAfterMs);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw wrap(err, `failed to read action cache entry ${path}`);

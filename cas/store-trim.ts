@@ -14,7 +14,7 @@
  * served only when every blob they name is present (complete-action-cache.ts),
  * and the client's graph and step caches check theirs the same way.
  */
-import { lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync, utimesSync } from 'node:fs';
 import { lstat, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isErrno } from '../common/errors.js';
@@ -144,4 +144,56 @@ export async function trimDiskStoreIfDue(dir: string, opts: TrimOptions & { ever
   await writeFile(stamp, '');
   await utimes(stamp, now / 1000, now / 1000);
   return trimDiskStore(dir, opts);
+}
+
+/**
+ * How long a file of a client cache's bookkeeping (action-cache entries, step effects, graphs,
+ * the per-project stat, history and manifest files) is kept after its last use.
+ */
+export const METADATA_KEEP_MS = 30 * 24 * 3_600_000;
+
+/** A used bookkeeping file has its mtime set again at most this often (a day: far within METADATA_KEEP_MS). */
+export const METADATA_TOUCH_MS = 24 * 3_600_000;
+
+/**
+ * Sets the file's mtime to now when it was last set more than `afterMs` ago: the file was used
+ * (a cache hit), and trimUnusedFiles goes by that. Never throws (the file may be gone).
+ */
+export function touchIfOlder(file: string, mtimeMs: number, afterMs: number, now = Date.now()): void {
+  if (now - mtimeMs <= afterMs) return;
+  try {
+    utimesSync(file, now / 1000, now / 1000);
+  } catch {
+    // Gone, or not ours: it is only a hint for trims.
+  }
+}
+
+/**
+ * Removes the files under `dir` (recursively) last used more than `olderThanMs` ago: neither
+ * written nor touched (touchIfOlder) nor read (atime, where the mount keeps it) since. For a
+ * client's cache, whose bookkeeping grows by a file per action, step, graph or checkout path and
+ * is otherwise never removed; what goes turns into a cache miss. Resolves to the files removed.
+ */
+export async function trimUnusedFiles(dir: string, olderThanMs: number, now = Date.now()): Promise<number> {
+  const before = now - olderThanMs;
+  let removed = 0;
+  const walk = async (d: string): Promise<void> => {
+    const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) {
+        const st = lstatSync(p, { throwIfNoEntry: false });
+        if (!st || Math.max(st.mtimeMs, st.atimeMs) >= before) continue;
+        try {
+          unlinkSync(p);
+          removed++;
+        } catch {
+          // Gone already.
+        }
+      }
+    }
+  };
+  await walk(dir);
+  return removed;
 }

@@ -11,9 +11,11 @@
  * graph and written again when the cached graph is used on a tree that lacks them.
  */
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
+import { METADATA_TOUCH_MS, touchIfOlder } from '../../cas/store-trim.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { BuildGraph } from '../../dag-extractor/types.js';
 import { applyStepEffect } from './output-writer.js';
@@ -98,6 +100,11 @@ export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ grap
   const file = path.join(input.cacheDir, 'graphs', `${key}.json`);
   try {
     const cached = JSON.parse(await readFile(file, 'utf8')) as CachedGraph;
+    // Used: kept by the cache's trim of unused files (cas/store-trim.ts).
+    for (const f of [file, path.join(input.cacheDir, 'graphs', `${base}.names`)]) {
+      const st = statSync(f, { throwIfNoEntry: false });
+      if (st) touchIfOlder(f, st.mtimeMs, METADATA_TOUCH_MS);
+    }
     if (cached.graph?.root === input.files.root && Array.isArray(cached.graph.actions) && cached.effect) {
       const missing = await input.cas.findMissing(cached.effect.written.map((w) => w.digest));
       if (missing.length === 0) {

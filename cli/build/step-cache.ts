@@ -5,9 +5,11 @@
  * files deleted) is replayed instead of running it again.
  */
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
+import { METADATA_TOUCH_MS, touchIfOlder } from '../../cas/store-trim.js';
 import type { Digest } from '../../cas/types.js';
 import type { Entry, Snapshot } from './project-files.js';
 
@@ -57,7 +59,11 @@ export function createDiskStepCache(dir: string): StepCache {
   return {
     async get(key) {
       try {
-        return JSON.parse(await readFile(file(key), 'utf8')) as StepEffect;
+        const effect = JSON.parse(await readFile(file(key), 'utf8')) as StepEffect;
+        // Used: kept by the cache's trim of unused files (cas/store-trim.ts).
+        const st = statSync(file(key), { throwIfNoEntry: false });
+        if (st) touchIfOlder(file(key), st.mtimeMs, METADATA_TOUCH_MS);
+        return effect;
       } catch {
         return undefined;
       }

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Code, OrionError } from '../../common/errors.js';
 import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
-import { DEFAULT_KEEP_MS, touchAfterFor, trimDiskStoreIfDue } from '../../cas/store-trim.js';
+import { DEFAULT_KEEP_MS, METADATA_KEEP_MS, METADATA_TOUCH_MS, touchAfterFor, trimDiskStoreIfDue, trimUnusedFiles } from '../../cas/store-trim.js';
 import { createDiskActionCache } from '../../cas/disk-action-cache.js';
 import { createCompletenessCheckingActionCache } from '../../cas/complete-action-cache.js';
 import { createStatCache } from '../../cas/stat-cache.js';
@@ -114,7 +114,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
         return (await import('../../dag-extractor/index.js')).extractGraph(root, { makeArgs: o.args, buildDir: o.buildDir, signal });
       },
     }));
-    const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false }), localCas);
+    const localAc = createCompletenessCheckingActionCache(createDiskActionCache(path.join(o.cacheDir, 'ac'), { durable: false, touchAfterMs: METADATA_TOUCH_MS }), localCas);
     const manifest = await loadDepManifest(path.join(o.cacheDir, 'manifests', `${projectKey}.json`));
     const history = await loadKeyHistory(path.join(o.cacheDir, 'history', `${projectKey}.jsonl`), { eager: o.explain });
     saved.push(manifest, history);
@@ -167,7 +167,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     await warm;
     await Promise.all(saved.map((x) => x.save()));
     head?.close();
-    if (!o.dryRun) await trimLocalCache(path.join(o.cacheDir, 'cas'), o.cacheMaxBytes ?? DEFAULT_CACHE_BYTES, o.verbose ? sink : undefined);
+    if (!o.dryRun) await trimLocalCache(o.cacheDir, o.cacheMaxBytes ?? DEFAULT_CACHE_BYTES, o.verbose ? sink : undefined);
   }
 }
 
@@ -179,17 +179,27 @@ export const DEFAULT_CACHE_BYTES = 5 * 2 ** 30;
  * least recently go (none used within the hour: another build may be using them). Never fails
  * the build.
  */
-async function trimLocalCache(dir: string, maxBytes: number, verbose?: Sink): Promise<void> {
+async function trimLocalCache(cacheDir: string, maxBytes: number, verbose?: Sink): Promise<void> {
+  const dir = path.join(cacheDir, 'cas');
   try {
     const r = await trimDiskStoreIfDue(dir, { maxBytes, keepMs: DEFAULT_KEEP_MS, everyMs: 3_600_000 });
     if (r && (r.removed > 0 || r.over)) {
       const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
       verbose?.stderr(`orion: local cache: ${r.removed} least recently used blob(s) removed, ${mib(r.bytesAfter)} left of ${mib(maxBytes)}${r.over ? ' (over: the rest was used within the hour)' : ''}\n`);
     }
+    if (r === undefined) return;
+    // The bookkeeping beside the blobs grows by a file per action, step, graph and checkout path:
+    // what no build used for METADATA_KEEP_MS goes too (a cache miss if it is ever wanted again).
+    let removed = 0;
+    for (const sub of LOCAL_METADATA_DIRS) removed += await trimUnusedFiles(path.join(cacheDir, sub), METADATA_KEEP_MS);
+    if (removed > 0) verbose?.stderr(`orion: local cache: ${removed} file(s) of entries no build used for ${METADATA_KEEP_MS / 86_400_000} days removed\n`);
   } catch (err) {
-    verbose?.stderr(`orion: could not trim the local cache in ${dir}: ${(err as Error).message}\n`);
+    verbose?.stderr(`orion: could not trim the local cache in ${cacheDir}: ${(err as Error).message}\n`);
   }
 }
+
+/** The local cache's bookkeeping directories (all but the blobs): action results, step effects, graphs, per-project memos. */
+const LOCAL_METADATA_DIRS = ['ac', 'steps', 'graphs', 'stat', 'history', 'manifests', 'trees', 'includes'];
 
 /** Uploads the tree and asks the head's nodes to fetch it. Never fails the build: it is only a head start. */
 async function prefetchTree(prefetch: NonNullable<HeadConnection['prefetchTree']>, files: ProjectFiles, parallelism: number, signal: AbortSignal, verbose?: Sink): Promise<void> {

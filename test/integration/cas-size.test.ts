@@ -87,6 +87,44 @@ describe('orion build --cache-size', () => {
     expect(statSync(path.join(dir, 'big.bin')).size).toBe(3 * MiB);
     expect((await run([path.join(dir, 'hello')], { cwd: dir })).stdout).toBe('hi\n');
   }, 60_000);
+
+  it('removes the bookkeeping no build used for 30 days (action results, step effects, graphs, memos) with the hourly trim, and keeps what builds use', async () => {
+    const dir = path.join(base, 'proj2');
+    await mkdir(dir);
+    writeFileSync(path.join(dir, 'Makefile'), 'hello: hello.c\n\tcc -o hello hello.c\n');
+    writeFileSync(path.join(dir, 'hello.c'), '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n');
+    const cacheDir = path.join(base, 'cache2');
+    const build = () => orionBuild(dir, { cacheDir, args: ['-v'], env: baseEnv() });
+    expect((await build()).code).toBe(0);
+    const filesUnder = (sub: string) => (existsSync(path.join(cacheDir, sub)) ? (readdirSync(path.join(cacheDir, sub), { recursive: true }) as string[]).map((f) => path.join(cacheDir, sub, f)).filter((f) => statSync(f).isFile()) : []);
+    const used = filesUnder('ac');
+    expect(used.length).toBeGreaterThan(0);
+    // Entries of builds long gone: an action result and a graph nothing asks for any more.
+    const stale = [path.join(cacheDir, 'ac', 'ff', `${'f'.repeat(64)}-140.json`), path.join(cacheDir, 'graphs', `${'e'.repeat(64)}.json`)];
+    for (const f of stale) {
+      await mkdir(path.dirname(f), { recursive: true });
+      await writeFile(f, '{}');
+    }
+    // Forty days pass for everything, the last trim included.
+    const old = (Date.now() - 40 * 86_400_000) / 1000;
+    for (const sub of ['ac', 'steps', 'graphs', 'stat', 'history', 'manifests', 'trees', 'includes']) for (const f of filesUnder(sub)) utimesSync(f, old, old);
+    utimesSync(path.join(cacheDir, 'cas', '.last-trim'), old, old);
+
+    const noop = await build();
+    expect(noop.code, noop.stderr).toBe(0);
+    expect(noop.stderr).toMatch(/^orion: local cache: [1-9]\d* file\(s\) of entries no build used for 30 days removed$/m);
+    for (const f of stale) expect(existsSync(f), f).toBe(false);
+    // What this build used was served from the cache, and so marked used: still there, with a fresh mtime.
+    expect(noop.summary.cached).toBeGreaterThan(0);
+    for (const f of used) expect(statSync(f).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
+
+    // The program removed: served from the entries that stayed, and it runs.
+    await rm(path.join(dir, 'hello'));
+    const again = await build();
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.summary.cached).toBeGreaterThan(0);
+    expect((await run([path.join(dir, 'hello')], { cwd: dir })).stdout).toBe('hi\n');
+  }, 60_000);
 });
 
 describe('orion head --cas-size', () => {
