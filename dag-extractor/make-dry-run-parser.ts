@@ -19,6 +19,7 @@
  * .SHELLFLAGS recipes run with (`SHELL := /bin/bash`).
  */
 import path from 'node:path';
+import { tokenizeShell, type ShellToken } from './shell-tokenizer.js';
 
 export interface DryRunCommand {
   /** The command line as make would pass it to the shell. */
@@ -60,8 +61,9 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   const directory = /^(Entering|Leaving) directory [`'"](.*)['"]$/;
   // "Makefile:12: ..." for rules of a makefile, "<builtin>: ..." for make's built-in implicit rules.
   const trace = /^(?:[^:\n]+:\d+|<[a-z-]+>): (?:update target '(.+)' due to: (.*)|target '(.+)' does not exist)$/;
-  // One entry per make process: its directory and the recipe it is printing.
-  const stack: { cwd: string; rule?: MakeRecipe }[] = [{ cwd }];
+  // One entry per make process: its directory and the recipe it is printing. `quiet`: a sub-make
+  // run with --no-print-directory, which prints no Entering/Leaving lines; it ends with its database.
+  const stack: { cwd: string; rule?: MakeRecipe; quiet?: boolean }[] = [{ cwd }];
   const commands: DryRunCommand[] = [];
   const facts: DatabaseFacts = {
     described: new Set(),
@@ -78,6 +80,8 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     const line = lines[i];
     if (DATABASE_START.test(line)) {
       i = readDatabase(lines, i + 1, stack[stack.length - 1].cwd, facts);
+      // A quiet sub-make's database is the last thing it prints.
+      if (stack.length > 1 && stack[stack.length - 1].quiet) stack.pop();
       continue;
     }
     const m = message.exec(line);
@@ -99,8 +103,55 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     while (endsWithContinuation(text) && i + 1 < lines.length) text += '\n' + lines[++i];
     if (text.trim() === '') continue;
     commands.push(top.rule ? { text, cwd: top.cwd, rule: top.rule } : { text, cwd: top.cwd });
+    // make -n runs a recursive make line; one told --no-print-directory prints what follows unannounced.
+    const quiet = quietSubMakeDirectory(text, top.cwd, makeNames);
+    if (quiet !== undefined) stack.push({ cwd: quiet, quiet: true });
   }
   return applyDatabaseFacts(commands, facts);
+}
+
+/**
+ * The directory of the sub-make `text` starts when it runs make with --no-print-directory (its
+ * Entering/Leaving lines are not printed, even with -w): `-C DIR` (cumulative), `--directory=DIR`,
+ * or a `cd DIR &&` before it. Undefined for any other command.
+ */
+export function quietSubMakeDirectory(text: string, cwd: string, makeNames: ReadonlySet<string>): string | undefined {
+  if (!text.includes('--no-print-directory')) return undefined;
+  let tokens: ShellToken[];
+  try {
+    tokens = tokenizeShell(text);
+  } catch {
+    return undefined;
+  }
+  let dir = cwd;
+  // Simple commands separated by && or ;: `cd DIR` changes the directory of the ones after it.
+  let words: string[] = [];
+  const simple: string[][] = [];
+  for (const t of tokens) {
+    if (t.type === 'word') words.push(t.value);
+    else if (t.op === '&&' || t.op === ';' || t.op === '\n') {
+      simple.push(words);
+      words = [];
+    } else return undefined; // pipes, redirections, subshells: not a plain recursive make line
+  }
+  simple.push(words);
+  for (const argv of simple) {
+    if (argv.length === 0) continue;
+    if (argv[0] === 'cd' && argv.length === 2) {
+      dir = path.resolve(dir, argv[1]!);
+      continue;
+    }
+    if (!makeNames.has(path.basename(argv[0]!)) && !makeNames.has(argv[0]!)) continue;
+    if (!argv.includes('--no-print-directory')) return undefined;
+    for (let i = 1; i < argv.length; i++) {
+      const a = argv[i]!;
+      if (a === '-C' || a === '--directory') dir = path.resolve(dir, argv[++i] ?? '.');
+      else if (a.startsWith('--directory=')) dir = path.resolve(dir, a.slice('--directory='.length));
+      else if (/^-C./.test(a)) dir = path.resolve(dir, a.slice(2));
+    }
+    return dir;
+  }
+  return undefined;
 }
 
 /** What the rule databases (-p) told, by directory of the make that printed them, or by absolute target path. */

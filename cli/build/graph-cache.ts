@@ -29,7 +29,8 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 8: .ONESHELL recipes as one command; steps run with the makefile's SHELL and .SHELLFLAGS.
 // 9: actions of .DELETE_ON_ERROR makefiles name the target to delete when they fail.
 // 10: recipe lines make ignores the failure of (`-`, .IGNORE) are steps marked ignoreErrors.
-const FORMAT = 10;
+// 11: the commands of a sub-make run with --no-print-directory run in its directory.
+const FORMAT = 11;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

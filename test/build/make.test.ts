@@ -6,7 +6,7 @@
 import { mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect, it } from 'vitest';
-import { CACHEABLE_KINDS, baseEnv, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
+import { CACHEABLE_KINDS, baseEnv, exists, graphOf, listFiles, orionBuild, run, sh, toolRuns } from '../helpers/build.js';
 import { defineFixtureSuite, edit, expectOk, type SuiteContext } from './fixture-suite.js';
 
 async function output(dir: string, argv: string[]): Promise<string> {
@@ -165,6 +165,23 @@ defineFixtureSuite(
       const again = await ctx.build(dir, { cacheDir: cache });
       expectOk(again);
       expect(toolRuns(again, graph)).toEqual([]);
+    }, SLOW);
+
+    it('builds a sub-make run with --no-print-directory in its own directory, as make does', async () => {
+      const dir = path.join(ctx.fresh('no-print-directory'), 'proj');
+      await mkdir(path.join(dir, 'sub', 'inner'), { recursive: true });
+      await writeFile(path.join(dir, 'Makefile'), 'all:\n\t$(MAKE) -C sub --no-print-directory\n\tcd sub && $(MAKE) --no-print-directory -C inner\n\t@echo done > done.txt\n');
+      await writeFile(path.join(dir, 'sub', 'Makefile'), 'x: x.c\n\t$(CC) -o x x.c\n');
+      await writeFile(path.join(dir, 'sub', 'x.c'), 'int main(void) { return 3; }\n');
+      await writeFile(path.join(dir, 'sub', 'inner', 'Makefile'), 'y: y.c\n\t$(CC) -o y y.c\n');
+      await writeFile(path.join(dir, 'sub', 'inner', 'y.c'), 'int main(void) { return 4; }\n');
+      const b = await ctx.build(dir, { cacheDir: path.join(path.dirname(dir), 'cache') });
+      expectOk(b);
+      expect((await run([path.join(dir, 'sub', 'x')], { cwd: dir })).code).toBe(3);
+      expect((await run([path.join(dir, 'sub', 'inner', 'y')], { cwd: dir })).code).toBe(4);
+      expect(await readFile(path.join(dir, 'done.txt'), 'utf8')).toBe('done\n');
+      // Nothing landed in the parent directory.
+      expect(await exists(path.join(dir, 'x'))).toBe(false);
     }, SLOW);
 
     it('relinks when the library a symbolic link -l finds points to changes (vendor/libv.a -> libv-1.0.a)', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseMakeDryRun } from '../../dag-extractor/make-dry-run-parser.js';
+import { parseMakeDryRun, quietSubMakeDirectory } from '../../dag-extractor/make-dry-run-parser.js';
 
 const names = new Set(['make']);
 
@@ -37,6 +37,45 @@ describe('parseMakeDryRun with --trace', () => {
       // After the sub-make, the parent's recipe continues.
       ['echo done', '/p', { target: '/p/all', prereqs: [] }],
     ]);
+  });
+
+  it('runs the commands of a sub-make told --no-print-directory (no Entering/Leaving lines) in its directory, until its database ends it', () => {
+    const out = [
+      "Makefile:2: target 'all' does not exist",
+      'make -C sub --no-print-directory',
+      "Makefile:1: update target 'x' due to: x.c",
+      'cc -o x x.c',
+      '# GNU Make 4.3',
+      'CURDIR := /p/sub',
+      '# Finished Make data base on Tue Nov 24 06:22:49 2026',
+      'cd lib && make --no-print-directory -C inner',
+      "Makefile:1: update target 'y' due to: y.c",
+      'cc -o y y.c',
+      '# GNU Make 4.3',
+      '# Finished Make data base on Tue Nov 24 06:22:49 2026',
+      'echo done',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p', names);
+    expect(cmds.map((c) => [c.text, c.cwd])).toEqual([
+      ['make -C sub --no-print-directory', '/p'],
+      ['cc -o x x.c', '/p/sub'],
+      ['cd lib && make --no-print-directory -C inner', '/p'],
+      ['cc -o y y.c', '/p/lib/inner'],
+      ['echo done', '/p'],
+    ]);
+    // Each sub-make's database described its directory: its rules are known not to be phony.
+    expect(cmds[1]!.rule).toEqual({ target: '/p/sub/x', prereqs: ['/p/sub/x.c'], alwaysRuns: false });
+    expect(cmds[3]!.rule).toEqual({ target: '/p/lib/inner/y', prereqs: ['/p/lib/inner/y.c'], alwaysRuns: false });
+  });
+
+  it('finds the directory of a quiet sub-make from -C (cumulative), --directory and cd, and nothing else', () => {
+    expect(quietSubMakeDirectory('make --no-print-directory -C a -C b', '/p', names)).toBe('/p/a/b');
+    expect(quietSubMakeDirectory('make --no-print-directory --directory=x', '/p', names)).toBe('/p/x');
+    expect(quietSubMakeDirectory('make --no-print-directory -Cy', '/p', names)).toBe('/p/y');
+    expect(quietSubMakeDirectory('cd /q; make --no-print-directory all', '/p', names)).toBe('/q');
+    expect(quietSubMakeDirectory('make -C a all', '/p', names)).toBeUndefined();
+    expect(quietSubMakeDirectory("echo '--no-print-directory'", '/p', names)).toBeUndefined();
+    expect(quietSubMakeDirectory('make --no-print-directory | tee log', '/p', names)).toBeUndefined();
   });
 
   it("reads the trace of make's built-in rules (<builtin>:) as a trace, not as a command", () => {
