@@ -13,7 +13,16 @@ export interface ToolResolver {
   resolve(name: string, cwd: string, pathEnv: string | undefined): Promise<ResolvedTool | undefined>;
 }
 
-export function createToolResolver(statCache: StatCache): ToolResolver {
+export interface ToolResolverOptions {
+  /**
+   * Remember each answer for the resolver's lifetime (default true: one build, whose tools do not
+   * change under it). A daemon passes false: a compiler upgraded while it runs is found again (the
+   * stat cache still spares rehashing an unchanged binary).
+   */
+  remember?: boolean;
+}
+
+export function createToolResolver(statCache: StatCache, opts: ToolResolverOptions = {}): ToolResolver {
   const memo = new Map<string, Promise<ResolvedTool | undefined>>();
   async function find(name: string, cwd: string, pathEnv: string | undefined): Promise<ResolvedTool | undefined> {
     const candidates = name.includes('/') ? [path.resolve(cwd, name)] : (pathEnv ?? '/usr/local/bin:/usr/bin:/bin').split(':').filter(Boolean).map((d) => path.join(d, name));
@@ -31,6 +40,7 @@ export function createToolResolver(statCache: StatCache): ToolResolver {
   }
   return {
     resolve(name, cwd, pathEnv) {
+      if (opts.remember === false) return find(name, cwd, pathEnv);
       const key = `${name}\u0000${name.includes('/') ? cwd : ''}\u0000${pathEnv ?? ''}`;
       let p = memo.get(key);
       if (!p) memo.set(key, (p = find(name, cwd, pathEnv)));

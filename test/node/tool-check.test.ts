@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,6 +47,21 @@ describe('tool check (a node runs only the compiler the key names)', () => {
     // A tool in the project is one of the action's inputs; a tool the client did not find is not compared.
     await expect(check.verify({ expected: `/p/tools/gen@${clientHash}`, argv0: './tools/gen', cwd: '/p', pathEnv: `${dir}/empty`, mountPath: '/p' })).resolves.toEqual({});
     await expect(check.verify({ ...spec, expected: 'cc@missing', pathEnv: `${dir}/empty` })).resolves.toEqual({});
+  });
+
+  it('sees a compiler upgraded under a running node (a daemon does not remember its answers)', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-tool-check-'));
+    dirs.push(dir);
+    const before = tool(path.join(dir, 'bin/cc'), '#!/bin/sh\necho 12\n');
+    const check = createToolCheck(createToolResolver(createStatCache(path.join(dir, 'digests.json')), { remember: false }), 'n1');
+    const spec = { argv0: 'cc', cwd: '/p', mountPath: '/p', pathEnv: `${dir}/bin` };
+    await expect(check.verify({ ...spec, expected: `/usr/bin/cc@${before}` })).resolves.toEqual({});
+    // The package manager replaces the binary (a new file renamed over the old one).
+    const after = tool(path.join(dir, 'bin/cc.new'), '#!/bin/sh\necho 13\n');
+    renameSync(path.join(dir, 'bin/cc.new'), path.join(dir, 'bin/cc'));
+    const err = (await check.verify({ ...spec, expected: `/usr/bin/cc@${before}` }).catch((e: unknown) => e)) as OrionError;
+    expect(err.toolchain).toBe('/usr/bin/cc');
+    await expect(check.verify({ ...spec, expected: `/usr/bin/cc@${after}` })).resolves.toEqual({});
   });
 
   it('carries the refusal from node to head in the status (a PreconditionFailure violation), so the head can try another node', () => {
