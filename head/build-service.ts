@@ -19,6 +19,7 @@ const KIND: Record<DagEventKind, BuildEvent_Kind> = {
   failed: BuildEvent_Kind.FAILED,
   retried: BuildEvent_Kind.RETRIED,
   skipped: BuildEvent_Kind.SKIPPED,
+  'run-on-client': BuildEvent_Kind.RUN_ON_CLIENT,
   'build-finished': BuildEvent_Kind.BUILD_FINISHED,
 };
 

@@ -82,7 +82,7 @@ export interface DagBuildRequest {
   owner?: string;
 }
 
-export type DagEventKind = 'accepted' | 'queued' | 'started' | 'cache-hit' | 'finished' | 'failed' | 'retried' | 'skipped' | 'build-finished';
+export type DagEventKind = 'accepted' | 'queued' | 'started' | 'cache-hit' | 'finished' | 'failed' | 'retried' | 'skipped' | 'run-on-client' | 'build-finished';
 
 export interface DagSummary {
   ok: boolean;
@@ -276,7 +276,8 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
   /** Output files of a result, by root-relative path. */
   function outputsOf(n: Node, result: ActionResult): Map<string, TreeFileEntry> {
     const out = new Map<string, TreeFileEntry>();
-    const wd = n.command.workingDirectory || '.';
+    // A client reports root-relative paths (an action handed to it too).
+    const wd = n.spec.client ? '.' : n.command.workingDirectory || '.';
     for (const f of result.outputFiles) {
       const p = posix.normalize(posix.join(wd, f.path));
       out.set(p, { path: p, digest: f.digest, isExecutable: f.isExecutable });
@@ -447,6 +448,19 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       }
     };
 
+    /**
+     * No node has the compiler the action's key names (node/tool-check.ts); the client that
+     * resolved it has: it runs the action and reports it as one of its own (ReportClientAction).
+     */
+    const handToClient = (n: Node, why: string) => {
+      n.unwatch?.();
+      n.spec = { ...n.spec, client: true };
+      n.state = 'client';
+      log.info({ action: n.spec.id, why }, 'handing an action to the client');
+      send({ kind: 'run-on-client', actionId: n.spec.id, message: why });
+      if (n.report) void applyReport(n, n.report);
+    };
+
     const fail = (n: Node, ev: Omit<DagEvent, 'buildId' | 'kind' | 'actionId'>) => {
       if (n.state === 'done' || n.state === 'failed' || n.state === 'skipped') return;
       summary.failed++;
@@ -585,7 +599,8 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
             }
             const r = ex.response!;
             const nodeId = r.result?.executionMetadata?.worker || ex.attempts.at(-1)?.nodeId;
-            if (r.status.code !== Code.OK) fail(n, { actionDigest, status: r.status, nodeId, attempt: ex.attempts.length, message: r.status.message });
+            if (r.status.code !== Code.OK && r.status.toolchain !== undefined) handToClient(n, r.status.message);
+            else if (r.status.code !== Code.OK) fail(n, { actionDigest, status: r.status, nodeId, attempt: ex.attempts.length, message: r.status.message });
             else if (r.result!.exitCode !== 0) fail(n, { actionDigest, result: r.result, nodeId, attempt: ex.attempts.length, message: `exit code ${r.result!.exitCode}` });
             else void remember(n, r.result!, keyRoot, root).then(() => succeed(n, r.result!, r.cachedResult, actionDigest, nodeId));
           }

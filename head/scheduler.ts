@@ -28,6 +28,8 @@ export interface ExecutionStatus {
   code: number;
   message: string;
   missing?: MissingBlob[];
+  /** No node runs the compiler the action's key names (this path, the client's): the client may run it. */
+  toolchain?: string;
 }
 
 export interface ExecutionResponse {
@@ -330,7 +332,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   function failUnsuitable(e: Execution) {
-    complete(e, { cachedResult: false, status: { code: Code.FAILED_PRECONDITION, message: `no node runs the compiler this action's key names (${e.toolchain}): ${describeAttempts(e)}` } });
+    complete(e, { cachedResult: false, status: { code: Code.FAILED_PRECONDITION, message: `no node runs the compiler this action's key names (${e.toolchain}): ${describeAttempts(e)}`, toolchain: e.toolchain } });
   }
 
   function dispatch() {

@@ -615,6 +615,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   /** Cluster results being written into the tree, by action id. */
   const applying = new Map<string, Promise<void>>();
 
+  let toldRunHere = false;
   async function onDagEvent(state: DagState, ev: DagClientEvent) {
     const a = byId.get(ev.actionId);
     if (!a || !state.ids.has(a.id) || settled.has(a.id) || state.broken) return;
@@ -631,6 +632,20 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
       return;
     }
     if (ev.kind === 'retried') return;
+    if (ev.kind === 'run-here') {
+      // Its dependencies' outputs first go into the tree; then it runs here, and is reported to the head.
+      const before = [...a.deps, ...(state.keys.get(a.id)?.producedInputs ?? []).map((p) => p.producer)].map((d) => applying.get(d));
+      await Promise.all(before.filter((p): p is Promise<void> => p !== undefined));
+      if (settled.has(a.id) || state.broken) return;
+      state.ids.delete(a.id);
+      state.left--;
+      runHere.add(a.id);
+      // Said once: the cluster lacks this build's compiler, so everything that needs it runs here.
+      if (!toldRunHere) reporter.error(`${a.label} runs here, and every action after it that no node can run: ${ev.message}`);
+      toldRunHere = true;
+      ready.push(a);
+      return wake();
+    }
     inFlight.add(a.id);
     // An action's outputs go into the tree after those of what it depends on (ranlib after ar).
     let done!: () => void;

@@ -32,7 +32,9 @@ export type DagClientEvent =
   | { kind: 'retried'; actionId: string; message: string }
   | { kind: 'done'; actionId: string; cached: boolean; actionDigest: Digest; result: ActionResult; nodeId: string }
   | { kind: 'failed'; actionId: string; result?: ActionResult; error?: OrionError; nodeId: string }
-  | { kind: 'skipped'; actionId: string; message: string };
+  | { kind: 'skipped'; actionId: string; message: string }
+  /** No node has the compiler the action's key names: this process runs it and reports it. */
+  | { kind: 'run-here'; actionId: string; message: string };
 
 export interface DagClientSummary {
   ok: boolean;
@@ -94,6 +96,8 @@ function eventFromPb(ev: BuildEvent): DagClientEvent | undefined {
       return { kind: 'failed', actionId: ev.actionId, result, error: errorFromStatus(ev.status, ev.actionId), nodeId: ev.nodeId };
     case BuildEvent_Kind.SKIPPED:
       return { kind: 'skipped', actionId: ev.actionId, message: ev.message };
+    case BuildEvent_Kind.RUN_ON_CLIENT:
+      return { kind: 'run-here', actionId: ev.actionId, message: ev.message };
     default:
       return undefined;
   }

@@ -179,6 +179,11 @@ export enum BuildEvent_Kind {
   SKIPPED = 8,
   /** BUILD_FINISHED - The last event. */
   BUILD_FINISHED = 9,
+  /**
+   * RUN_ON_CLIENT - No node can run it with the compiler its key names (message says why): the client runs it
+   * and reports it as one of its own actions (ReportClientAction).
+   */
+  RUN_ON_CLIENT = 10,
   UNRECOGNIZED = -1,
 }
 
@@ -214,6 +219,9 @@ export function buildEvent_KindFromJSON(object: any): BuildEvent_Kind {
     case 9:
     case "BUILD_FINISHED":
       return BuildEvent_Kind.BUILD_FINISHED;
+    case 10:
+    case "RUN_ON_CLIENT":
+      return BuildEvent_Kind.RUN_ON_CLIENT;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -243,6 +251,8 @@ export function buildEvent_KindToJSON(object: BuildEvent_Kind): string {
       return "SKIPPED";
     case BuildEvent_Kind.BUILD_FINISHED:
       return "BUILD_FINISHED";
+    case BuildEvent_Kind.RUN_ON_CLIENT:
+      return "RUN_ON_CLIENT";
     case BuildEvent_Kind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
