@@ -95,7 +95,7 @@ export function createDiskActionCache(dir: string, opts: DiskCacheOptions = {}):
         if (!st) return undefined;
         // Entries are a few hundred bytes: a synchronous read costs microseconds, a file handle ~0.4 ms.
         text = readFileSync(path, 'utf8');
-        if (opts.touchAfterMs !== undefined) touchIfOlder(path, st.mtimeMs, opts.touchAfterMs);
+        if (opts.touchAfterMs !== undefined) touchIfOlder(path, opts.touchAfterMs, st.mtimeMs);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw wrap(err, `failed to read action cache entry ${path}`);

@@ -156,11 +156,12 @@ export const METADATA_KEEP_MS = 30 * 24 * 3_600_000;
 export const METADATA_TOUCH_MS = 24 * 3_600_000;
 
 /**
- * Sets the file's mtime to now when it was last set more than `afterMs` ago: the file was used
- * (a cache hit), and trimUnusedFiles goes by that. Never throws (the file may be gone).
+ * Sets the file's mtime to now when it was last set more than `afterMs` ago (its current mtime
+ * when the caller has it, else looked up): the file was used (a cache hit), and trimUnusedFiles
+ * goes by that. Never throws (the file may be gone).
  */
-export function touchIfOlder(file: string, mtimeMs: number, afterMs: number, now = Date.now()): void {
-  if (now - mtimeMs <= afterMs) return;
+export function touchIfOlder(file: string, afterMs: number, mtimeMs = lstatSync(file, { throwIfNoEntry: false })?.mtimeMs, now = Date.now()): void {
+  if (mtimeMs === undefined || now - mtimeMs <= afterMs) return;
   try {
     utimesSync(file, now / 1000, now / 1000);
   } catch {

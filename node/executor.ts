@@ -12,12 +12,12 @@ import type { ActionRunner } from '../sandbox/runner.js';
 import { confineToRoot } from '../sandbox/path-guard.js';
 import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_PROPERTY } from '../common/platform-properties.js';
 import type { ToolCheck } from './tool-check.js';
-
-/** The PATH an action runs with when its command sets none. */
-const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 import { decodeDirectory } from '../cas/directory.js';
 import { removePath, type ExecRootCache, type ExecRootLease } from './exec-root-cache.js';
 import type { PeerFetcher } from './peer-endpoint.js';
+
+/** The PATH an action runs with when its command sets none. */
+const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 
 export interface Assignment {
   assignmentId: string;

@@ -52,14 +52,11 @@ export function createToolCheck(tools: ToolResolver, nodeId: string): ToolCheck 
       if (!mine) {
         throw new OrionError(Code.FAILED_PRECONDITION, `node ${nodeId} has no ${argv0} on the action's PATH (${pathEnv}); the client's is ${clientPath} (sha256 ${short(hash)})`, { toolchain: clientPath });
       }
-      if (mine.digest.hash !== hash) {
-        throw new OrionError(
-          Code.FAILED_PRECONDITION,
-          `node ${nodeId} runs ${argv0} as ${mine.path} (sha256 ${short(mine.digest.hash)}), not the client's ${clientPath} (sha256 ${short(hash)}): another compiler would be cached under the client's key`,
-          { toolchain: clientPath, hint: 'install the toolchain the clients use on this node, or give the nodes that have it the work' },
-        );
-      }
-      return {};
+      throw new OrionError(
+        Code.FAILED_PRECONDITION,
+        `node ${nodeId} runs ${argv0} as ${mine.path} (sha256 ${short(mine.digest.hash)}), not the client's ${clientPath} (sha256 ${short(hash)}): another compiler would be cached under the client's key`,
+        { toolchain: clientPath, hint: 'install the toolchain the clients use on this node, or give the nodes that have it the work' },
+      );
     },
   };
 }

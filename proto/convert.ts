@@ -153,10 +153,13 @@ export function actionResultFromPb(r: re.ActionResult): ActionResult {
 
 const PRECONDITION_FAILURE_TYPE = 'type.googleapis.com/google.rpc.PreconditionFailure';
 
-/** google.rpc.Status for an error; missing blobs become a PreconditionFailure detail (REAPI's MISSING violations). */
 /** Orion's PreconditionFailure violation type for a node whose tool is not the one the key names (subject: the client's path). */
 const TOOLCHAIN_VIOLATION = 'ORION_TOOLCHAIN';
 
+/**
+ * google.rpc.Status for an error; missing blobs become a PreconditionFailure detail (REAPI's MISSING
+ * violations), and so does a node's toolchain refusal (TOOLCHAIN_VIOLATION).
+ */
 export function statusToPb(code: number, message: string, missing?: MissingBlob[], toolchain?: string): PbStatus {
   const details: Any[] = [];
   const violations = (missing ?? []).map((m) => ({ type: 'MISSING', subject: `blobs/${m.hash}/${m.sizeBytes}`, description: '' }));
@@ -165,30 +168,27 @@ export function statusToPb(code: number, message: string, missing?: MissingBlob[
   return { code, message, details };
 }
 
-/** The client's tool path of a node's toolchain refusal (statusToPb), if the status is one. */
-function toolchainFromStatus(s: PbStatus | undefined): string | undefined {
-  for (const d of s?.details ?? []) {
-    if (d.typeUrl !== PRECONDITION_FAILURE_TYPE) continue;
-    const v = PreconditionFailure.decode(d.value).violations.find((x) => x.type === TOOLCHAIN_VIOLATION);
-    if (v) return v.subject;
-  }
-  return undefined;
-}
-
-/** The missing blobs listed in a status's PreconditionFailure detail. */
-export function missingFromStatus(s: PbStatus | undefined): MissingBlob[] {
-  const out: MissingBlob[] = [];
+/** What a status's PreconditionFailure details list: missing blobs, and a node's toolchain refusal (the client's tool path). */
+function preconditionsOf(s: PbStatus | undefined): { missing: MissingBlob[]; toolchain?: string } {
+  const missing: MissingBlob[] = [];
+  let toolchain: string | undefined;
   for (const d of s?.details ?? []) {
     if (d.typeUrl !== PRECONDITION_FAILURE_TYPE) continue;
     for (const v of PreconditionFailure.decode(d.value).violations) {
       const m = /^blobs\/([0-9a-f]{64})\/(\d+)$/.exec(v.subject);
-      if (v.type === 'MISSING' && m) out.push({ hash: m[1]!, sizeBytes: Number(m[2]) });
+      if (v.type === 'MISSING' && m) missing.push({ hash: m[1]!, sizeBytes: Number(m[2]) });
+      else if (v.type === TOOLCHAIN_VIOLATION) toolchain = v.subject;
     }
   }
-  return out;
+  return { missing, toolchain };
+}
+
+/** The missing blobs listed in a status's PreconditionFailure detail. */
+export function missingFromStatus(s: PbStatus | undefined): MissingBlob[] {
+  return preconditionsOf(s).missing;
 }
 
 export function errorFromStatus(s: PbStatus | undefined, context: string): OrionError | undefined {
   if (!s || s.code === 0) return undefined;
-  return new OrionError(s.code as Code, `${context}: ${s.message}`, { missing: missingFromStatus(s), toolchain: toolchainFromStatus(s) });
+  return new OrionError(s.code as Code, `${context}: ${s.message}`, preconditionsOf(s));
 }

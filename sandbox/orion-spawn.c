@@ -60,10 +60,15 @@
 
 #define MAX_FRAME (64u << 20)
 
-struct stream {
-  int fd; /* -1 once at end of file */
+/* A growable byte buffer (a command's output, a keeper's request). */
+struct buf {
   char *data;
   size_t len, cap;
+};
+
+struct stream {
+  int fd; /* -1 once at end of file */
+  struct buf b;
   int cut;
 };
 
@@ -111,17 +116,33 @@ static void on_chld(int sig) {
 
 /* ---------- replies ---------- */
 
-static void write_all(const void *buf, size_t n) {
+/* Reads exactly n bytes; 0 on success, -1 at end of file or on an error. */
+static int read_full(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
   const char *p = buf;
   while (n > 0) {
-    ssize_t w = write(1, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      die("writing a reply");
-    }
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
     p += w;
     n -= (size_t)w;
   }
+  return 0;
+}
+
+static void write_all(const void *buf, size_t n) {
+  if (write_full(1, buf, n) < 0) die("writing a reply");
 }
 
 static void put_u32(char *p, uint32_t v) {
@@ -129,6 +150,32 @@ static void put_u32(char *p, uint32_t v) {
   p[1] = (char)((v >> 8) & 0xff);
   p[2] = (char)((v >> 16) & 0xff);
   p[3] = (char)((v >> 24) & 0xff);
+}
+
+static void buf_put(struct buf *b, const void *p, size_t n) {
+  if (n == 0) return;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) die("realloc");
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+static void buf_u32(struct buf *b, uint32_t v) {
+  char p[4];
+  put_u32(p, v);
+  buf_put(b, p, 4);
+}
+
+static void buf_str(struct buf *b, const char *s) {
+  size_t n = strlen(s);
+  buf_u32(b, (uint32_t)n);
+  buf_put(b, s, n);
 }
 
 static void reply_small(char type, uint32_t id, const char *body, size_t n) {
@@ -142,17 +189,17 @@ static void reply_small(char type, uint32_t id, const char *body, size_t n) {
 
 static void reply_closed(struct job *j) {
   char head[13];
-  size_t n = 5 + 4 + j->out.len + 4 + j->err.len + 1;
+  size_t n = 5 + 4 + j->out.b.len + 4 + j->err.b.len + 1;
   put_u32(head, (uint32_t)n);
   head[4] = 'C';
   put_u32(head + 5, j->id);
-  put_u32(head + 9, (uint32_t)j->out.len);
+  put_u32(head + 9, (uint32_t)j->out.b.len);
   write_all(head, 13);
-  if (j->out.len) write_all(j->out.data, j->out.len);
+  if (j->out.b.len) write_all(j->out.b.data, j->out.b.len);
   char len[4];
-  put_u32(len, (uint32_t)j->err.len);
+  put_u32(len, (uint32_t)j->err.b.len);
   write_all(len, 4);
-  if (j->err.len) write_all(j->err.data, j->err.len);
+  if (j->err.b.len) write_all(j->err.b.data, j->err.b.len);
   char flags = (char)((j->out.cut ? 1 : 0) | (j->err.cut ? 2 : 0));
   write_all(&flags, 1);
 }
@@ -166,8 +213,8 @@ static void finish_if_done(struct job *j) {
       break;
     }
   }
-  free(j->out.data);
-  free(j->err.data);
+  free(j->out.b.data);
+  free(j->err.b.data);
   free(j);
 }
 
@@ -264,31 +311,6 @@ static void become(int report, const char *prog, char **argv, char **envp, const
   _exit(127);
 }
 
-/* Reads exactly n bytes; 0 on success, -1 at end of file or on an error. */
-static int read_full(int fd, void *buf, size_t n) {
-  char *p = buf;
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 /* ---------- keepers (see the top of this file) ---------- */
 
 /*
@@ -298,7 +320,7 @@ static int write_full(int fd, const void *buf, size_t n) {
  */
 static void keeper_loop(int sock) {
   for (;;) {
-    char lenb[4];
+    unsigned char lenb[4];
     int fds[3] = {-1, -1, -1};
     char control[CMSG_SPACE(sizeof fds)];
     struct iovec iov = {lenb, sizeof lenb};
@@ -310,7 +332,8 @@ static void keeper_loop(int sock) {
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof fds)) _exit(3);
     memcpy(fds, CMSG_DATA(c), sizeof fds);
-    uint32_t n = (uint32_t)(unsigned char)lenb[0] | (uint32_t)(unsigned char)lenb[1] << 8 | (uint32_t)(unsigned char)lenb[2] << 16 | (uint32_t)(unsigned char)lenb[3] << 24;
+    struct reader lr = {lenb, lenb + sizeof lenb, 0};
+    uint32_t n = get_u32(&lr);
     unsigned char *body = malloc(n ? n : 1);
     if (!body || read_full(sock, body, n) < 0) _exit(3);
     struct reader r = {body, body + n, 0};
@@ -402,36 +425,6 @@ static void keeper_drop(struct keeper *k, int end) {
   close(k->sock);
   free(k->procs);
   free(k);
-}
-
-struct buf {
-  char *data;
-  size_t len, cap;
-};
-
-static void buf_put(struct buf *b, const void *p, size_t n) {
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n) cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d) die("realloc");
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-}
-
-static void buf_u32(struct buf *b, uint32_t v) {
-  char p[4];
-  put_u32(p, v);
-  buf_put(b, p, 4);
-}
-
-static void buf_str(struct buf *b, const char *s) {
-  size_t n = strlen(s);
-  buf_u32(b, (uint32_t)n);
-  buf_put(b, s, n);
 }
 
 /* Sends one request to the keeper and reads its reply (the command's pid, or minus an errno); 1 when the keeper is gone. */
@@ -617,22 +610,11 @@ static void drain(struct job *j, struct stream *s) {
     ssize_t n = read(s->fd, buf, sizeof buf);
     if (n > 0) {
       size_t keep = (size_t)n;
-      if (s->len + keep > max_output) {
-        keep = max_output - s->len;
+      if (s->b.len + keep > max_output) {
+        keep = max_output - s->b.len;
         s->cut = 1;
       }
-      if (keep) {
-        if (s->len + keep > s->cap) {
-          size_t cap = s->cap ? s->cap : 4096;
-          while (cap < s->len + keep) cap *= 2;
-          char *d = realloc(s->data, cap);
-          if (!d) die("realloc");
-          s->data = d;
-          s->cap = cap;
-        }
-        memcpy(s->data + s->len, buf, keep);
-        s->len += keep;
-      }
+      buf_put(&s->b, buf, keep);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

@@ -615,6 +615,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
   /** Cluster results being written into the tree, by action id. */
   const applying = new Map<string, Promise<void>>();
 
+  /** The writes into the tree still in progress of the cluster results `a` reads (its dependencies', its producers'). */
+  const applyingBefore = (state: DagState, a: BuildAction): Promise<void>[] =>
+    [...a.deps, ...(state.keys.get(a.id)?.producedInputs ?? []).map((p) => p.producer)].map((d) => applying.get(d)).filter((p): p is Promise<void> => p !== undefined);
+
   let toldRunHere = false;
   async function onDagEvent(state: DagState, ev: DagClientEvent) {
     const a = byId.get(ev.actionId);
@@ -634,8 +638,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (ev.kind === 'retried') return;
     if (ev.kind === 'run-here') {
       // Its dependencies' outputs first go into the tree; then it runs here, and is reported to the head.
-      const before = [...a.deps, ...(state.keys.get(a.id)?.producedInputs ?? []).map((p) => p.producer)].map((d) => applying.get(d));
-      await Promise.all(before.filter((p): p is Promise<void> => p !== undefined));
+      await Promise.all(applyingBefore(state, a));
       if (settled.has(a.id) || state.broken) return;
       state.ids.delete(a.id);
       state.left--;
@@ -650,8 +653,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     // An action's outputs go into the tree after those of what it depends on (ranlib after ar).
     let done!: () => void;
     const mine = new Promise<void>((r) => (done = r));
-    const producers = (state.keys.get(a.id)?.producedInputs ?? []).map((p) => p.producer);
-    const before = [...a.deps, ...producers].map((d) => applying.get(d)).filter((p): p is Promise<void> => p !== undefined);
+    const before = applyingBefore(state, a);
     applying.set(a.id, mine);
     try {
       await Promise.all(before);

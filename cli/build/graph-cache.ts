@@ -11,7 +11,6 @@
  * graph and written again when the cached graph is used on a tree that lacks them.
  */
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
@@ -96,16 +95,14 @@ export async function loadOrExtractGraph(input: GraphCacheInput): Promise<{ grap
   const before = await input.files.snapshot();
   const beforeEntries = new Map(before.entries);
   const base = await graphKey(input, before);
-  const env = await referencedEnv(input, before, path.join(input.cacheDir, 'graphs', `${base}.names`));
+  const namesFile = path.join(input.cacheDir, 'graphs', `${base}.names`);
+  const env = await referencedEnv(input, before, namesFile);
   const key = env.length === 0 ? base : createHash('sha256').update(`${base}\u0000${env.join('\u0000')}`).digest('hex');
   const file = path.join(input.cacheDir, 'graphs', `${key}.json`);
   try {
     const cached = JSON.parse(await readFile(file, 'utf8')) as CachedGraph;
     // Used: kept by the cache's trim of unused files (cas/store-trim.ts).
-    for (const f of [file, path.join(input.cacheDir, 'graphs', `${base}.names`)]) {
-      const st = statSync(f, { throwIfNoEntry: false });
-      if (st) touchIfOlder(f, st.mtimeMs, METADATA_TOUCH_MS);
-    }
+    for (const f of [file, namesFile]) touchIfOlder(f, METADATA_TOUCH_MS);
     if (cached.graph?.root === input.files.root && Array.isArray(cached.graph.actions) && cached.effect) {
       const missing = await input.cas.findMissing(cached.effect.written.map((w) => w.digest));
       if (missing.length === 0) {

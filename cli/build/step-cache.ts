@@ -5,7 +5,6 @@
  * files deleted) is replayed instead of running it again.
  */
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../../cas/atomic-file.js';
@@ -61,8 +60,7 @@ export function createDiskStepCache(dir: string): StepCache {
       try {
         const effect = JSON.parse(await readFile(file(key), 'utf8')) as StepEffect;
         // Used: kept by the cache's trim of unused files (cas/store-trim.ts).
-        const st = statSync(file(key), { throwIfNoEntry: false });
-        if (st) touchIfOlder(file(key), st.mtimeMs, METADATA_TOUCH_MS);
+        touchIfOlder(file(key), METADATA_TOUCH_MS);
         return effect;
       } catch {
         return undefined;
