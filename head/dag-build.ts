@@ -182,6 +182,12 @@ function ancestorsOf(n: Node): Set<Node> {
 
 const MAX_ID_LENGTH = 1000;
 const RESOLVE_CONCURRENCY = 64;
+/**
+ * Resolves started in one turn of the event loop before it is let run: a burst of ready
+ * actions (a build's roots, a generator's hundreds of dependents) resolves from memory in one
+ * go, and the assignments it dispatches only reach the nodes once the loop turns.
+ */
+const RESOLVES_PER_TURN = 16;
 
 export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
   const running = new Map<string, { owner?: string; cancel(reason: string): void; report(r: ClientActionReport): Promise<void> }>();
@@ -416,6 +422,17 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       return deps.overlay.overlay(base.post!, [...files.values()], [...deleted]);
     }
     const limit = createLimiter(RESOLVE_CONCURRENCY);
+    let startedThisTurn = 0;
+    let nextTurn: Promise<void> | undefined;
+    const pace = async () => {
+      while (startedThisTurn >= RESOLVES_PER_TURN) await nextTurn;
+      if (startedThisTurn++ === 0) nextTurn = new Promise<void>((r) => setImmediate(() => ((startedThisTurn = 0), r())));
+    };
+    /** Resolves actions that became ready, on the longest remaining path first (then DAG order). */
+    const resolveReady = (ready: Node[]) => {
+      ready.sort((a, b) => b.remainingMs - a.remainingMs);
+      for (const n of ready) void limit(async () => (await pace(), resolve(n)));
+    };
     let finish!: () => void;
     const ended = new Promise<void>((r) => (finish = r));
     const send = (ev: Omit<DagEvent, 'buildId'>) => {
@@ -503,10 +520,12 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       else summary.executed++;
       settle(n, 'done');
       if (!n.spec.client) send({ kind: hit ? 'cache-hit' : 'finished', actionId: n.spec.id, actionDigest, result, nodeId });
+      const ready: Node[] = [];
       for (const d of n.dependents) {
         d.waiting--;
-        if (d.waiting === 0 && d.state === 'waiting' && !stopping) void limit(() => resolve(d));
+        if (d.waiting === 0 && d.state === 'waiting' && !stopping) ready.push(d);
       }
+      resolveReady(ready);
       if (early.size > 0 && !stopping) void settleEarly();
     };
 
@@ -721,7 +740,7 @@ export function createDagBuilds(deps: DagBuildsDeps): DagBuilds {
       // The signal may have fired while the DAG was validated: its 'abort' event is gone.
       if (cancelledEarly !== undefined) cancel(cancelledEarly);
       else if (signal.aborted) onAbort();
-      for (const n of nodes.values()) if (n.waiting === 0) void limit(() => resolve(n));
+      resolveReady([...nodes.values()].filter((n) => n.waiting === 0));
       await ended;
     } finally {
       signal.removeEventListener('abort', onAbort);

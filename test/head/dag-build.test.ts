@@ -769,8 +769,8 @@ describe('DAG builds: scheduling', () => {
     const priorities = spy(h);
     const b = h.start(await chains(h));
     await settle();
-    // No node yet: the three ready actions wait in the queue.
-    expect(kinds(b.events).filter((k) => k.startsWith('queued'))).toEqual(['queued:short', 'queued:mid1', 'queued:long1']);
+    // No node yet: the three ready actions wait in the queue, resolved longest chain first.
+    expect(kinds(b.events).filter((k) => k.startsWith('queued'))).toEqual(['queued:long1', 'queued:mid1', 'queued:short']);
     expect(priorities(b.events)).toEqual({ short: -1000, mid1: -2000, long1: -3000 });
     h.join('n1', 1);
     expect(h.assignedIds()).toEqual(['long1']);
@@ -781,6 +781,42 @@ describe('DAG builds: scheduling', () => {
     expect(h.assignedIds()).toEqual(['long1', 'mid1', 'long2']);
     h.dags.cancel(b.events[0]!.buildId, 'done');
     await b.done;
+  });
+
+  it('resolves a burst of ready actions longest chain first, a few per turn of the event loop, so the first assignments leave at once', async () => {
+    const h = harness();
+    h.join('n1', 1);
+    const sourceRoot = await h.putTree(SOURCE);
+    const roots = [];
+    for (let i = 0; i < 40; i++) roots.push(await h.action(`r${i}`, {}));
+    // The longest chain comes last in DAG order.
+    const actions = [...roots, await h.action('long1', {}), await h.action('long2', { deps: ['long1'] }), await h.action('long3', { deps: ['long2'] })];
+    let turn = 0;
+    let ticking = true;
+    const tick = () => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const queuedInTurn = new Map<number, number>();
+    const events: DagEvent[] = [];
+    const controller = new AbortController();
+    const done = h.dags.run({ instanceName: '', buildId: '', keepGoing: false, skipCacheLookup: false, sourceRoot, actions }, (ev) => {
+      events.push(ev);
+      if (ev.kind === 'queued') queuedInTurn.set(turn, (queuedInTurn.get(turn) ?? 0) + 1);
+    }, controller.signal);
+    await settle();
+    await settle();
+    ticking = false;
+    expect(events.filter((e) => e.kind === 'queued')).toHaveLength(41);
+    // The one slot went to the head of the longest chain, though it was resolved among 41.
+    expect(h.assignedIds()).toEqual(['long1']);
+    expect(kinds(events).filter((k) => k.startsWith('queued'))[0]).toBe('queued:long1');
+    // Resolved over several turns, at most 16 in each: the loop ran (and sent) between them.
+    expect(queuedInTurn.size).toBeGreaterThanOrEqual(3);
+    expect(Math.max(...queuedInTurn.values())).toBeLessThanOrEqual(16);
+    h.dags.cancel(events[0]!.buildId, 'done');
+    await done;
   });
 
   it('orders by measured durations once the commands have run before', async () => {
