@@ -455,6 +455,28 @@ describe('DAG builds: order, inputs and events', () => {
     expect(await third.done).toMatchObject({ ok: true, executed: 3, cacheHits: 0 });
   });
 
+  it('reads each command from the CAS once: a later build with the same commands decodes none again', async () => {
+    const h = harness();
+    h.join('n1', 2);
+    const reads: string[] = [];
+    const get = h.cas.get.bind(h.cas);
+    h.cas.get = (d) => (reads.push(digestKey(d)), get(d));
+    const { sourceRoot, actions } = await compileAndLink(h);
+    const commands = actions.map((a) => digestKey(a.commandDigest));
+    const first = h.start({ sourceRoot, actions });
+    await settle();
+    expect(reads.filter((k) => commands.includes(k)).sort()).toEqual([...commands].sort());
+    h.dags.cancel(first.events[0]!.buildId, 'done');
+    await first.done;
+    reads.length = 0;
+    const second = h.start({ sourceRoot, actions, buildId: 'again' });
+    await settle();
+    expect(h.assigns().filter((a) => a.execution.request.buildId === 'again').length).toBeGreaterThan(0);
+    expect(reads.filter((k) => commands.includes(k))).toEqual([]);
+    h.dags.cancel('again', 'done');
+    await second.done;
+  });
+
   it('writes nothing to the CAS for a cache hit', async () => {
     const { h, sourceRoot, actions } = await builtOnce();
     const put = h.cas.put.bind(h.cas);
