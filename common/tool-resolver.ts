@@ -1,17 +1,31 @@
-import { realpath, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { open, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { execa } from 'execa';
+import { writeFileAtomic } from '../cas/atomic-file.js';
 import type { StatCache } from '../cas/stat-cache.js';
 import type { Digest } from '../cas/types.js';
 
 export interface ResolvedTool {
   path: string;
+  /** The binary's content digest. */
   digest: Digest;
+  /**
+   * What names the toolchain in an action's key (hex SHA-256): the binary's digest, or for a
+   * compiler driver (gcc, cc, clang...) the hash of its digest and of the programs it says it
+   * runs (cc1, cc1plus, as, collect2, ld): a `cc1` updated behind an unchanged driver (Debian
+   * ships them in separate packages) compiles differently.
+   */
+  identity: string;
 }
 
-/** Finds a command's binary (as the shell would, through PATH) and its content digest. */
+/** Finds a command's binary (as the shell would, through PATH), its content digest and its toolchain identity. */
 export interface ToolResolver {
   resolve(name: string, cwd: string, pathEnv: string | undefined): Promise<ResolvedTool | undefined>;
 }
+
+/** Asks a compiler driver where program `prog` is (`-print-prog-name=PROG`): a path, a bare name (found through PATH), or undefined. */
+export type PrintProgName = (driver: string, prog: string, pathEnv: string) => Promise<string | undefined>;
 
 export interface ToolResolverOptions {
   /**
@@ -20,24 +34,121 @@ export interface ToolResolverOptions {
    * stat cache still spares rehashing an unchanged binary).
    */
   remember?: boolean;
+  /** A JSON file keeping what each driver answered, by its path and digest (it never changes for them). */
+  companionsFile?: string;
+  /** Injected in tests; the default runs the driver. */
+  printProgName?: PrintProgName;
 }
+
+/** gcc, g++, cc, c++, clang, clang++, with a target prefix (x86_64-linux-gnu-gcc) or a version suffix (gcc-12). */
+const DRIVER = /^(?:[\w.+]+-)*(?:gcc|g\+\+|cc|c\+\+|clang|clang\+\+)(?:-[\d.]+)?$/;
+/** The programs a driver runs for a compile, an assembly and a link. */
+const COMPANIONS = ['cc1', 'cc1plus', 'as', 'collect2', 'ld'];
+
+async function isElf(file: string): Promise<boolean> {
+  try {
+    const fh = await open(file, 'r');
+    try {
+      const head = Buffer.alloc(4);
+      await fh.read(head, 0, 4, 0);
+      return head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+const defaultPrintProgName: PrintProgName = async (driver, prog, pathEnv) => {
+  const r = await execa(driver, [`-print-prog-name=${prog}`], { env: { PATH: pathEnv, LC_ALL: 'C' }, extendEnv: false, reject: false, stdin: 'ignore', timeout: 10_000 });
+  const out = typeof r.stdout === 'string' ? r.stdout.trim() : '';
+  return r.exitCode === 0 && out && !out.includes('\n') ? out : undefined;
+};
 
 export function createToolResolver(statCache: StatCache, opts: ToolResolverOptions = {}): ToolResolver {
   const memo = new Map<string, Promise<ResolvedTool | undefined>>();
-  async function find(name: string, cwd: string, pathEnv: string | undefined): Promise<ResolvedTool | undefined> {
-    const candidates = name.includes('/') ? [path.resolve(cwd, name)] : (pathEnv ?? '/usr/local/bin:/usr/bin:/bin').split(':').filter(Boolean).map((d) => path.join(d, name));
+  const printProgName = opts.printProgName ?? defaultPrintProgName;
+  /** Driver path and digest -> what it printed for each companion ('' for none). */
+  let answers: Promise<Map<string, string[]>> | undefined;
+  const asked = new Map<string, Promise<string[]>>();
+  let saving = Promise.resolve();
+
+  const loadAnswers = () =>
+    (answers ??= (async () => {
+      if (!opts.companionsFile) return new Map<string, string[]>();
+      try {
+        const parsed = JSON.parse(await readFile(opts.companionsFile, 'utf8')) as Record<string, unknown>;
+        return new Map(Object.entries(parsed).filter((e): e is [string, string[]] => Array.isArray(e[1]) && e[1].every((x) => typeof x === 'string')));
+      } catch {
+        return new Map<string, string[]>();
+      }
+    })());
+
+  /** What the driver prints for each companion, asked once per driver binary. */
+  async function companionNames(driver: string, digest: Digest, pathEnv: string): Promise<string[]> {
+    const key = `${driver}@${digest.hash}`;
+    const known = (await loadAnswers()).get(key);
+    if (known) return known;
+    let p = asked.get(key);
+    if (!p) {
+      p = (async () => {
+        // Only a compiled driver is asked: a script named like one (a project's slow-cc wrapper) is
+        // the user's, and running it with other arguments could do anything.
+        const printed = (await isElf(driver)) ? await Promise.all(COMPANIONS.map((c) => printProgName(driver, c, pathEnv).catch(() => undefined))) : [];
+        const names = printed.map((x) => x ?? '');
+        const all = await loadAnswers();
+        all.set(key, names);
+        if (opts.companionsFile) {
+          const file = opts.companionsFile;
+          saving = saving.then(() => writeFileAtomic(file, JSON.stringify(Object.fromEntries(all)), { durable: false }).catch(() => undefined));
+          await saving;
+        }
+        return names;
+      })();
+      asked.set(key, p);
+    }
+    return p;
+  }
+
+  async function binary(candidates: string[]): Promise<{ path: string; real: string; digest: Digest } | undefined> {
     for (const c of candidates) {
       try {
         const st = await stat(c);
         if (!st.isFile() || (st.mode & 0o111) === 0) continue;
         const real = await realpath(c);
-        return { path: c, digest: await statCache.digestFileCached(real) };
+        return { path: c, real, digest: await statCache.digestFileCached(real) };
       } catch {
         continue;
       }
     }
     return undefined;
   }
+
+  const onPath = (name: string, cwd: string, pathEnv: string) =>
+    name.includes('/') ? [path.resolve(cwd, name)] : pathEnv.split(':').filter(Boolean).map((d) => path.join(d, name));
+
+  async function find(name: string, cwd: string, pathEnv: string | undefined): Promise<ResolvedTool | undefined> {
+    const searchPath = pathEnv ?? '/usr/local/bin:/usr/bin:/bin';
+    const tool = await binary(onPath(name, cwd, searchPath));
+    if (!tool) return undefined;
+    if (!DRIVER.test(path.basename(tool.real))) return { path: tool.path, digest: tool.digest, identity: tool.digest.hash };
+    const names = await companionNames(tool.real, tool.digest, searchPath);
+    const h = createHash('sha256').update(`driver ${tool.digest.hash}\n`);
+    const parts = await Promise.all(
+      names.map(async (printed, i) => {
+        // A bare name is what the driver would run from PATH (gcc prints `as`; an absent cc1plus prints `cc1plus`).
+        if (!printed) return '';
+        const found = await binary(printed.includes('/') ? [printed] : onPath(printed, cwd, searchPath));
+        return found ? `${COMPANIONS[i]} ${found.digest.hash}\n` : '';
+      }),
+    );
+    // A program named like a driver that runs none (a script called cc) is named by its own digest.
+    if (parts.every((p) => p === '')) return { path: tool.path, digest: tool.digest, identity: tool.digest.hash };
+    for (const p of parts) h.update(p);
+    return { path: tool.path, digest: tool.digest, identity: h.digest('hex') };
+  }
+
   return {
     resolve(name, cwd, pathEnv) {
       if (opts.remember === false) return find(name, cwd, pathEnv);

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { Code, OrionError } from '../common/errors.js';
-import type { ToolResolver } from '../common/tool-resolver.js';
+import type { ResolvedTool, ToolResolver } from '../common/tool-resolver.js';
 
 export interface ToolCheckSpec {
   /** The action's TOOL_PROPERTY value: `PATH@SHA256` (or `NAME@missing`). */
@@ -31,6 +31,8 @@ export interface ToolCheck {
 }
 
 const short = (hash: string) => hash.slice(0, 12);
+/** A binary's digest, or for a compiler driver the hash of it and the programs it runs (tool-resolver.ts). */
+const identityOf = (t: ResolvedTool) => (t.identity === t.digest.hash ? `sha256 ${short(t.identity)}` : `sha256 ${short(t.digest.hash)}, with its cc1, as and ld: ${short(t.identity)}`);
 
 export function createToolCheck(tools: ToolResolver, nodeId: string): ToolCheck {
   return {
@@ -43,18 +45,18 @@ export function createToolCheck(tools: ToolResolver, nodeId: string): ToolCheck 
       const inProject = (p: string) => mountPath !== undefined && (p === mountPath || p.startsWith(`${mountPath}/`));
       if (inProject(clientPath) || (argv0.includes('/') && inProject(path.resolve(cwd, argv0)))) return {};
       const mine = await tools.resolve(argv0, cwd, pathEnv);
-      if (mine?.digest.hash === hash) return {};
+      if (mine?.identity === hash) return {};
       // The same binary at the client's own path here: found first there.
       if (!argv0.includes('/') && path.isAbsolute(clientPath) && path.basename(clientPath) === argv0) {
         const theirs = await tools.resolve(argv0, cwd, path.dirname(clientPath));
-        if (theirs?.digest.hash === hash) return { pathFirst: path.dirname(clientPath) };
+        if (theirs?.identity === hash) return { pathFirst: path.dirname(clientPath) };
       }
       if (!mine) {
         throw new OrionError(Code.FAILED_PRECONDITION, `node ${nodeId} has no ${argv0} on the action's PATH (${pathEnv}); the client's is ${clientPath} (sha256 ${short(hash)})`, { toolchain: clientPath });
       }
       throw new OrionError(
         Code.FAILED_PRECONDITION,
-        `node ${nodeId} runs ${argv0} as ${mine.path} (sha256 ${short(mine.digest.hash)}), not the client's ${clientPath} (sha256 ${short(hash)}): another compiler would be cached under the client's key`,
+        `node ${nodeId} runs ${argv0} as ${mine.path} (${identityOf(mine)}), not the client's ${clientPath} (sha256 ${short(hash)}): another compiler would be cached under the client's key`,
         { toolchain: clientPath, hint: 'install the toolchain the clients use on this node, or give the nodes that have it the work' },
       );
     },

@@ -169,7 +169,7 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   }
   const properties = [
     { name: MOUNT_PATH_PROPERTY, value: root },
-    { name: TOOL_PROPERTY, value: tool ? `${tool.path}@${tool.digest.hash}` : `${a.argv[0]}@missing` },
+    { name: TOOL_PROPERTY, value: tool ? `${tool.path}@${tool.identity}` : `${a.argv[0]}@missing` },
   ];
   if (external.length > 0) properties.push({ name: 'orion-external-inputs', value: createHash('sha256').update(external.sort().join('\n')).digest('hex') });
   if (depfileRel) properties.push({ name: DEPFILE_PROPERTY, value: depfileRel });

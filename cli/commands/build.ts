@@ -125,7 +125,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     const directives = loadDirectiveStore(path.join(o.cacheDir, 'includes', `${projectKey}.json`));
     saved.push(directives);
     const scanner = createIncludeScanner(root, { store: directives, contentHash: async (f) => (await files.state(f))?.digest.hash });
-    const keyDeps = { files, scanner, manifest, tools: createToolResolver(statCache), env, trees, git, makeEnv };
+    const keyDeps = { files, scanner, manifest, tools: createToolResolver(statCache, { companionsFile: path.join(o.cacheDir, 'toolchains.json') }), env, trees, git, makeEnv };
     const summary = await runBuild(
       {
         graph,

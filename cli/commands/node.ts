@@ -110,7 +110,7 @@ export async function runNode(o: NodeCommandOptions): Promise<void> {
     log,
     // The digests of the tools actions name, by stat (kept in memory: a few binaries, each hashed
     // again only when its stat changes, as when the compiler is upgraded under a running node).
-    tools: createToolCheck(createToolResolver(createStatCache(path.join(o.workDir, 'tool-digests.json')), { remember: false }), nodeId),
+    tools: createToolCheck(createToolResolver(createStatCache(path.join(o.workDir, 'tool-digests.json')), { remember: false, companionsFile: path.join(o.workDir, 'toolchains.json') }), nodeId),
   }));
   const signal = daemonSignal(log);
   // The local CAS kept within --cache-size: trimmed only while no action runs, after dropping

@@ -58,7 +58,7 @@ describe('nodes with another compiler than the client', () => {
     const oddRuns = [...oddOutput.matchAll(/"argv":(\[[^\]]*\]).*"msg":"running action"/g)].map((m) => JSON.parse(m[1]!) as string[]);
     expect(oddRuns.filter((argv) => argv[0] === 'cc')).toEqual([]);
     // The odd node was offered work and refused it, naming both binaries.
-    expect(oddOutput).toMatch(/node odd runs cc as \/usr\/bin\/cc \(sha256 [0-9a-f]{12}\), not the client's \/usr\/bin\/cc \(sha256 [0-9a-f]{12}\)/);
+    expect(oddOutput).toMatch(/node odd runs cc as \/usr\/bin\/cc \(sha256 [0-9a-f]{12}, with its cc1, as and ld: [0-9a-f]{12}\), not the client's \/usr\/bin\/cc \(sha256 [0-9a-f]{12}\)/);
     // Byte for byte what make builds at the same path.
     const outputs = ['src/hello.o', 'src/calc.o', 'lib/add.o', 'lib/libutil.a', 'hello', 'calc'].map((f) => path.join(project, f));
     const ours = await snapshot(outputs);

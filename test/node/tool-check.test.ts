@@ -1,8 +1,9 @@
-import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { execa } from 'execa';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createStatCache } from '../../cas/stat-cache.js';
 import { digestOf } from '../../cas/digest.js';
 import { Code, OrionError } from '../../common/errors.js';
@@ -69,5 +70,104 @@ describe('tool check (a node runs only the compiler the key names)', () => {
     expect(back?.toolchain).toBe('/usr/bin/cc');
     expect(back?.code).toBe(Code.FAILED_PRECONDITION);
     expect(errorFromStatus(statusToPb(Code.FAILED_PRECONDITION, 'missing', [{ hash: 'a'.repeat(64), sizeBytes: 1 }]), 'x')?.toolchain).toBeUndefined();
+  });
+});
+
+describe('toolchain identity (a compiler driver and the programs it runs)', () => {
+  /** A compiled fake gcc: answers -print-prog-name like gcc, its cc1 by path (beside its bin/), other programs by name. */
+  const FAKE_GCC = `#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  if (argc < 2 || strncmp(argv[1], "-print-prog-name=", 17) != 0) return 1;
+  const char *prog = argv[1] + 17;
+  if (strcmp(prog, "cc1") != 0) { puts(prog); return 0; }
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n < 0) return 1;
+  exe[n] = 0;
+  printf("%s/libexec/cc1\\n", dirname(dirname(exe)));
+  return 0;
+}
+`;
+  let compiled: string | undefined;
+  let compiledIn: string | undefined;
+  afterAll(async () => {
+    if (compiledIn) await rm(compiledIn, { recursive: true, force: true });
+  });
+  async function fakeGcc(): Promise<string> {
+    if (compiled) return compiled;
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-fake-gcc-'));
+    compiledIn = dir;
+    writeFileSync(path.join(dir, 'gcc.c'), FAKE_GCC);
+    await execa('cc', ['-O1', '-o', path.join(dir, 'gcc'), path.join(dir, 'gcc.c')]);
+    return (compiled = path.join(dir, 'gcc'));
+  }
+  /** dir/bin/gcc (the fake), dir/libexec/cc1, dir/bin/as. */
+  async function fakeToolchain(dir: string, cc1Text: string) {
+    mkdirSync(path.join(dir, 'bin'), { recursive: true });
+    copyFileSync(await fakeGcc(), path.join(dir, 'bin/gcc'));
+    tool(path.join(dir, 'libexec/cc1'), cc1Text);
+    tool(path.join(dir, 'bin/as'), '#!/bin/sh\necho as\n');
+    return digestOf(readFileSync(path.join(dir, 'bin/gcc'))).hash;
+  }
+
+  it("names a driver by its digest and its cc1's and as's: a cc1 changed behind the same driver is another toolchain, refused by a node", async () => {
+    const client = await mkdtemp(path.join(os.tmpdir(), 'orion-toolchain-'));
+    const node = await mkdtemp(path.join(os.tmpdir(), 'orion-toolchain-'));
+    dirs.push(client, node);
+    const driverHash = await fakeToolchain(client, 'cc1 version 1');
+    const resolver = createToolResolver(createStatCache(path.join(client, 'digests.json')), { remember: false });
+    const before = (await resolver.resolve('gcc', '/p', `${client}/bin`))!;
+    expect(before.digest.hash).toBe(driverHash);
+    expect(before.identity).toMatch(/^[0-9a-f]{64}$/);
+    expect(before.identity).not.toBe(driverHash);
+    tool(path.join(client, 'libexec/cc1.new'), 'cc1 version 2');
+    renameSync(path.join(client, 'libexec/cc1.new'), path.join(client, 'libexec/cc1'));
+    const after = (await resolver.resolve('gcc', '/p', `${client}/bin`))!;
+    expect(after.digest.hash).toBe(driverHash);
+    expect(after.identity).not.toBe(before.identity);
+    // So is another assembler on the PATH.
+    tool(path.join(client, 'bin/as.new'), '#!/bin/sh\necho as 2\n');
+    renameSync(path.join(client, 'bin/as.new'), path.join(client, 'bin/as'));
+    expect((await resolver.resolve('gcc', '/p', `${client}/bin`))!.identity).not.toBe(after.identity);
+
+    // A node with the same driver and the old cc1 refuses the new toolchain's action, saying why.
+    await fakeToolchain(node, 'cc1 version 1');
+    const check = createToolCheck(createToolResolver(createStatCache(path.join(node, 'digests.json')), { remember: false }), 'n1');
+    await expect(check.verify({ expected: `/usr/bin/gcc@${before.identity}`, argv0: 'gcc', cwd: '/p', mountPath: '/p', pathEnv: `${node}/bin` })).resolves.toEqual({});
+    const err = (await check.verify({ expected: `/usr/bin/gcc@${after.identity}`, argv0: 'gcc', cwd: '/p', mountPath: '/p', pathEnv: `${node}/bin` }).catch((e: unknown) => e)) as OrionError;
+    expect(err).toBeInstanceOf(OrionError);
+    expect(err.toolchain).toBe('/usr/bin/gcc');
+    expect(err.message).toContain(`(sha256 ${driverHash.slice(0, 12)}, with its cc1, as and ld: ${before.identity.slice(0, 12)})`);
+  });
+
+  it('asks each driver once, keeping its answers in a file for the next build, and never runs a script named like a driver', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-toolchain-'));
+    dirs.push(dir);
+    await fakeToolchain(dir, 'cc1');
+    const file = path.join(dir, 'toolchains.json');
+    const asked: string[] = [];
+    const real = createToolResolver(createStatCache(path.join(dir, 'digests.json')), { companionsFile: file });
+    const counting = createToolResolver(createStatCache(path.join(dir, 'digests.json')), {
+      companionsFile: path.join(dir, 'other.json'),
+      printProgName: async (driver, prog) => (asked.push(prog), prog === 'cc1' ? `${dir}/libexec/cc1` : prog),
+    });
+    const first = (await real.resolve('gcc', '/p', `${dir}/bin`))!;
+    expect((await counting.resolve('gcc', '/p', `${dir}/bin`))!.identity).toBe(first.identity);
+    expect(asked.sort()).toEqual(['as', 'cc1', 'cc1plus', 'collect2', 'ld']);
+    // The next build reads the answers instead of running the driver.
+    const never = async (): Promise<string> => {
+      throw new Error('ran the driver again');
+    };
+    const next = createToolResolver(createStatCache(path.join(dir, 'digests.json')), { companionsFile: file, printProgName: never });
+    expect((await next.resolve('gcc', '/p', `${dir}/bin`))!.identity).toBe(first.identity);
+    // A wrapper script called slow-cc: named by its own digest, never run with -print-prog-name.
+    const marker = path.join(dir, 'ran');
+    const wrapper = tool(path.join(dir, 'bin/slow-cc'), `#!/bin/sh\ntouch ${marker}\necho /bin/true\n`);
+    const plain = createToolResolver(createStatCache(path.join(dir, 'digests.json')));
+    expect((await plain.resolve('slow-cc', '/p', `${dir}/bin`))!.identity).toBe(wrapper);
+    expect(existsSync(marker)).toBe(false);
   });
 });
