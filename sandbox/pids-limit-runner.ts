@@ -5,8 +5,9 @@
  * it (born there through the spawn helper's keeper of the group, else moving
  * itself in before exec), so nothing it starts escapes the count.
  *
- * Groups are kept and lent again once empty (making and removing one per action
- * cost a node ~0.3 ms of CPU per action); `close` removes them. Groups a node
+ * Groups are kept and lent again once no process is left in them (making and
+ * removing one per action cost a node ~0.3 ms of CPU per action, and a keeper
+ * each); `close` removes them. Groups a node
  * killed without its `close` left behind (named after its pid) are removed by the
  * next runner on the same hierarchy.
  */
@@ -39,21 +40,37 @@ export async function probePidsCgroup(): Promise<PidsCgroup | undefined> {
   return undefined;
 }
 
-/**
- * Whether the group has no process but `keeper` (synchronous reads: cgroupfs answers from
- * memory, a file handle costs more). A killed process leaves cgroup.procs when it exits
- * but is counted in pids.current until its parent reaps it: the next action gets the whole
- * limit only once that happened too.
- */
-function isEmpty(group: string, keeper: number | undefined): boolean {
+/** The processes of a group (cgroup.procs: synchronous, cgroupfs answers from memory); undefined when it is gone. */
+function membersOf(group: string): number[] | undefined {
   try {
-    const text = readFileSync(path.join(group, 'cgroup.procs'), 'latin1');
-    const members = text.split('\n').filter((line) => line !== '');
-    if (!members.every((line) => Number(line) === keeper)) return false;
-    return Number(readFileSync(path.join(group, 'pids.current'), 'latin1')) <= members.length;
+    return readFileSync(path.join(group, 'cgroup.procs'), 'latin1')
+      .split('\n')
+      .filter((line) => line !== '')
+      .map(Number);
   } catch {
-    return false; // gone
+    return undefined;
   }
+}
+
+/** The group's pids.current; undefined when it is gone. */
+function chargedOf(group: string): number | undefined {
+  try {
+    return Number(readFileSync(path.join(group, 'pids.current'), 'latin1'));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether no process but `keeper` is left in the group. A process that has exited is out of
+ * cgroup.procs, though pids.current may still count it: until its parent reaps it, and, for the
+ * first process of a pid namespace (bwrap's), until the kernel frees that namespace, ~1-2 s later
+ * (measured on Linux 6.18: every `bwrap --unshare-pid` leaves one charge that long). Such charges
+ * are nothing the next action could run into: `take` raises pids.max by them.
+ */
+function holdsOnly(group: string, keeper: number | undefined): boolean {
+  const members = membersOf(group);
+  return members !== undefined && members.every((pid) => pid === keeper);
 }
 
 export interface PidsLimitRunner extends ActionRunner {
@@ -81,21 +98,40 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
     }
   }
 
+  /** pids.max as last written, by group. */
+  const maxOf = new Map<string, number>();
+  /** The limit that leaves the action `maxProcesses` (the keeper counts as one; see holdsOnly for `pending`). */
+  const limitFor = (pending: number) => maxProcesses + (inner.joinsCgroup ? 1 : 0) + pending;
+
+  async function setMax(group: string, max: number) {
+    if (maxOf.get(group) === max) return;
+    await writeFile(path.join(group, 'pids.max'), String(max));
+    maxOf.set(group, max);
+  }
+
   async function take(): Promise<string> {
     await (ready ??= prepare());
     const reused = free.pop();
-    if (reused) return reused;
+    if (reused) {
+      // Charges of processes gone but not yet released still count against pids.max: add them,
+      // so the action can start its `maxProcesses` (a few more if they are released meanwhile).
+      const charged = chargedOf(reused) ?? 0;
+      const members = membersOf(reused)?.length ?? 0;
+      await setMax(reused, limitFor(Math.max(0, charged - members)));
+      return reused;
+    }
     const group = path.join(cgroup.parent, `a${process.pid}-${++seq}`);
     await mkdir(group);
     // The spawn helper's keeper of the group (it starts the commands there) is one of its processes.
-    await writeFile(path.join(group, 'pids.max'), String(maxProcesses + (inner.joinsCgroup ? 1 : 0)));
+    await setMax(group, limitFor(0));
     return group;
   }
 
   const keeperOf = (group: string) => inner.keeperOf?.(path.join(group, 'cgroup.procs'));
 
-  /** Ends the group's keeper, and removes the group once nothing is left in it (within a second). */
+  /** Ends the group's keeper, and removes the group once no process is left in it (within a second). */
   async function remove(group: string) {
+    maxOf.delete(group);
     const keeper = keeperOf(group);
     if (keeper !== undefined) {
       try {
@@ -105,7 +141,7 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
       }
     }
     for (let i = 0; i < 50; i++) {
-      if (isEmpty(group, undefined)) break;
+      if (holdsOnly(group, undefined)) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     await rmdir(group).catch(() => undefined);
@@ -114,7 +150,7 @@ export function createPidsLimitRunner(inner: ActionRunner, cgroup: PidsCgroup, m
   /** Lends `group` again once its processes are gone (the runner killed them all); else removes it when it empties. */
   async function giveBack(group: string) {
     for (let i = 0; i < 50; i++) {
-      if (isEmpty(group, keeperOf(group))) {
+      if (holdsOnly(group, keeperOf(group))) {
         if (closed) await remove(group);
         else free.push(group);
         return;

@@ -328,6 +328,37 @@ describe('process limit (pids cgroup)', () => {
     }
   }, 60_000);
 
+  it("lends a sandboxed action's group to the next one at once, its pid namespace's charge not yet released, and the next action still gets its whole limit", async () => {
+    const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
+    const cgroup = (await probePidsCgroup())!;
+    const limited = createPidsLimitRunner(createProcessRunner(createHelperLauncher(findSpawnHelper()!)), cgroup, 8);
+    const runner = createBwrapRunner(limited);
+    const run = (script: string) => runner.run({ argv: ['sh', '-c', script], cwd: '/w', root: { hostDir: tmp, sandboxDir: '/w' }, env: ENV });
+    const groups = () => readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`));
+    try {
+      // Each bwrap leaves its pid namespace's first process counted in pids.current for a second or
+      // two after it exited (Linux frees the namespace later): the group is lent again all the same.
+      for (let i = 0; i < 3; i++) {
+        expect((await run('echo ran')).stdout.toString()).toBe('ran\n');
+        await new Promise((r) => setTimeout(r, 60));
+      }
+      expect(groups()).toHaveLength(1);
+      const group = path.join(cgroup.parent, groups()[0]!);
+      expect(Number(readFileSync(path.join(group, 'pids.current'), 'latin1'))).toBeGreaterThan(1);
+      // 8 processes: bwrap, its pid 1, the shell and 5 sleeps; a 6th sleep cannot start.
+      const fits = await run('for i in 1 2 3 4 5; do sleep 0.2 & done; wait; echo ok');
+      expect(fits.exitCode).toBe(0);
+      expect(fits.stdout.toString()).toBe('ok\n');
+      await new Promise((r) => setTimeout(r, 60));
+      const over = await run('for i in 1 2 3 4 5 6; do sleep 0.2 & done; wait; echo ok');
+      expect(over.exitCode).not.toBe(0);
+      expect(groups()).toEqual([path.basename(group)]);
+    } finally {
+      await limited.close();
+    }
+    expect(groups()).toEqual([]);
+  });
+
   it('lends an emptied group to the next action, makes another for one running alongside, and removes them all on close', async () => {
     const { createPidsLimitRunner, probePidsCgroup } = await import('../../sandbox/pids-limit-runner.js');
     const cgroup = (await probePidsCgroup())!;
