@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { open, readFile, realpath, stat } from 'node:fs/promises';
+import { realpathSync, statSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../cas/atomic-file.js';
 import type { StatCache } from '../cas/stat-cache.js';
@@ -112,13 +113,26 @@ export function createToolResolver(statCache: StatCache, opts: ToolResolverOptio
     return p;
   }
 
+  /**
+   * The first of `candidates` that is an executable file, its real path and its digest. System calls
+   * without the thread pool, the digest from the stat cache when it knows the file: a node resolves
+   * the tool of every action it runs (gcc and its five companions: ~20 calls), and each await through
+   * the pool cost a busy node more than the calls themselves.
+   */
   async function binary(candidates: string[]): Promise<{ path: string; real: string; digest: Digest } | undefined> {
     for (const c of candidates) {
+      let real: string;
+      let st;
       try {
-        const st = await stat(c);
-        if (!st.isFile() || (st.mode & 0o111) === 0) continue;
-        const real = await realpath(c);
-        return { path: c, real, digest: await statCache.digestFileCached(real) };
+        const first = statSync(c, { throwIfNoEntry: false });
+        if (!first?.isFile() || (first.mode & 0o111) === 0) continue;
+        real = realpathSync.native(c);
+        st = statSync(real);
+      } catch {
+        continue; // Not there after all, or a PATH entry that is no directory, or unreadable.
+      }
+      try {
+        return { path: c, real, digest: statCache.peek(real, st) ?? (await statCache.digestFileCached(real, st)) };
       } catch {
         continue;
       }

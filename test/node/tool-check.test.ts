@@ -1,11 +1,11 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createStatCache } from '../../cas/stat-cache.js';
-import { digestOf } from '../../cas/digest.js';
+import { digestOf, digestOfFile } from '../../cas/digest.js';
 import { Code, OrionError } from '../../common/errors.js';
 import { createToolResolver } from '../../common/tool-resolver.js';
 import { createToolCheck } from '../../node/tool-check.js';
@@ -48,6 +48,30 @@ describe('tool check (a node runs only the compiler the key names)', () => {
     // A tool in the project is one of the action's inputs; a tool the client did not find is not compared.
     await expect(check.verify({ expected: `/p/tools/gen@${clientHash}`, argv0: './tools/gen', cwd: '/p', pathEnv: `${dir}/empty`, mountPath: '/p' })).resolves.toEqual({});
     await expect(check.verify({ ...spec, expected: 'cc@missing', pathEnv: `${dir}/empty` })).resolves.toEqual({});
+  });
+
+  it('finds a command as the shell would (past absent ones, files that are not executable, PATH entries that are not directories; through symlinks), and reads an unchanged binary only once', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-tool-check-'));
+    dirs.push(dir);
+    const real = path.join(dir, 'real/gen-tool-2');
+    const hash = tool(real, '#!/bin/sh\necho 2\n');
+    mkdirSync(path.join(dir, 'plain'));
+    writeFileSync(path.join(dir, 'plain/gen-tool'), '#!/bin/sh\necho other\n', { mode: 0o644 });
+    writeFileSync(path.join(dir, 'a-file'), '');
+    mkdirSync(path.join(dir, 'links'));
+    symlinkSync('../real/gen-tool-2', path.join(dir, 'links/gen-tool'));
+    let hashed = 0;
+    // An hour later: the binary is out of the stat cache's racy window, as an installed one is.
+    const later = { now: () => Date.now() + 3_600_000, setTimeout: () => ({ cancel() {} }) };
+    const cache = createStatCache(path.join(dir, 'digests.json'), { hashFile: (f) => (hashed++, digestOfFile(f)), clock: later });
+    const tools = createToolResolver(cache, { remember: false });
+    const pathEnv = `${dir}/absent:${dir}/a-file:${dir}/plain:${dir}/links`;
+    const want = { path: `${dir}/links/gen-tool`, digest: { hash, sizeBytes: 17 }, identity: hash };
+    expect(await tools.resolve('gen-tool', '/p', pathEnv)).toEqual(want);
+    expect(await tools.resolve('gen-tool', '/p', pathEnv)).toEqual(want);
+    expect(hashed).toBe(1);
+    expect(await tools.resolve('gen-tool', '/p', `${dir}/absent:${dir}/plain`)).toBeUndefined();
+    expect(await tools.resolve('./links/gen-tool', dir, '')).toEqual({ ...want, path: `${dir}/links/gen-tool` });
   });
 
   it('sees a compiler upgraded under a running node (a daemon does not remember its answers)', async () => {
