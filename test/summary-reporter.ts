@@ -11,7 +11,13 @@ function count(tasks: Task[], acc = { passed: 0, failed: 0, skipped: 0 }) {
       else if (state === 'fail') acc.failed++;
       else acc.skipped++;
     }
-    if (t.tasks) count(t.tasks, acc);
+    else {
+      const before = acc.failed;
+      if (t.tasks) count(t.tasks, acc);
+      // A suite or file that failed with no failed test inside it (a beforeAll/afterAll hook threw,
+      // or the file did not load) is one failure, not a clean pass of the tests it ran.
+      if (t.result?.state === 'fail' && acc.failed === before) acc.failed++;
+    }
   }
   return acc;
 }
