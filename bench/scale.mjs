@@ -6,7 +6,7 @@
 // Common: [--timeout 1800] [--cpu-prof DIR] (CPU profiles of the head, and of the nodes with --cpu-prof-nodes 1)
 // Environment: BENCH_TMP (where the run's scratch directory goes), BENCH_TRASH (move it there at the end
 // instead of deleting it, for the caller to delete after its last run; see discardScratch),
-// SCALE_NODE_FLAGS (more `orion node` flags, for experiments).
+// SCALE_NODE_FLAGS and SCALE_HEAD_FLAGS (more `orion node` / `orion head` flags, for experiments and A/B pairs).
 //
 // Starts a fresh head (own data dir) and K `orion node` processes (--no-peer; --no-sandbox unless
 // --sandbox auto) on 127.0.0.1, submits one DAG through Builds.Build, waits for BUILD_FINISHED and
@@ -471,7 +471,7 @@ async function main() {
   try {
     // BENCH_HEAD_NODE_FLAGS: extra Node flags for the head (e.g. --heapsnapshot-signal=SIGUSR2 to look at its memory).
     const headFlags = (process.env.BENCH_HEAD_NODE_FLAGS || '').split(/\s+/).filter(Boolean);
-    const head = startDaemon(['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(tmp, 'head'), '--log-level', 'warn'], [...prof('head'), ...headFlags]);
+    const head = startDaemon(['head', '--host', '127.0.0.1', '--port', '0', '--data-dir', path.join(tmp, 'head'), '--log-level', 'warn', ...(process.env.SCALE_HEAD_FLAGS ?? '').split(/\s+/).filter(Boolean)], [...prof('head'), ...headFlags]);
     const address = await waitFor('head to listen', () => /orion head listening on (\S+)/.exec(head.output())?.[1], 30_000);
     const nodeIds = [];
     if (opts.workers === 'fake') {
