@@ -1,7 +1,7 @@
 /** Prints one plain closing line, `N passed, N failed`, that any CI log reader understands. */
 import type { Reporter } from 'vitest/reporters';
 
-type Task = { type: string; result?: { state?: string }; tasks?: Task[] };
+export type Task = { type: string; result?: { state?: string }; tasks?: Task[] };
 
 function count(tasks: Task[], acc = { passed: 0, failed: 0, skipped: 0 }) {
   for (const t of tasks) {
@@ -10,8 +10,7 @@ function count(tasks: Task[], acc = { passed: 0, failed: 0, skipped: 0 }) {
       if (state === 'pass') acc.passed++;
       else if (state === 'fail') acc.failed++;
       else acc.skipped++;
-    }
-    else {
+    } else {
       const before = acc.failed;
       if (t.tasks) count(t.tasks, acc);
       // A suite or file that failed with no failed test inside it (a beforeAll/afterAll hook threw,

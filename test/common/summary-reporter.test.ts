@@ -1,8 +1,6 @@
 /** The suite's closing line (`N passed, N failed`) counts every failure CI's exit code does. */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import SummaryReporter from '../summary-reporter.js';
-
-type Task = { type: string; result?: { state?: string }; tasks?: Task[] };
+import SummaryReporter, { type Task } from '../summary-reporter.js';
 const test = (state: string): Task => ({ type: 'test', result: { state } });
 const suite = (state: string, tasks: Task[]): Task => ({ type: 'suite', result: { state }, tasks });
 
