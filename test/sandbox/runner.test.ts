@@ -452,7 +452,21 @@ describe('process limit (pids cgroup)', () => {
     expect(five.stderr.toString() + five.stdout.toString()).toBe('ok\n');
     const six = await runner.run({ argv: ['sh', '-c', 'for i in 1 2 3 4 5; do sleep 0.3 & done; wait; echo ok'], cwd: tmp, env: ENV });
     expect(six.stderr.toString()).toMatch(/fork/i);
-    // A keeper that died is replaced by the next command for its group.
+    // A keeper that died is replaced by the next command for its group. The groups the runs above
+    // used go back to the pool once their processes are gone (polled every 20 ms); wait for that, so
+    // the probe's group is the last one given back and the next command takes it again.
+    const ours = () => readdirSync(cgroup.parent).filter((g) => g.startsWith(`a${process.pid}-`)).map((g) => path.join(cgroup.parent, g));
+    const onlyKeepers = () =>
+      ours().every((g) => {
+        const procs = path.join(g, 'cgroup.procs');
+        try {
+          return readFileSync(procs, 'latin1').trim() === String(launcher.keeperOf!(procs) ?? '');
+        } catch {
+          return true; // removed meanwhile
+        }
+      });
+    for (let i = 0; i < 100 && !onlyKeepers(); i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
     const idle = (await runner.run({ argv: probe, cwd: tmp, env: ENV })).stdout.toString().trim().split('\n')[1]!;
     const idleProcs = path.join(cgroup.parent, path.basename(idle.split(':')[2]!), 'cgroup.procs');
     const idleKeeper = launcher.keeperOf!(idleProcs)!;
