@@ -34,17 +34,29 @@ export interface InPlaceDeps {
   cas: BlobStore;
   files: ProjectFiles;
   env: Record<string, string>;
+  /** Where the directory for the compilers' dependency files is made (default: the OS's temporary directory). */
+  tmpDir?: string;
 }
 
-export function createInPlaceExecutor(deps: InPlaceDeps): BuildExecutor {
+export interface InPlaceExecutor extends BuildExecutor {
+  /** Removes the directory the dependency files went to. Called once the build ends. */
+  close(): Promise<void>;
+}
+
+export function createInPlaceExecutor(deps: InPlaceDeps): InPlaceExecutor {
   let tmpRoot: Promise<string> | undefined;
   return {
+    async close() {
+      const dir = await tmpRoot?.catch(() => undefined);
+      tmpRoot = undefined;
+      if (dir) await rm(dir, { recursive: true, force: true });
+    },
     async run(a, key, signal) {
       let argv = a.argv;
       let depfile: string | undefined;
       if (key?.depfileRel) {
         // The dependency file Orion asks for goes outside the project tree.
-        const dir = await (tmpRoot ??= mkdtemp(path.join(os.tmpdir(), 'orion-deps-')));
+        const dir = await (tmpRoot ??= mkdtemp(path.join(deps.tmpDir ?? os.tmpdir(), 'orion-deps-')));
         depfile = path.join(dir, `${a.id}.d`);
         argv = [...argv, '-MD', '-MF', depfile];
       }
@@ -74,10 +86,9 @@ export function createInPlaceExecutor(deps: InPlaceDeps): BuildExecutor {
       }
       let depText: string | undefined;
       const depPath = depfile ?? key?.depfileAbs;
-      if (depPath && run.exitCode === 0) {
-        depText = await readFile(depPath, 'utf8').catch(() => undefined);
-        if (depfile) await rm(depfile, { force: true });
-      }
+      if (depPath && run.exitCode === 0) depText = await readFile(depPath, 'utf8').catch(() => undefined);
+      // A failed compile may have written one too.
+      if (depfile) await rm(depfile, { force: true });
       const stdoutDigest = digestOf(run.stdout);
       const stderrDigest = digestOf(run.stderr);
       if (run.exitCode === 0) {

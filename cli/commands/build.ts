@@ -91,6 +91,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
   const head: HeadConnection | undefined = o.head && buildId ? lazyHeadConnection({ head: o.head, auth: o.auth ?? {}, dag: o.dag !== false, buildId, actions: () => graph?.actions ?? [], estimate, localCas, files, meter, onStage, connectTimeoutMs: o.connectTimeoutMs, signal, onWaiting: (reason) => void (o.quiet || sink.stderr(`orion: no answer from the head at ${o.head} yet (${reason}); trying for up to ${Math.round((o.connectTimeoutMs ?? 15_000) / 100) / 10} s\n`)) }) : undefined;
   const warming = new AbortController();
   const saved: { save(): Promise<void> }[] = [statCache];
+  const closing: { close(): Promise<void> }[] = [];
   let warm: Promise<void> | undefined;
   try {
     const git = await gitIdentity(root);
@@ -120,6 +121,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     saved.push(manifest, history);
     const runner = createProcessRunner();
     const localExecutor = createInPlaceExecutor({ runner, cas: localCas, files, env });
+    closing.push(localExecutor);
     const trees = loadTreeMemo(path.join(o.cacheDir, 'trees', `${projectKey}.txt`));
     saved.push(trees);
     const directives = loadDirectiveStore(path.join(o.cacheDir, 'includes', `${projectKey}.json`));
@@ -166,6 +168,7 @@ export async function runBuildCommand(o: BuildCommandOptions, sink: Sink, signal
     warming.abort();
     await warm;
     await Promise.all(saved.map((x) => x.save()));
+    await Promise.all(closing.map((x) => x.close()));
     head?.close();
     if (!o.dryRun) await trimLocalCache(o.cacheDir, o.cacheMaxBytes ?? DEFAULT_CACHE_BYTES, o.verbose ? sink : undefined);
   }
