@@ -1,5 +1,5 @@
 /**
- * Reads the output of `make -n -w --trace`: the commands make would run, one
+ * Reads the output of `make -n -w --trace --debug=j`: the commands make would run, one
  * per line (or several lines joined by backslash-newline), interleaved with
  * make's own messages. "make[N]: Entering directory 'X'" and "Leaving
  * directory" lines, printed around every sub-make, give the directory each
@@ -17,6 +17,12 @@
  * line either way; with it, the lines of one recipe are one command for one
  * shell, so a `cd` on one line holds for the next), and the SHELL and
  * .SHELLFLAGS recipes run with (`SHELL := /bin/bash`).
+ *
+ * make -n still runs a recipe line that starts a sub-make, and whatever that
+ * shell script prints itself (automake's `echo "Making all in src"` in its loop
+ * over SUBDIRS) would read as a command. --debug=j brackets every line make
+ * runs for real ("Live child ..." / "Reaping winning child ..."): within those
+ * brackets only the sub-makes' own Entering/Leaving regions hold commands.
  */
 import path from 'node:path';
 import { tokenizeShell, type ShellToken } from './shell-tokenizer.js';
@@ -63,7 +69,13 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
   const trace = /^(?:[^:\n]+:\d+|<[a-z-]+>): (?:update target '(.+)' due to: (.*)|target '(.+)' does not exist)$/;
   // One entry per make process: its directory and the recipe it is printing. `quiet`: a sub-make
   // run with --no-print-directory, which prints no Entering/Leaving lines; it ends with its database.
-  const stack: { cwd: string; rule?: MakeRecipe; quiet?: boolean }[] = [{ cwd }];
+  // `children`: the recipe lines the make runs for real now (recursive ones), by --debug=j's id;
+  // what their shells print meanwhile, outside the sub-makes they start, is not a command.
+  type Make = { cwd: string; rule?: MakeRecipe; quiet?: boolean; children: Set<string> };
+  const stack: Make[] = [{ cwd, children: new Set() }];
+  /** The make each command was read for. */
+  const printedBy: Make[] = [];
+  const recursive = new RegExp(`(?:^|[\\s;&|(\`])(?:\\S*/)?(?:${names})(?:\\s|$)`);
   const commands: DryRunCommand[] = [];
   const facts: DatabaseFacts = {
     described: new Set(),
@@ -87,11 +99,41 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     const m = message.exec(line);
     if (m) {
       const d = directory.exec(m[1]);
-      if (d?.[1] === 'Entering') stack.push({ cwd: path.resolve(d[2]) });
+      if (d?.[1] === 'Entering') stack.push({ cwd: path.resolve(d[2]), children: new Set() });
       else if (d?.[1] === 'Leaving' && stack.length > 1) stack.pop();
       continue;
     }
+    const job = JOB_DEBUG.exec(line);
+    if (job) {
+      const kind = job[1] ?? job[5];
+      const pointer = job[2] ?? job[6];
+      const name = job[3];
+      const pid = job[4] ?? job[7];
+      if (kind === undefined || pointer === undefined || pid === undefined) continue;
+      const id = `${pointer} ${pid}`;
+      if (kind.startsWith('Reaping') || kind === 'Removing') {
+        for (const e of stack) e.children.delete(id);
+        continue;
+      }
+      // The make running the recipe of that target. make prints this after it started the
+      // child, so the line may come in the middle of what the child printed (a sub-make's
+      // commands): the target, not the position, says whose child it is.
+      let owner: Make | undefined;
+      for (let k = stack.length - 1; k >= 0 && owner === undefined && name !== undefined; k--) if (stack[k]!.rule?.target === path.resolve(stack[k]!.cwd, name)) owner = stack[k];
+      if (owner === undefined || owner.children.has(id)) continue;
+      owner.children.add(id);
+      // What was read for that make since the recursive line it runs is that child's output.
+      let last = printedBy.length - 1;
+      while (last >= 0 && (printedBy[last] !== owner || !recursive.test(commands[last]!.text))) last--;
+      for (let k = printedBy.length - 1; last >= 0 && k > last; k--) {
+        if (printedBy[k] !== owner) continue;
+        commands.splice(k, 1);
+        printedBy.splice(k, 1);
+      }
+      continue;
+    }
     const top = stack[stack.length - 1];
+    if (top.children.size > 0) continue;
     const t = trace.exec(line);
     if (t) {
       const target = t[1] ?? t[3];
@@ -103,9 +145,10 @@ export function parseMakeDryRun(output: string, cwd: string, makeNames: Readonly
     while (endsWithContinuation(text) && i + 1 < lines.length) text += '\n' + lines[++i];
     if (text.trim() === '') continue;
     commands.push(top.rule ? { text, cwd: top.cwd, rule: top.rule } : { text, cwd: top.cwd });
+    printedBy.push(top);
     // make -n runs a recursive make line; one told --no-print-directory prints what follows unannounced.
     const quiet = quietSubMakeDirectory(text, top.cwd, makeNames);
-    if (quiet !== undefined) stack.push({ cwd: quiet, quiet: true });
+    if (quiet !== undefined) stack.push({ cwd: quiet, quiet: true, children: new Set() });
   }
   return applyDatabaseFacts(commands, facts);
 }
@@ -212,6 +255,13 @@ function applyDatabaseFacts(commands: DryRunCommand[], facts: DatabaseFacts): Dr
   return joined;
 }
 
+/**
+ * make's --debug=j lines (GNU make 3.81 to 4.4): a recipe line it runs for real in a dry run (a
+ * recursive make) is a child between "Live child" and "Reaping winning child".
+ */
+const JOB_DEBUG =
+  /^(Putting|Live) child (0x[0-9a-f]+) \((.*)\) PID (\d+)[ (].*$|^(Reaping winning|Reaping losing|Removing) child (0x[0-9a-f]+) PID (\d+)\b.*$|^(?:Released token for|Obtained token for) child .*$|^Got a SIGCHLD; \d+ unreaped children\.$|^Need a job token; we (?:have|don't have) children$/;
+
 /** The first line of the database -p prints ("# GNU Make 4.3"); it ends with "# Finished Make data base on ...". */
 const DATABASE_START = /^# GNU Make \S+$/;
 const DATABASE_END = /^# Finished Make data base /;
@@ -295,6 +345,7 @@ function endsWithContinuation(text: string): boolean {
   return backslashes % 2 === 1;
 }
 
-function escapeRegExp(s: string): string {
+/** `s` matched literally inside a regular expression. */
+export function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

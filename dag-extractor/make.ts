@@ -1,11 +1,12 @@
 /**
  * Extracts the build graph of a GNU Make project from a dry run:
- * `make -n -B -w --trace -p [makeArgs] -j1` prints every command of a full build (-B
+ * `make -n -B -w --trace --debug=j -p [makeArgs] -j1` prints every command of a full build (-B
  * treats every target as out of date) without running it, with the directory
  * of every sub-make (-w); the trailing -j1 keeps sub-make output from
  * interleaving even when makeArgs ask for parallel jobs; --trace names the
  * rule (target, prerequisites) of each recipe, and -p's rule database which
- * targets are phony. Each printed line
+ * targets are phony, --debug=j which printed lines are the output of a
+ * recursive line make ran (see make-dry-run-parser.ts). Each printed line
  * is classified into compile, archive, link, copy or 'other' actions, and edges
  * come from the files they exchange plus barriers around the 'other' steps
  * (see ordered-graph.ts).
@@ -22,7 +23,7 @@ import type { ActionDraft } from './action-draft.js';
 import { classifyCommandLine } from './command-line-classifier.js';
 import { createProcessCommandRunner, environmentWith, tail, type CommandRunner } from './command-runner.js';
 import type { ExtractOptions, GraphExtractor } from './extractor.js';
-import { parseMakeDryRun, type MakeRecipe } from './make-dry-run-parser.js';
+import { escapeRegExp, parseMakeDryRun, type MakeRecipe } from './make-dry-run-parser.js';
 import { buildOrderedActions, type OrderedAction } from './ordered-graph.js';
 import { resolveDirectory } from './project-dir.js';
 import type { BuildAction, BuildGraph } from './types.js';
@@ -57,11 +58,29 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
         }
       }
       const root = await resolveDirectory(projectDir);
-      const args = ['-n', '-B', '-w', '--trace', '-p', ...makeArgs, '-j1', ...(await assumeOldArgs(root, makeProgram, makeArgs))];
       const overrides: Record<string, string | undefined> = { LC_ALL: 'C' };
       for (const name of INHERITED_MAKE_VARIABLES) overrides[name] = undefined;
-      const result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
-      if (result.exitCode !== 0) throw makeFailure(makeProgram, args, root, result.exitCode, result.stderr);
+      const old = await assumedOld(root);
+      const pretendNew: string[] = [];
+      let result: Awaited<ReturnType<CommandRunner['run']>>;
+      for (;;) {
+        const shown = ['-n', '-B', '-w', '--trace', '--debug=j', '-p', ...makeArgs, '-j1'];
+        const args = [...shown, ...subMakeFlags(old, pretendNew, makeProgram, makeArgs)];
+        result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
+        if (result.exitCode === 0) break;
+        // A sub-make needing a file another sub-make's recipe makes earlier in the same build
+        // (automake's `tests: ../src/libfoo.la`): the dry run made nothing, so the file is missing.
+        // Make is told it exists (-W) and the dry run goes again.
+        const missing = pretendNew.length < MAX_PRETEND_NEW ? madeEarlier(result.stdout, result.stderr, root, makeNames) : undefined;
+        if (missing === undefined || pretendNew.includes(missing)) {
+          // The -o/-W list can be long (a name per makefile): the message shows its size only.
+          const more = args.length - shown.length;
+          const files = (n: number) => `${n} file${n === 1 ? '' : 's'}`;
+          const marked = [old.length ? `-o: ${files(old.length)}` : '', pretendNew.length ? `-W: ${files(pretendNew.length)}` : ''].filter(Boolean).join(', ');
+          throw makeFailure(makeProgram, more > 0 ? [...shown, `(${marked})`] : args, root, result.exitCode, result.stderr);
+        }
+        pretendNew.push(missing);
+      }
 
       const drafts: ActionDraft[] = [];
       const recipes: (MakeRecipe | undefined)[] = [];
@@ -127,36 +146,77 @@ function attachMakeRules(actions: OrderedAction[], recipes: readonly (MakeRecipe
 }
 
 /**
- * With -B, make remakes every included makefile before the dry run, and runs
- * those rules for real (Redis regenerates Makefile.dep with `cc -MM *.c`), and
- * treats generated stamp files as stale (Redis's .make-prerequisites then
- * triggers a distclean). Such files that already exist are marked old (-o), as
- * a plain make would find them up to date. -o is not passed down to sub-makes,
- * so it also goes into the MAKE variable recursive makes are started with.
+ * With -B, make remakes every makefile it reads, and runs those rules for real even in a dry
+ * run: Redis regenerates Makefile.dep with `cc -MM *.c`; an automake tree re-runs
+ * `config.status --recheck` (the whole configure script, per directory) and overwrites the
+ * dependency files of the last build (.deps/*.Po) with dummies; Redis's .make-prerequisites
+ * stamp triggers a distclean. So the makefiles, the dependency files and the configure
+ * script's inputs and outputs that exist are marked old (-o), as a plain make would find
+ * them up to date. These are the names (each path relative to the project and its basename,
+ * as sub-makes name them relative to their own directories).
  */
-async function assumeOldArgs(root: string, makeProgram: string, makeArgs: string[]): Promise<string[]> {
+async function assumedOld(root: string): Promise<string[]> {
   const ignore = ['**/.git/**'];
-  const found = await fg(['**/Makefile.*', '**/*.mk', '**/*.dep', '**/.make-*'], { cwd: root, dot: true, onlyFiles: true, ignore, followSymbolicLinks: false });
+  const patterns = [
+    '**/Makefile.*', '**/*.mk', '**/*.dep', '**/.make-*', '**/{GNUmakefile,makefile,Makefile}', '**/*.d', '**/.deps/*.{Po,Plo,Tpo}',
+    '**/{configure,config.status,aclocal.m4,libtool}', '**/*.in', '**/stamp-h[0-9]*',
+  ];
+  const found = await fg(patterns, { cwd: root, dot: true, onlyFiles: true, ignore, followSymbolicLinks: false });
+  const makefiles = await fg(['**/{GNUmakefile,makefile,Makefile,*.mk}'], { cwd: root, dot: false, onlyFiles: true, ignore, followSymbolicLinks: false });
+  // Each file as the makes that may name it do: relative to the project, to every directory
+  // above it with a makefile (src/Makefile names src/.deps/a.Po `.deps/a.Po`), and by its name.
+  const makeDirs = new Set(makefiles.map((m) => path.dirname(m)));
   const names = new Set<string>();
   for (const f of found) {
     names.add(f);
     names.add(path.basename(f));
+    for (let d = path.dirname(f); d !== '.'; d = path.dirname(d)) if (makeDirs.has(d)) names.add(path.relative(d, f));
   }
   // Optional includes named literally (`-include Makefile.dep`) are generated files too: marked
   // old even when absent, the dry run reads the makefile without running their rules (Redis's
   // runs `cc -MM *.c` for several seconds). Orion reads headers itself, so nothing is lost.
-  const makefiles = await fg(['**/{GNUmakefile,makefile,Makefile,*.mk}'], { cwd: root, dot: false, onlyFiles: true, ignore, followSymbolicLinks: false });
   for (const m of makefiles) {
     const text = await readFile(path.join(root, m), 'utf8').catch(() => '');
     for (const line of text.matchAll(/^[ \t]*(?:-include|sinclude)[ \t]+([^\n#]+)$/gm)) {
       for (const name of line[1]!.trim().split(/\s+/)) if (/^[A-Za-z0-9_./-]+$/.test(name)) names.add(name);
     }
   }
-  if (names.size === 0) return [];
-  const old = [...names].sort().flatMap((n) => ['-o', n]);
+  return [...names].sort();
+}
+
+/** Files marked new (-W) at most, one dry run each: a project needing more is reported as make failed. */
+const MAX_PRETEND_NEW = 64;
+
+/**
+ * The -o (and -W) flags of the dry run. Neither is passed down to sub-makes, so they also go
+ * into the MAKE variable recursive makes are started with.
+ */
+function subMakeFlags(old: readonly string[], pretendNew: readonly string[], makeProgram: string, makeArgs: readonly string[]): string[] {
+  const flags = [...old.flatMap((n) => ['-o', n]), ...pretendNew.flatMap((n) => ['-W', n])];
+  if (flags.length === 0) return [];
   const userSetsMake = makeArgs.some((a) => a.startsWith('MAKE='));
   const quote = (s: string) => (/^[A-Za-z0-9_./+-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`);
-  return userSetsMake ? old : [...old, `MAKE=${[makeProgram, ...old].map(quote).join(' ')}`];
+  return userSetsMake ? flags : [...flags, `MAKE=${[makeProgram, ...flags].map(quote).join(' ')}`];
+}
+
+/**
+ * When the dry run stopped at "No rule to make target 'X', needed by 'Y'" in some make, and a
+ * recipe the dry run printed before makes X (make's trace named it as the target): X as that
+ * make wrote it. Undefined otherwise (a file missing for real).
+ */
+function madeEarlier(stdout: string, stderr: string, root: string, makeNames: ReadonlySet<string>): string | undefined {
+  const names = [...makeNames].map(escapeRegExp).join('|');
+  const noRule = new RegExp(`^(?:\\S*/)?(?:${names})(?:\\[(\\d+)\\])?: \\*\\*\\* No rule to make target [\`'](.+)', needed by [\`'].+'\\.  Stop\\.$`, 'm').exec(stderr);
+  if (!noRule) return undefined;
+  const level = noRule[1] ?? '';
+  const name = noRule[2]!;
+  // The directory of the make at that level: the last one it entered.
+  const entering = new RegExp(`^(?:# )?(?:\\S*/)?(?:${names})${level ? `\\[${level}\\]` : ''}: Entering directory [\`'"](.*)['"]$`, 'gm');
+  let dir = root;
+  for (const m of stdout.matchAll(entering)) dir = m[1]!;
+  const wanted = path.resolve(dir, name);
+  const made = parseMakeDryRun(stdout, root, makeNames).some((c) => c.rule?.target === wanted);
+  return made ? name : undefined;
 }
 
 function makeFailure(program: string, args: string[], cwd: string, exitCode: number, stderr: string): OrionError {

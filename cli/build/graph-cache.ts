@@ -29,7 +29,9 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 9: actions of .DELETE_ON_ERROR makefiles name the target to delete when they fail.
 // 10: recipe lines make ignores the failure of (`-`, .IGNORE) are steps marked ignoreErrors.
 // 11: the commands of a sub-make run with --no-print-directory run in its directory.
-const FORMAT = 11;
+// 12: what a recursive line prints itself (automake's "Making all in src") is not a command; makefiles and
+//     configure's files are marked old and files other sub-makes make are marked new in the dry run.
+const FORMAT = 12;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

@@ -68,6 +68,113 @@ describe('parseMakeDryRun with --trace', () => {
     expect(cmds[3]!.rule).toEqual({ target: '/p/lib/inner/y', prereqs: ['/p/lib/inner/y.c'], alwaysRuns: false });
   });
 
+  it('skips what a recursive line make ran prints itself (between --debug=j\'s Live child and Reaping lines), keeping its sub-makes\' commands', () => {
+    const out = [
+      "Makefile:443: target 'all-recursive' does not exist",
+      'for subdir in src tests; do \\',
+      '  echo "Making all in $subdir"; \\',
+      '  (cd $subdir && make all) || exit 1; \\',
+      'done',
+      'Putting child 0x558db6f1d910 (all-recursive) PID 19108 on the chain.',
+      'Live child 0x558db6f1d910 (all-recursive) PID 19108 ',
+      'Making all in src',
+      "make[1]: Entering directory '/p/src'",
+      "Makefile:4: update target 'a.o' due to: a.c",
+      'cc -c a.c -o a.o',
+      "make[1]: Leaving directory '/p/src'",
+      'Making all in tests',
+      'Got a SIGCHLD; 1 unreaped children.',
+      "make[1]: Entering directory '/p/tests'",
+      'cc -c t.c -o t.o',
+      "make[1]: Leaving directory '/p/tests'",
+      'all done in 2 directories',
+      'Reaping winning child 0x558db6f1d910 PID 19108 ',
+      'Removing child 0x558db6f1d910 PID 19108 from chain.',
+      "Makefile:450: update target 'stamp' due to: x",
+      'touch stamp',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p', names);
+    expect(cmds.map((c) => [c.text, c.cwd])).toEqual([
+      ['for subdir in src tests; do \\\n  echo "Making all in $subdir"; \\\n  (cd $subdir && make all) || exit 1; \\\ndone', '/p'],
+      ['cc -c a.c -o a.o', '/p/src'],
+      ['cc -c t.c -o t.o', '/p/tests'],
+      ['touch stamp', '/p'],
+    ]);
+  });
+
+  it('skips what a recursive line printed before make announced its child (make prints "Putting child" after the fork)', () => {
+    const out = [
+      "Makefile:2: update target 'gen.h' due to: gen.in",
+      'cp gen.in gen.h',
+      "Makefile:3: target 'all-recursive' does not exist",
+      'for d in src; do echo "Making all in $d"; (cd $d && make all) || exit 1; done',
+      'Making all in src',
+      "make[1]: Entering directory '/p/src'",
+      'cc -c a.c -o a.o',
+      "make[1]: Leaving directory '/p/src'",
+      'Putting child 0x558db6f1d910 (all-recursive) PID 19108 on the chain.',
+      'Live child 0x558db6f1d910 (all-recursive) PID 19108 ',
+      'Reaping winning child 0x558db6f1d910 PID 19108 ',
+      'echo done',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p', names);
+    expect(cmds.map((c) => [c.text, c.cwd])).toEqual([
+      ['cp gen.in gen.h', '/p'],
+      ['for d in src; do echo "Making all in $d"; (cd $d && make all) || exit 1; done', '/p'],
+      ['cc -c a.c -o a.o', '/p/src'],
+      ['echo done', '/p'],
+    ]);
+  });
+
+  it('tells whose child a job line is by its target, when it lands among the sub-make\'s commands', () => {
+    const out = [
+      "Makefile:5: update target 'lib/libutil.a' due to: FORCE",
+      'make -C lib',
+      "make[1]: Entering directory '/p/lib'",
+      "Makefile:2: update target 'add.o' due to: add.c",
+      'cc -c add.c -o add.o',
+      'Putting child 0x55dda3a3e760 (lib/libutil.a) PID 27457 on the chain.',
+      "Makefile:4: update target 'libutil.a' due to: add.o",
+      'ar cr libutil.a add.o',
+      'ranlib libutil.a',
+      "make[1]: Leaving directory '/p/lib'",
+      'Live child 0x55dda3a3e760 (lib/libutil.a) PID 27457 ',
+      'Reaping winning child 0x55dda3a3e760 PID 27457 ',
+      'Removing child 0x55dda3a3e760 PID 27457 from chain.',
+      "Makefile:8: update target 'hello' due to: hello.o lib/libutil.a",
+      'cc -o hello hello.o -Llib -lutil',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p', names);
+    expect(cmds.map((c) => [c.text, c.cwd])).toEqual([
+      ['make -C lib', '/p'],
+      ['cc -c add.c -o add.o', '/p/lib'],
+      ['ar cr libutil.a add.o', '/p/lib'],
+      ['ranlib libutil.a', '/p/lib'],
+      ['cc -o hello hello.o -Llib -lutil', '/p'],
+    ]);
+  });
+
+  it('keeps the commands of a quiet sub-make a recursive line starts, and skips that line\'s own output after it', () => {
+    const out = [
+      "Makefile:2: target 'all' does not exist",
+      'make -C sub --no-print-directory && echo left sub',
+      'Live child 0x55b9a1c9a0a0 (all) PID 19114 ',
+      "Makefile:1: update target 'x' due to: x.c",
+      'cc -o x x.c',
+      '# GNU Make 4.3',
+      '# Finished Make data base on Tue Nov 24 06:22:49 2026',
+      'left sub',
+      'Reaping winning child 0x55b9a1c9a0a0 PID 19114 ',
+      'echo done',
+    ].join('\n');
+    const cmds = parseMakeDryRun(out, '/p', names);
+    expect(cmds.map((c) => [c.text, c.cwd])).toEqual([
+      ['make -C sub --no-print-directory && echo left sub', '/p'],
+      ['cc -o x x.c', '/p/sub'],
+      ['echo done', '/p'],
+    ]);
+  });
+
   it('finds the directory of a quiet sub-make from -C (cumulative), --directory and cd, and nothing else', () => {
     expect(quietSubMakeDirectory('make --no-print-directory -C a -C b', '/p', names)).toBe('/p/a/b');
     expect(quietSubMakeDirectory('make --no-print-directory --directory=x', '/p', names)).toBe('/p/x');

@@ -1,4 +1,4 @@
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -171,7 +171,7 @@ describe('make extractor options and failures', () => {
     await writeFile(path.join(project, 'Makefile'), 'all:\n    echo spaces instead of a tab\n');
     const failure = extractor.extract(project);
     await expect(failure).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
-    await expect(failure).rejects.toThrow(/make -n -B -w --trace -p -j1 failed with exit code 2 in .*:\nMakefile:2: \*\*\* missing separator/);
+    await expect(failure).rejects.toThrow(/make -n -B -w --trace --debug=j -p -j1 \(-o: 1 file\) failed with exit code 2 in .*:\nMakefile:2: \*\*\* missing separator/);
   });
 
   it('reports an unknown target as FAILED_PRECONDITION naming the target', async () => {
@@ -179,6 +179,26 @@ describe('make extractor options and failures', () => {
     await expect(extractor.extract(project, { makeArgs: ['no-such-target'] })).rejects.toThrow(
       "make: *** No rule to make target 'no-such-target'.  Stop.",
     );
+  });
+
+  it('gets past a file another sub-make makes earlier (-W), and still reports one nothing makes', async () => {
+    const project = await scratchDir();
+    await mkdir(path.join(project, 'src'));
+    await mkdir(path.join(project, 'tests'));
+    await writeFile(path.join(project, 'Makefile'), 'all:\n\t$(MAKE) -C src\n\t$(MAKE) -C tests\n');
+    await writeFile(path.join(project, 'src/Makefile'), 'libx.a: x.o\n\tar cr libx.a x.o\nx.o: x.c\n\tcc -c x.c -o x.o\n');
+    await writeFile(path.join(project, 'src/x.c'), 'int x;\n');
+    await writeFile(path.join(project, 'tests/prog.c'), 'int main(void) { return 0; }\n');
+    await writeFile(path.join(project, 'tests/Makefile'), 'prog: prog.c ../src/libx.a\n\tcc -o prog prog.c ../src/libx.a\n');
+    const graph = await extractor.extract(project);
+    const link = graph.actions.find((a) => a.kind === 'link')!;
+    expect(link.argv).toEqual(['cc', '-o', 'prog', 'prog.c', '../src/libx.a']);
+    expect(dependsOn(graph, link, graph.actions.find((a) => a.kind === 'archive')!)).toBe(true);
+
+    await writeFile(path.join(project, 'tests/Makefile'), 'prog: prog.c ../src/liby.a\n\tcc -o prog prog.c ../src/liby.a\n');
+    const failure = extractor.extract(project);
+    await expect(failure).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
+    await expect(failure).rejects.toThrow("No rule to make target '../src/liby.a', needed by 'prog'");
   });
 
   it('rejects a build directory, which Make projects do not have', async () => {
@@ -212,7 +232,7 @@ describe('make extractor options and failures', () => {
     }
     expect(calls).toHaveLength(1);
     expect(calls[0].file).toBe('make');
-    expect(calls[0].args).toEqual(['-n', '-B', '-w', '--trace', '-p', 'all', 'V=1', '-j1']);
+    expect(calls[0].args).toEqual(['-n', '-B', '-w', '--trace', '--debug=j', '-p', 'all', 'V=1', '-j1']);
     expect(calls[0].env.LC_ALL).toBe('C');
     expect(calls[0].env.MAKEFLAGS).toBeUndefined();
   });
