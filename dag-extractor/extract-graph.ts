@@ -1,8 +1,12 @@
 /**
- * Picks the extractor for a project directory: CMakeLists.txt means CMake,
- * a makefile means Make, a build.ninja means Ninja, and a lone
- * compile_commands.json means a compilation database (in that order).
+ * Picks the extractor for a project directory, as the user would build it by
+ * hand: a makefile means Make (what `make` runs there: a hand-written one, or
+ * one configure wrote next to a CMakeLists.txt the project also ships), unless
+ * CMake generated it or a build directory is asked for and there is a
+ * CMakeLists.txt; then CMakeLists.txt means CMake, a build.ninja Ninja, and a
+ * lone compile_commands.json a compilation database (in that order).
  */
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { failedPrecondition } from '../common/errors.js';
 import { createCMakeExtractor } from './cmake.js';
@@ -30,8 +34,14 @@ export async function detectBuildSystem(projectDir: string, buildDir?: string): 
     for (const dir of dirsToSearch) for (const name of names) if (await isFile(path.join(dir, name))) return true;
     return false;
   };
-  if (await anyFile([root], [CMAKE_LISTS])) return 'cmake';
-  if (await anyFile([root], MAKEFILE_NAMES)) return 'make';
+  const cmake = await anyFile([root], [CMAKE_LISTS]);
+  for (const name of MAKEFILE_NAMES) {
+    const makefile = path.join(root, name);
+    if (!(await isFile(makefile))) continue;
+    if (!cmake || (buildDir === undefined && !(await generatedByCMake(makefile)))) return 'make';
+    break;
+  }
+  if (cmake) return 'cmake';
   if (await anyFile(dirs, [NINJA_MANIFEST])) return 'ninja';
   if (await anyFile(dirs, [COMPILE_COMMANDS])) return 'compile_commands';
   const searched = dirs.join(' and ');
@@ -39,6 +49,17 @@ export async function detectBuildSystem(projectDir: string, buildDir?: string): 
     `No build files found in ${searched}: looked for ${CMAKE_LISTS}, ${MAKEFILE_NAMES.join(', ')}, ${NINJA_MANIFEST} and ${COMPILE_COMMANDS}`,
     { hint: 'Run orion in the top directory of a CMake, Make or Ninja project, or next to a compile_commands.json.' },
   );
+}
+
+/** An in-source CMake build's makefile: CMake's first line says so. */
+async function generatedByCMake(makefile: string): Promise<boolean> {
+  const f = await open(makefile, 'r');
+  try {
+    const { buffer, bytesRead } = await f.read({ buffer: Buffer.alloc(256), position: 0 });
+    return /^# CMAKE generated file/.test(buffer.subarray(0, bytesRead).toString('latin1'));
+  } finally {
+    await f.close();
+  }
 }
 
 export type ExtractorsBySystem = Record<BuildSystem, GraphExtractor>;

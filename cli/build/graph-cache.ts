@@ -31,7 +31,8 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 11: the commands of a sub-make run with --no-print-directory run in its directory.
 // 12: what a recursive line prints itself (automake's "Making all in src") is not a command; makefiles and
 //     configure's files are marked old and files other sub-makes make are marked new in the dry run.
-const FORMAT = 12;
+// 13: a makefile next to CMakeLists.txt means Make unless CMake wrote it (or a build directory is given).
+const FORMAT = 13;
 
 export interface GraphCacheInput {
   files: ProjectFiles;
