@@ -16,5 +16,11 @@ export const DEPFILE_PROPERTY = 'orion-depfile';
  */
 export const TOOL_PROPERTY = 'orion-tool';
 
+/**
+ * Which argument is that program when it is not argv[0] (set only then): a compile run through
+ * libtool (`sh ../libtool --mode=compile gcc ...`) names gcc, at this index.
+ */
+export const TOOL_ARG_PROPERTY = 'orion-tool-arg';
+
 /** Metadata header carrying the global source context (hash/size) an Execute should run in. */
 export const EXEC_ROOT_HEADER = 'x-orion-exec-root';

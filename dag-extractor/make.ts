@@ -15,6 +15,7 @@
  * (so sub-makes can print their commands), $(shell ...) functions, and rules
  * that remake included makefiles.
  */
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import fg from 'fast-glob';
@@ -85,7 +86,8 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
       const drafts: ActionDraft[] = [];
       const recipes: (MakeRecipe | undefined)[] = [];
       for (const command of parseMakeDryRun(result.stdout, root, makeNames)) {
-        for (const draft of classifyCommandLine(command.text, command.cwd, { root, makeNames, mode: 'split', shell: command.shell }).drafts) {
+        const text = withVpathSources(command.text, command.cwd);
+        for (const draft of classifyCommandLine(text, command.cwd, { root, makeNames, mode: 'split', shell: command.shell }).drafts) {
           // A line make goes on after when it fails runs here as a step, whose failure the build ignores.
           if (command.ignoreErrors) {
             draft.cacheable = false;
@@ -95,12 +97,58 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
           recipes.push(command.rule);
         }
       }
+      foldDepfileMoves(drafts, recipes);
       const skippable = skippableRecipes(drafts, recipes);
       const actions = buildOrderedActions(drafts, root, (i) => (skippable.has(recipes[i]!) ? recipes[i] : undefined));
       attachMakeRules(actions, recipes, skippable);
       return { root, tool: 'make', actions };
     },
   };
+}
+
+/**
+ * automake names a compile's source `` `test -f 'a.c' || echo './'`a.c `` (the file here, or in
+ * the source directory of a VPATH build): a command substitution no classifier can read. When
+ * the file is here (a source, not something the build makes), the shell would pick it: it is
+ * written plainly, and the compile is a compile.
+ */
+function withVpathSources(text: string, cwd: string): string {
+  return text.replace(/`test -f '([^'\n]+)' \|\| echo '[^'\n]*'`([^\s`'";|&]+)/g, (whole, tested: string, named: string) => {
+    if (tested !== named) return whole;
+    try {
+      return statSync(path.resolve(cwd, tested)).isFile() ? named : whole;
+    } catch {
+      return whole;
+    }
+  });
+}
+
+/**
+ * automake's compile recipes write the dependency file under a temporary name and rename it
+ * on the next line (`gcc -MD -MF .deps/a.Tpo -c a.c` / `mv -f .deps/a.Tpo .deps/a.Po`): the
+ * rename would be a step, and a step is a barrier, so every compile would wait for the one
+ * before it. The compile writes the final name itself instead (the file's contents do not
+ * depend on its name: -MT names the target) and the rename goes. make leaves the same tree.
+ */
+function foldDepfileMoves(drafts: ActionDraft[], recipes: (MakeRecipe | undefined)[]): void {
+  for (let i = drafts.length - 1; i > 0; i--) {
+    const move = drafts[i]!;
+    const compile = drafts[i - 1]!;
+    if (move.kind !== 'other' || compile.kind !== 'compile' || !compile.cacheable || recipes[i] === undefined || recipes[i] !== recipes[i - 1]) continue;
+    if (move.cwd !== compile.cwd || move.ignoreErrors || compile.ignoreErrors) continue;
+    const m = /^mv(?: -f)? ([A-Za-z0-9_.\/+-]+) ([A-Za-z0-9_.\/+-]+)$/.exec(move.argv.at(-1)!.trim());
+    if (!m) continue;
+    const [, from, to] = m;
+    const mf = compile.argv.indexOf('-MF');
+    if (mf < 0 || compile.argv[mf + 1] !== from || compile.argv.indexOf('-MF', mf + 1) >= 0) continue;
+    const fromAbs = path.resolve(compile.cwd, from!);
+    const toAbs = path.resolve(compile.cwd, to!);
+    if (!compile.outputs.includes(fromAbs)) continue;
+    compile.argv = compile.argv.map((a, k) => (k === mf + 1 ? to! : a));
+    compile.outputs = compile.outputs.map((o) => (o === fromAbs ? toAbs : o));
+    drafts.splice(i, 1);
+    recipes.splice(i, 1);
+  }
 }
 
 /**

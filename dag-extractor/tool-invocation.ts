@@ -42,8 +42,59 @@ const OPTIONS_WITH_VALUE = new Set([
 ]);
 const AR_OPTIONS_WITH_VALUE = new Set(['--plugin', '--target', '--output']);
 
+const SHELLS = new Set(['sh', 'bash', 'dash']);
+
+/**
+ * Where the compiler's own argv starts in `argv`: 0 for a compiler run directly, and after
+ * the libtool options for `[sh] path/libtool [--tag=CC] [--silent] --mode=compile CC ARGS`,
+ * which runs CC ARGS (twice: with -fPIC into .libs/ and without). The compiler is what the
+ * action's key names and what a node checks it has; its ARGS tell the sources and headers.
+ */
+export function compilerArgvStart(argv: readonly string[]): number {
+  let i = libtoolWord(argv);
+  if (i < 0) return 0;
+  let compile = false;
+  for (i++; i < argv.length && argv[i]!.startsWith('-'); i++) {
+    if (argv[i] === '--mode=compile') compile = true;
+    else if (argv[i] === '--mode' && argv[i + 1] === 'compile') {
+      compile = true;
+      i++;
+    } else if (argv[i] === '--tag' || argv[i] === '--mode') i++;
+  }
+  return compile && i < argv.length && COMPILER.test(path.basename(argv[i]!)) ? i : 0;
+}
+
+/** The index of the libtool script in `[sh] path/libtool ...`, or -1. */
+function libtoolWord(argv: readonly string[]): number {
+  const i = argv.length > 1 && SHELLS.has(path.basename(argv[0] ?? '')) ? 1 : 0;
+  return /(?:^|\/)libtool$/.test(argv[i] ?? '') ? i : -1;
+}
+
+/**
+ * A libtool compile: its compile's argv classified, with what libtool writes besides: the
+ * `.lo` named by -o, and the objects it lists (`.libs/X.o` with -fPIC, `X.o` without; one of
+ * them is missing when the package builds only shared or only static libraries).
+ */
+function classifyLibtoolCompile(argv: readonly string[], start: number, cwd: string, root: string): ToolInvocation | undefined {
+  const inner = classifyCompilerDriver(argv.slice(start), cwd, root);
+  if (inner?.kind !== 'compile') return undefined;
+  const lo = inner.outputs[0]!;
+  if (!lo.endsWith('.lo')) return undefined;
+  const base = path.basename(lo, '.lo');
+  const objects = [path.join(path.dirname(lo), '.libs', `${base}.o`), path.join(path.dirname(lo), `${base}.o`)];
+  const script = resolveIn(cwd, argv[libtoolWord(argv)]!);
+  return {
+    ...inner,
+    argv: [...argv],
+    inputs: unique([...inner.inputs, ...(isUnder(root, script) ? [script] : [])]),
+    outputs: unique([lo, ...objects, ...inner.outputs.slice(1)]),
+  };
+}
+
 /** Classifies argv run in `cwd`; undefined when it is not a compile, archive, link or copy step. */
 export function classifyToolInvocation(argv: readonly string[], cwd: string, root: string): ToolInvocation | undefined {
+  const libtool = compilerArgvStart(argv);
+  if (libtool > 0) return classifyLibtoolCompile(argv, libtool, cwd, root);
   let args = [...argv];
   if (args.length > 1 && LAUNCHERS.has(path.basename(args[0]))) args = args.slice(1);
   if (args.length === 0) return undefined;

@@ -10,7 +10,7 @@ import { encodeTree } from '../cas/directory.js';
 import type { Action, ActionResult, Command, Digest, OutputDirectory, OutputFile, OutputSymlink } from '../cas/types.js';
 import type { ActionRunner } from '../sandbox/runner.js';
 import { confineToRoot } from '../sandbox/path-guard.js';
-import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_PROPERTY } from '../common/platform-properties.js';
+import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_ARG_PROPERTY, TOOL_PROPERTY } from '../common/platform-properties.js';
 import type { ToolCheck } from './tool-check.js';
 import { decodeDirectory } from '../cas/directory.js';
 import { removePath, type ExecRootCache, type ExecRootLease } from './exec-root-cache.js';
@@ -355,10 +355,14 @@ export function createExecutor(deps: ExecutorDeps): Executor {
       try {
         const tool = propertyOf(a, TOOL_PROPERTY);
         let pathFirst: string | undefined;
+        const toolArg = Number(propertyOf(a, TOOL_ARG_PROPERTY) ?? 0);
+        if (!Number.isInteger(toolArg) || toolArg < 0 || (toolArg > 0 && toolArg >= a.command.arguments.length)) {
+          throw new OrionError(Code.INVALID_ARGUMENT, `platform property ${TOOL_ARG_PROPERTY} is ${JSON.stringify(propertyOf(a, TOOL_ARG_PROPERTY))}: not an index of the command's ${a.command.arguments.length} arguments`);
+        }
         if (deps.tools && tool !== undefined && a.command.arguments.length > 0) {
           const mountPath = propertyOf(a, MOUNT_PATH_PROPERTY);
           const pathEnv = a.command.environmentVariables.find((v) => v.name === 'PATH')?.value || DEFAULT_PATH;
-          ({ pathFirst } = await deps.tools.verify({ expected: tool, argv0: a.command.arguments[0]!, cwd: path.join(mountPath ?? execRoot, a.command.workingDirectory), pathEnv, mountPath }));
+          ({ pathFirst } = await deps.tools.verify({ expected: tool, argv0: a.command.arguments[toolArg]!, cwd: path.join(mountPath ?? execRoot, a.command.workingDirectory), pathEnv, mountPath }));
         }
         if (a.buildId && prefetching?.buildId === a.buildId) {
           await untilSettledOrAborted(prefetching.settled, signal);

@@ -10,6 +10,10 @@ command -v c++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v cmake >/dev/null || need+=(cmake)
 command -v ninja >/dev/null || need+=(ninja-build)
+# The autotools test generates its fixture's configure script and makefiles.
+command -v autoreconf >/dev/null || need+=(autoconf)
+command -v automake >/dev/null || need+=(automake)
+command -v libtoolize >/dev/null || need+=(libtool)
 [ -f /usr/include/google/protobuf/any.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -14,7 +14,8 @@ import { digestOf } from '../../cas/digest.js';
 import type { MerkleTree, TreeFileEntry } from '../../cas/merkle.js';
 import type { Action, ActionResult, Command, Digest } from '../../cas/types.js';
 import type { BuildAction } from '../../dag-extractor/types.js';
-import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_PROPERTY } from '../../common/platform-properties.js';
+import { DEPFILE_PROPERTY, MOUNT_PATH_PROPERTY, TOOL_ARG_PROPERTY, TOOL_PROPERTY } from '../../common/platform-properties.js';
+import { compilerArgvStart } from '../../dag-extractor/tool-invocation.js';
 import { archiveStartingPoint } from './archive-members.js';
 import { linkerReads, parseCompilerArgs, type CompilerArgs } from './compiler-args.js';
 import type { DepManifest } from './dep-manifest.js';
@@ -104,7 +105,9 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   const inputs = new Set<string>(a.inputs);
   let compiler: CompilerArgs | undefined;
   // A link can compile too (`cc -o prog main.c`): its sources' headers are inputs as a compile's are.
-  const parsed = a.kind === 'compile' || a.kind === 'link' ? parseCompilerArgs(a.argv, a.cwd) : undefined;
+  // A compile run through libtool: the compiler's argv is the end of the command.
+  const toolArg = a.kind === 'compile' ? compilerArgvStart(a.argv) : 0;
+  const parsed = a.kind === 'compile' || a.kind === 'link' ? parseCompilerArgs(a.argv.slice(toolArg), a.cwd) : undefined;
   if (parsed && (a.kind === 'compile' || parsed.sources.length > 0)) {
     compiler = parsed;
     const start = [...compiler.sources, ...compiler.forcedIncludes];
@@ -153,7 +156,7 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   });
   const inputRoot = inputRootOf(tree, deps.trees);
 
-  const tool = await deps.tools.resolve(a.argv[0]!, a.cwd, a.env?.PATH ?? deps.env.PATH);
+  const tool = await deps.tools.resolve(a.argv[toolArg]!, a.cwd, a.env?.PATH ?? deps.env.PATH);
   const cwdRel = path.relative(root, a.cwd);
   const outputsRel = a.outputs.map((o) => path.relative(a.cwd, o)).sort();
   // A copy runs where its source already is: shipping it to a node and back costs more than the copy.
@@ -169,8 +172,9 @@ export async function computeActionKey(a: BuildAction, deps: KeyDeps, opts: KeyO
   }
   const properties = [
     { name: MOUNT_PATH_PROPERTY, value: root },
-    { name: TOOL_PROPERTY, value: tool ? `${tool.path}@${tool.identity}` : `${a.argv[0]}@missing` },
+    { name: TOOL_PROPERTY, value: tool ? `${tool.path}@${tool.identity}` : `${a.argv[toolArg]}@missing` },
   ];
+  if (toolArg > 0) properties.push({ name: TOOL_ARG_PROPERTY, value: String(toolArg) });
   if (external.length > 0) properties.push({ name: 'orion-external-inputs', value: createHash('sha256').update(external.sort().join('\n')).digest('hex') });
   if (depfileRel) properties.push({ name: DEPFILE_PROPERTY, value: depfileRel });
   properties.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));

@@ -32,7 +32,9 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 12: what a recursive line prints itself (automake's "Making all in src") is not a command; makefiles and
 //     configure's files are marked old and files other sub-makes make are marked new in the dry run.
 // 13: a makefile next to CMakeLists.txt means Make unless CMake wrote it (or a build directory is given).
-const FORMAT = 13;
+// 14: libtool compiles are compiles; automake's dependency-file renames fold into their compiles; its
+//     `test -f 'a.c' || echo './'`a.c source names are read.
+const FORMAT = 14;
 
 export interface GraphCacheInput {
   files: ProjectFiles;

@@ -10,6 +10,22 @@ function classify(line: string, cwd = ROOT, options = make) {
 }
 
 describe('classifyCommandLine', () => {
+  it('reads a libtool compile as a compile of the compiler at its end, writing the .lo and both objects, the libtool script an input; other libtool modes stay steps', () => {
+    const d = classify('/bin/bash ../libtool --tag=CC --mode=compile gcc -DX -I.. -g -MT a.lo -MD -MP -MF .deps/a.Tpo -c -o a.lo a.c', '/proj/src').drafts;
+    expect(d).toHaveLength(1);
+    expect(d[0]).toMatchObject({
+      kind: 'compile',
+      cacheable: true,
+      argv: ['/bin/bash', '../libtool', '--tag=CC', '--mode=compile', 'gcc', '-DX', '-I..', '-g', '-MT', 'a.lo', '-MD', '-MP', '-MF', '.deps/a.Tpo', '-c', '-o', 'a.lo', 'a.c'],
+      inputs: ['/proj/src/a.c', '/proj/libtool'],
+      outputs: ['/proj/src/a.lo', '/proj/src/.libs/a.o', '/proj/src/a.o', '/proj/src/.deps/a.Tpo'],
+    });
+    expect(classify('libtool --mode compile --silent cc -c -o b.lo b.c').drafts[0]).toMatchObject({ kind: 'compile', outputs: ['/proj/b.lo', '/proj/.libs/b.o', '/proj/b.o'] });
+    expect(classify('/bin/bash ./libtool --tag=CC --mode=link gcc -o libx.la a.lo -rpath /usr/lib').drafts[0]).toMatchObject({ kind: 'other', cacheable: false });
+    // Not an object libtool knows how to name: left to run as a step.
+    expect(classify('/bin/bash ./libtool --mode=compile gcc -c -o a.o a.c').drafts[0]).toMatchObject({ kind: 'other' });
+  });
+
   it("runs steps with make's shell and flags, keeps compiles as tools, and leaves a line bash reads otherwise to bash whole", () => {
     const bash: ClassifyOptions = { ...make, shell: ['/bin/bash', '-eu', '-o', 'pipefail', '-c'] };
     expect(classify('echo hi > out.txt', ROOT, bash).drafts[0]).toMatchObject({ kind: 'other', argv: ['/bin/bash', '-eu', '-o', 'pipefail', '-c', 'echo hi > out.txt'] });

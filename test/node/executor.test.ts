@@ -12,7 +12,8 @@ import { createDiskBlobStore } from '../../cas/disk-blob-store.js';
 import { createMemoryBlobStore } from '../../cas/memory-blob-store.js';
 import { buildTreeFromDisk, collectTree } from '../../cas/merkle.js';
 import type { Action, Command, Digest } from '../../cas/types.js';
-import { MOUNT_PATH_PROPERTY } from '../../common/platform-properties.js';
+import { MOUNT_PATH_PROPERTY, TOOL_ARG_PROPERTY, TOOL_PROPERTY } from '../../common/platform-properties.js';
+import type { ToolCheck } from '../../node/tool-check.js';
 import { createExecutor, type Assignment, type Executor } from '../../node/executor.js';
 import { createBwrapRunner, probeBwrap } from '../../sandbox/bwrap-runner.js';
 import { createProcessRunner, type ActionRunner } from '../../sandbox/runner.js';
@@ -226,6 +227,27 @@ describe('executor', () => {
     expect(err).toBeInstanceOf(OrionError);
     expect((err as OrionError).code).toBe(Code.INTERNAL);
     expect((err as OrionError).message).toMatch(/^node test-node could not upload output [0-9a-f]{64}\/\d+: digest mismatch/);
+  });
+
+  it('checks the program the key names at its index (a compile run through libtool names gcc, not the shell), and refuses an index out of range', async () => {
+    const root = await inputRoot({ 'a.txt': 'a\n' });
+    const seen: string[] = [];
+    const tools: ToolCheck = {
+      async verify(spec) {
+        seen.push(spec.argv0);
+        return {};
+      },
+    };
+    const withTools = createExecutor({ local, remote, runner: createProcessRunner(), workDir, nodeId: 'test-node', clock: createManualClock(1_000), log: silentLogger(), tools });
+    const platform = (arg: string) => ({ properties: [{ name: TOOL_PROPERTY, value: `/usr/bin/true@${'a'.repeat(64)}` }, { name: TOOL_ARG_PROPERTY, value: arg }] });
+    const ok = await withTools.execute(assignment(root, ['/bin/sh', '-c', 'exit 0', 'true'], { platform: platform('3') }), new AbortController().signal);
+    expect(ok.exitCode).toBe(0);
+    expect(seen).toEqual(['true']);
+    const err = await failure(withTools.execute(assignment(root, ['/bin/sh', '-c', 'exit 0'], { platform: platform('3') }), new AbortController().signal));
+    expect(err.code).toBe(Code.INVALID_ARGUMENT);
+    expect(err.message).toContain('orion-tool-arg');
+    expect(seen).toEqual(['true']);
+    expect(await readdir(workDir)).toEqual([]);
   });
 
   it('fails with FAILED_PRECONDITION listing a missing input file blob', async () => {
