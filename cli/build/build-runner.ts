@@ -285,10 +285,12 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     const local = await deps.localAc.get(key.actionDigest);
     if (local) {
       // An entry stored before dagDone left the dependency file out may still hold it.
-      await writeOutputs(withoutOrionDepfile(local, key), a.cwd, deps.keyDeps.files, deps.localCas);
+      const written = await writeOutputs(withoutOrionDepfile(local, key), a.cwd, deps.keyDeps.files, deps.localCas);
       await freshenOutputs(a.outputs, key.inputs.keys(), deps.keyDeps.files);
       deps.keyDeps.scanner.invalidate(a.outputs);
-      await replay(local);
+      // Its compiler's warnings again when its outputs are put in place (a fresh tree), as ccache
+      // replays them; not when they already were (a no-op), where make would not have run it.
+      if (written > 0 || local.outputFiles.length + local.outputSymlinks.length === 0) await replay(local);
       deps.history?.record(a.id, key, a.argv);
       return 'cached';
     }
