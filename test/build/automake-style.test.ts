@@ -8,10 +8,10 @@
  * library the dry run did not make. Then `orion build` makes what make makes, byte for byte.
  * Real make, real compiler, the real CLI.
  */
-import { chmod, mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { baseEnv, exists, graphOf, listFiles, orionBuild, scratch, sh } from '../helpers/build.js';
+import { expect, it } from 'vitest';
+import { baseEnv, exists, graphOf, listFiles, orionBuild, scratchForFile, sh } from '../helpers/build.js';
 
 const TOP = `SUBDIRS = src tests
 all: all-recursive
@@ -80,15 +80,10 @@ async function project(dir: string): Promise<void> {
   for (const [i, name] of order.entries()) await utimes(path.join(dir, name), t0 + i, t0 + i);
 }
 
-let base: string;
-beforeAll(async () => {
-  base = await scratch('automake-style');
-});
-afterAll(async () => {
-  await rm(base, { recursive: true, force: true });
-});
+const scratchDir = scratchForFile('automake-style');
 
 it('extracts and builds an automake-style tree as make does, without running config.status or touching its dependency files', async () => {
+  const base = scratchDir();
   const dir = path.join(base, 'proj');
   const env = baseEnv();
 

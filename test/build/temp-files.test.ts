@@ -4,20 +4,15 @@
  * removed when the build ends, after a failed build as after a good one.
  * Real make, real compiler, the real CLI.
  */
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { baseEnv, orionBuild, scratch } from '../helpers/build.js';
+import { expect, it } from 'vitest';
+import { baseEnv, orionBuild, scratchForFile } from '../helpers/build.js';
 
-let base: string;
-beforeAll(async () => {
-  base = await scratch('temp-files');
-});
-afterAll(async () => {
-  await rm(base, { recursive: true, force: true });
-});
+const scratchDir = scratchForFile('temp-files');
 
 it('removes its dependency-file directory after a good and after a failed build', async () => {
+  const base = scratchDir();
   const dir = path.join(base, 'proj');
   const tmp = path.join(base, 'tmp');
   await mkdir(dir);

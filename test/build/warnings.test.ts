@@ -5,18 +5,13 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { baseEnv, orionBuild, scratch } from '../helpers/build.js';
+import { expect, it } from 'vitest';
+import { baseEnv, orionBuild, scratchForFile } from '../helpers/build.js';
 
-let base: string;
-beforeAll(async () => {
-  base = await scratch('warnings');
-});
-afterAll(async () => {
-  await rm(base, { recursive: true, force: true });
-});
+const scratchDir = scratchForFile('warnings');
 
 it('replays a cached compile\'s warning when it writes the object, and stays quiet on a no-op', async () => {
+  const base = scratchDir();
   const dir = path.join(base, 'proj');
   await mkdir(dir);
   await writeFile(path.join(dir, 'Makefile'), 'prog: a.o\n\tcc -o prog a.o\n\na.o: a.c\n\tcc -Wall -c a.c -o a.o\n');

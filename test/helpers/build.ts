@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { chmod, cp, mkdir, mkdtemp, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import type { BuildAction, BuildGraph } from '../../dag-extractor/types.js';
 import { ORION, REPO, startHeadProcess, startNodeProcess, waitForActiveNodes } from './daemons.js';
 
@@ -149,6 +150,21 @@ export function toolRuns(b: BuildRun, graph: BuildGraph): string[] {
 /** A directory under the system temp dir (physical path: make and the compiler see that one). */
 export async function scratch(prefix: string): Promise<string> {
   return realpath(await mkdtemp(path.join(os.tmpdir(), `orion-${prefix}-`)));
+}
+
+/** A scratch directory made before the calling file's tests and removed after them: call it at the top level, read it in tests. */
+export function scratchForFile(prefix: string): () => string {
+  let dir: string | undefined;
+  beforeAll(async () => {
+    dir = await scratch(prefix);
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  return () => {
+    if (!dir) throw new Error('scratchForFile: read before the beforeAll hook ran');
+    return dir;
+  };
 }
 
 /** Copies fixtures/NAME to DEST (which must not exist yet). */
