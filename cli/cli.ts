@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -140,6 +141,8 @@ export function buildProgram(out: CliOutput): Command {
       const head = settings.head;
       if (o.verbose) out.stderr(`orion: settings: ${Object.entries(settings.sources).map(([k, from]) => `${k}=${JSON.stringify(settings[k as keyof typeof settings.sources])} (${from})`).join(', ') || 'defaults'}\n`);
       const controller = new AbortController();
+      // Every action in flight listens to the build's signal (64 at once with a head, one by one).
+      setMaxListeners(0, controller.signal);
       const onSignal = () => controller.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);

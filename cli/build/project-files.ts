@@ -45,8 +45,22 @@ export interface ProjectFiles {
   list(): Promise<{ files: string[]; symlinks: TreeSymlinkEntry[]; dirs: string[] }>;
   /** The whole tree as it stands now. */
   snapshot(): Promise<Snapshot>;
-  /** The whole project as a Merkle tree, as it stands now (global source context). */
+  /**
+   * The whole project as a Merkle tree, as it stands now (global source context). A symlink to
+   * an absolute path inside the project (`ln -s $(abs_srcdir)/x.dist x.c`) is written relative,
+   * which resolves the same at the project's path; one to an absolute path outside it is left
+   * out (REAPI input trees hold no absolute symlinks; a head refuses the whole tree otherwise), so
+   * an action reading through it runs on a node only if its own inputs hold that file.
+   */
   tree(): Promise<MerkleTree>;
+}
+
+/** `target` of the symlink at `rel` as the input tree holds it: relative, or undefined when it leaves the project. */
+export function portableTarget(root: string, rel: string, target: string): string | undefined {
+  if (!path.isAbsolute(target)) return target;
+  const inside = path.relative(root, target);
+  if (inside.startsWith('..') || path.isAbsolute(inside)) return undefined;
+  return path.relative(path.dirname(path.join(root, rel)), target) || '.';
 }
 
 /** Directories never part of a build's inputs. */
@@ -223,7 +237,10 @@ export function createProjectFiles(root: string, statCache: StatCache): ProjectF
       const symlinks: TreeSymlinkEntry[] = [];
       for (const [p, e] of snap.entries) {
         if (e.kind === 'file') entries.push({ path: p, digest: e.state.digest, isExecutable: e.state.isExecutable });
-        else if (e.kind === 'symlink') symlinks.push({ path: p, target: e.target });
+        else if (e.kind === 'symlink') {
+          const target = portableTarget(root, p, e.target);
+          if (target !== undefined) symlinks.push({ path: p, target });
+        }
       }
       return buildTreeFromEntries(entries, symlinks);
     },

@@ -28,6 +28,8 @@ beforeAll(async () => {
   reference = path.join(base, 'make-build');
   await cp(path.join(FIXTURES, 'autotools-project'), dir, { recursive: true });
   await sh('autoreconf -fi && ./configure -q', dir, env);
+  // As `$(LN_S) $(abs_srcdir)/x.dist $(abs_builddir)/x.c` leaves (pcre2): a head refuses input trees with absolute symlinks.
+  await sh(`ln -s ${dir}/src/greet.h src/greet-link.h`, dir, env);
   await cp(dir, pristine, { recursive: true, preserveTimestamps: true });
   await sh('make -j2', dir, env);
   await rename(dir, reference);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { digestOf } from '../../cas/digest.js';
 import { createStatCache } from '../../cas/stat-cache.js';
-import { createProjectFiles, snapshotHash, type ProjectFiles } from '../../cli/build/project-files.js';
+import { createProjectFiles, portableTarget, snapshotHash, type ProjectFiles } from '../../cli/build/project-files.js';
 
 let tmp: string;
 let root: string;
@@ -27,6 +27,25 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await rm(tmp, { recursive: true, force: true });
+});
+
+describe('project files as an input tree', () => {
+  it('writes a symlink to an absolute path in the project relative, and leaves one out of it out', async () => {
+    expect(portableTarget('/p', 'src/x.c', '/p/src/x.c.dist')).toBe('x.c.dist');
+    expect(portableTarget('/p', 'src/deep/x.h', '/p/include/x.h')).toBe('../../include/x.h');
+    expect(portableTarget('/p', 'a', '/p')).toBe('.');
+    expect(portableTarget('/p', 'src/x.c', 'x.c.dist')).toBe('x.c.dist');
+    expect(portableTarget('/p', 'src/x.h', '/usr/include/stdio.h')).toBeUndefined();
+    expect(portableTarget('/p', 'src/x.h', '/pp/x.h')).toBeUndefined();
+
+    await symlink(path.join(root, 'src', 'a.c'), path.join(root, 'src', 'abs.c'));
+    await symlink('/etc/hostname', path.join(root, 'outside'));
+    const tree = await files.tree();
+    const texts = [...tree.directories.values()].map((b) => b.toString('latin1'));
+    expect(texts.some((t) => t.includes('abs.c') && t.includes('a.c'))).toBe(true);
+    expect(texts.some((t) => t.includes(path.join(root, 'src', 'a.c')))).toBe(false);
+    expect(texts.some((t) => t.includes('outside') || t.includes('/etc/hostname'))).toBe(false);
+  });
 });
 
 describe('project files snapshots', () => {
