@@ -130,7 +130,7 @@ export function buildProgram(out: CliOutput): Command {
     .option('--no-dag', 'with --head: send actions one by one (REAPI Execute) instead of submitting the whole DAG to the head\'s Builds service')
     .option('--local-max <n>', 'with --head: when at most n cache misses wait for the cluster (all else that could run here has), run them here instead (default: CPU cores; 0: always the cluster)', wrapParse(parseNonNegativeInt, '--local-max'))
     .option('--connect-timeout <duration>', 'with --head: how long to wait for the head to answer at the start before failing the build (default: 15s); once it has answered, a head that goes away is waited for (it may be restarting)', wrapParse(parseDuration, '--connect-timeout'))
-    .option('--build-dir <dir>', 'CMake build directory (default: build)')
+    .option('--build-dir <dir>', 'CMake build directory (default: build); given, CMakeLists.txt is used even next to a Makefile')
     .option('--profile <file.json>', 'write a timeline of the build (Chrome trace events: one lane per node slot, each action\'s phases) for Perfetto or chrome://tracing')
     .option('-q, --quiet', 'print only errors and the compilers\' output (no progress, no summary unless the build fails)', false)
     .option('-v, --verbose', 'print each command line and each finished action', false)
@@ -184,7 +184,7 @@ export function buildProgram(out: CliOutput): Command {
     .argument('[make-args...]', 'targets and VAR=value overrides passed to make (after --)')
     .option('-C, --directory <dir>', 'project directory', '.')
     .addOption(new Option('--format <format>', 'output format').choices(['json', 'dot']).default('json'))
-    .option('--build-dir <dir>', 'CMake build directory (default: build)')
+    .option('--build-dir <dir>', 'CMake build directory (default: build); given, CMakeLists.txt is used even next to a Makefile')
     .action(async (args: string[], o) => {
       const { extractGraph, toJson, toDot } = await import('../dag-extractor/index.js');
       const { loadProjectConfig } = await import('./project-config.js');
