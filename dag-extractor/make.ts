@@ -85,9 +85,12 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
 
       const drafts: ActionDraft[] = [];
       const recipes: (MakeRecipe | undefined)[] = [];
+      /** Files the commands so far write: there when a later command runs. */
+      const written = new Set<string>();
       for (const command of parseMakeDryRun(result.stdout, root, makeNames)) {
-        const text = withVpathSources(command.text, command.cwd);
+        const text = withVpathSources(command.text, command.cwd, (abs) => written.has(abs));
         for (const draft of classifyCommandLine(text, command.cwd, { root, makeNames, mode: 'split', shell: command.shell }).drafts) {
+          for (const o of draft.outputs) written.add(o);
           // A line make goes on after when it fails runs here as a step, whose failure the build ignores.
           if (command.ignoreErrors) {
             draft.cacheable = false;
@@ -109,14 +112,17 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
 /**
  * automake names a compile's source `` `test -f 'a.c' || echo './'`a.c `` (the file here, or in
  * the source directory of a VPATH build): a command substitution no classifier can read. When
- * the file is here (a source, not something the build makes), the shell would pick it: it is
- * written plainly, and the compile is a compile.
+ * the file is here, or an earlier command of the build writes it here (`writtenEarlier`: a
+ * generated source, so the graph is the same before and after a build), the shell would pick it:
+ * it is written plainly, and the compile is a compile.
  */
-function withVpathSources(text: string, cwd: string): string {
+function withVpathSources(text: string, cwd: string, writtenEarlier: (abs: string) => boolean): string {
   return text.replace(/`test -f '([^'\n]+)' \|\| echo '[^'\n]*'`([^\s`'";|&]+)/g, (whole, tested: string, named: string) => {
     if (tested !== named) return whole;
+    const abs = path.resolve(cwd, tested);
+    if (writtenEarlier(abs)) return named;
     try {
-      return statSync(path.resolve(cwd, tested)).isFile() ? named : whole;
+      return statSync(abs).isFile() ? named : whole;
     } catch {
       return whole;
     }

@@ -4,7 +4,7 @@
  * keyed, looked up in the local then the remote action cache, and executed only
  * on a miss; failures stop the build the way make does (or not, with -k).
  */
-import { rmSync, statSync } from 'node:fs';
+import { realpathSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, isFatal, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
@@ -203,7 +203,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     if (dag?.ids.has(id)) dag.left--;
     return true;
   };
-  const effects = new Map<string, Pick<StepEffect, 'written' | 'deleted'>>();
+  const effects = new Map<string, Pick<StepEffect, 'written' | 'deleted'> & Partial<Pick<StepEffect, 'symlinks'>>>();
   /**
    * Steps make may find up to date whose decision waits for fewer actions than
    * the step itself (MakeRule.decideAfter): how many of those are not done yet,
@@ -742,14 +742,32 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     let written: { path: string; digest: Digest; isExecutable: boolean }[] = [];
     let deleted: string[] = [];
     const effect = effects.get(a.id);
+    // A symlink the step made (`ln -s $(abs_srcdir)/x.dist x.c`) goes to the head as the file it
+    // points to, as action keys read it: the cluster's compiles of x.c read those bytes.
+    const throughLink = async (rel: string) => {
+      let real: string;
+      try {
+        real = realpathSync(path.join(root, rel));
+      } catch {
+        return undefined;
+      }
+      const inside = path.relative(root, real);
+      if (inside.startsWith('..') || path.isAbsolute(inside)) return undefined;
+      const st = await files.state(real);
+      return st ? { path: rel, digest: st.digest, isExecutable: st.isExecutable } : undefined;
+    };
     if (effect) {
-      written = effect.written;
+      written = [...effect.written];
       deleted = effect.deleted;
+      for (const l of effect.symlinks ?? []) {
+        const w = await throughLink(l.path);
+        if (w) written.push(w);
+      }
     } else {
       for (const o of a.outputs) {
         const rel = path.relative(root, o);
         if (rel.startsWith('..') || path.isAbsolute(rel)) continue;
-        const st = await files.state(o);
+        const st = (await files.state(o)) ?? (await throughLink(rel));
         if (st) written.push({ path: rel, digest: st.digest, isExecutable: st.isExecutable });
         else deleted.push(rel);
       }
