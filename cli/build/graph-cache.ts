@@ -34,7 +34,8 @@ const GRAPH_ENV = ['CC', 'CXX', 'CFLAGS', 'CXXFLAGS', 'CPPFLAGS', 'LDFLAGS', 'LD
 // 13: a makefile next to CMakeLists.txt means Make unless CMake wrote it (or a build directory is given).
 // 14: libtool compiles are compiles; automake's dependency-file renames fold into their compiles; its
 //     `test -f 'a.c' || echo './'`a.c source names are read.
-const FORMAT = 14;
+// 15: ... and also when an earlier command of the build writes a.c.
+const FORMAT = 15;
 
 export interface GraphCacheInput {
   files: ProjectFiles;
