@@ -63,9 +63,9 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
       for (const name of INHERITED_MAKE_VARIABLES) overrides[name] = undefined;
       const old = await assumedOld(root);
       const pretendNew: string[] = [];
+      const shown = ['-n', '-B', '-w', '--trace', '--debug=j', '-p', ...makeArgs, '-j1'];
       let result: Awaited<ReturnType<CommandRunner['run']>>;
       for (;;) {
-        const shown = ['-n', '-B', '-w', '--trace', '--debug=j', '-p', ...makeArgs, '-j1'];
         const args = [...shown, ...subMakeFlags(old, pretendNew, makeProgram, makeArgs)];
         result = await runner.run(makeProgram, args, { cwd: root, env: environmentWith(overrides), signal: options.signal });
         if (result.exitCode === 0) break;
@@ -75,10 +75,9 @@ export function createMakeExtractor(deps: MakeExtractorDeps = {}): GraphExtracto
         const missing = pretendNew.length < MAX_PRETEND_NEW ? madeEarlier(result.stdout, result.stderr, root, makeNames) : undefined;
         if (missing === undefined || pretendNew.includes(missing)) {
           // The -o/-W list can be long (a name per makefile): the message shows its size only.
-          const more = args.length - shown.length;
           const files = (n: number) => `${n} file${n === 1 ? '' : 's'}`;
           const marked = [old.length ? `-o: ${files(old.length)}` : '', pretendNew.length ? `-W: ${files(pretendNew.length)}` : ''].filter(Boolean).join(', ');
-          throw makeFailure(makeProgram, more > 0 ? [...shown, `(${marked})`] : args, root, result.exitCode, result.stderr);
+          throw makeFailure(makeProgram, marked ? [...shown, `(${marked})`] : shown, root, result.exitCode, result.stderr);
         }
         pretendNew.push(missing);
       }

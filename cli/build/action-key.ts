@@ -90,7 +90,7 @@ export interface KeyOptions {
 }
 
 /** The file a symbolic link resolves to, and its state; undefined when `file` is no link to a file. */
-async function throughSymlink(file: string, files: ProjectFiles): Promise<{ target: string; state: FileState } | undefined> {
+export async function throughSymlink(file: string, files: ProjectFiles): Promise<{ target: string; state: FileState } | undefined> {
   const st = await lstat(file).catch(() => undefined);
   if (!st?.isSymbolicLink()) return undefined;
   const target = await realpath(file).catch(() => undefined);

@@ -4,14 +4,14 @@
  * keyed, looked up in the local then the remote action cache, and executed only
  * on a miss; failures stop the build the way make does (or not, with -k).
  */
-import { realpathSync, rmSync, statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Code, OrionError, isFatal, statusOf } from '../../common/errors.js';
 import type { ActionCache } from '../../cas/action-cache.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph, MakeRule } from '../../dag-extractor/types.js';
-import { computeActionKey, inputChangedSinceKeyed, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
+import { computeActionKey, inputChangedSinceKeyed, throughSymlink, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
 import { parseDepFile } from '../../common/depfile.js';
 import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
@@ -745,16 +745,10 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     // A symlink the step made (`ln -s $(abs_srcdir)/x.dist x.c`) goes to the head as the file it
     // points to, as action keys read it: the cluster's compiles of x.c read those bytes.
     const throughLink = async (rel: string) => {
-      let real: string;
-      try {
-        real = realpathSync(path.join(root, rel));
-      } catch {
-        return undefined;
-      }
-      const inside = path.relative(root, real);
-      if (inside.startsWith('..') || path.isAbsolute(inside)) return undefined;
-      const st = await files.state(real);
-      return st ? { path: rel, digest: st.digest, isExecutable: st.isExecutable } : undefined;
+      const l = await throughSymlink(path.join(root, rel), files);
+      const inside = l && path.relative(root, l.target);
+      if (!l || inside === undefined || inside.startsWith('..') || path.isAbsolute(inside)) return undefined;
+      return { path: rel, digest: l.state.digest, isExecutable: l.state.isExecutable };
     };
     if (effect) {
       written = [...effect.written];
