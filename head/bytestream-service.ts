@@ -86,13 +86,13 @@ export function createByteStreamService(cas: BlobStore, limits: ByteStreamLimits
         pending = pending.length === 0 ? (chunk as Buffer) : Buffer.concat([pending, chunk as Buffer]);
         while (pending.length >= CHUNK) {
           if (call.cancelled) return;
-          const ok = call.write({ data: Buffer.from(pending.subarray(0, CHUNK)) });
+          const ok = call.write({ data: pending.subarray(0, CHUNK) });
           pending = pending.subarray(CHUNK);
           if (!ok) await drainOrGone(call);
         }
       }
       if (call.cancelled) return;
-      if (pending.length > 0 || digest.sizeBytes === 0) call.write({ data: Buffer.from(pending) });
+      if (pending.length > 0 || digest.sizeBytes === 0) call.write({ data: pending });
     }),
     write(call: ServerReadableStream<WriteRequest, WriteResponse>, callback: sendUnaryData<WriteResponse>) {
       const run = async (): Promise<WriteResponse> => {

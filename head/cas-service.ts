@@ -53,7 +53,7 @@ export function createCasService(cas: BlobStore, limits: CasServiceLimits = DEFA
           try {
             if (r.compressor !== 0) throw new OrionError(Code.INVALID_ARGUMENT, `requests[${i}]: compressor ${r.compressor} is not supported`);
             const d = digestFromPb(r.digest, `requests[${i}].digest`);
-            await cas.put(d, Buffer.from(r.data));
+            await cas.put(d, r.data);
             return { digest: r.digest, status: okStatus() };
           } catch (err) {
             return { digest: r.digest, status: statusToPb(statusOf(err), (err as Error).message) };

@@ -7,8 +7,9 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { InterceptingCall, Metadata, Server, ServerCredentials, credentials as grpcCredentials, type ServerUnaryCall, type ServerWritableStream, type ChannelCredentials, type Interceptor } from '@grpc/grpc-js';
-import { ContentAddressableStorageService, type BatchReadBlobsRequest, type FindMissingBlobsRequest } from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
-import { ByteStreamService, type ReadRequest, type ReadResponse } from '../proto/gen/google/bytestream/bytestream.js';
+import type { BatchReadBlobsRequest, FindMissingBlobsRequest } from '../proto/gen/build/bazel/remote/execution/v2/remote_execution.js';
+import type { ReadRequest, ReadResponse } from '../proto/gen/google/bytestream/bytestream.js';
+import { ByteStreamDefinition, CasDefinition } from '../proto/blob-codecs.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import { AUTHORIZATION_HEADER, bearerTokenInterceptor } from '../common/credentials.js';
 import type { BlobStore } from '../cas/blob-store.js';
@@ -47,7 +48,7 @@ export interface PeerEndpoint {
 
 export async function startPeerEndpoint(opts: { host: string; port: number; store: BlobStore; token: PeerToken }): Promise<PeerEndpoint> {
   const server = new Server({ 'grpc.max_send_message_length': 16 * 1024 * 1024, 'grpc.max_receive_message_length': 1024 * 1024 });
-  server.addService(ContentAddressableStorageService, {
+  server.addService(CasDefinition, {
     findMissingBlobs: unary(async (req: FindMissingBlobsRequest, call: ServerUnaryCall<FindMissingBlobsRequest, unknown>) => {
       authorized(call.metadata, opts.token);
       const ds = req.blobDigests.slice(0, 100_000).map((d, i) => digestFromPb(d, `blob_digests[${i}]`));
@@ -74,7 +75,7 @@ export async function startPeerEndpoint(opts: { host: string; port: number; stor
     splitBlob: unimplemented('SplitBlob'),
     spliceBlob: unimplemented('SpliceBlob'),
   } as never);
-  server.addService(ByteStreamService, {
+  server.addService(ByteStreamDefinition, {
     read: serverStream(async (req: ReadRequest, call: ServerWritableStream<ReadRequest, ReadResponse>) => {
       authorized(call.metadata, opts.token);
       const m = /(?:^|\/)blobs\/([0-9a-f]{64})\/(\d+)$/.exec(req.resourceName);

@@ -3,12 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ChannelCredentials, ClientOptions } from '@grpc/grpc-js';
 import {
-  ContentAddressableStorageClient,
   type BatchReadBlobsResponse,
   type BatchUpdateBlobsResponse,
   type FindMissingBlobsResponse,
 } from './gen/build/bazel/remote/execution/v2/remote_execution.js';
-import { ByteStreamClient, type ReadResponse, type WriteRequest } from './gen/google/bytestream/bytestream.js';
+import type { ReadResponse, WriteRequest } from './gen/google/bytestream/bytestream.js';
+import { BlobByteStreamClient, BlobCasClient } from './blob-codecs.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { digestKey, isEmptyDigest, verifyDigest } from '../cas/digest.js';
@@ -65,8 +65,8 @@ function call<Req, Res>(fn: (req: Req, cb: (err: Error | null, res: Res) => void
 
 export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore {
   const options = { 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.max_send_message_length': 16 * 1024 * 1024, ...opts.channelOptions };
-  const cas = new ContentAddressableStorageClient(opts.address, opts.credentials, options);
-  const bs = new ByteStreamClient(opts.address, opts.credentials, { ...options, channelOverride: cas.getChannel() } as Partial<ClientOptions>);
+  const cas = new BlobCasClient(opts.address, opts.credentials, options);
+  const bs = new BlobByteStreamClient(opts.address, opts.credentials, { ...options, channelOverride: cas.getChannel() } as Partial<ClientOptions>);
   const instanceName = opts.instanceName ?? '';
   const prefix = instanceName ? `${instanceName}/` : '';
 
@@ -102,7 +102,7 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
       if (!r || (r.status && r.status.code !== 0)) {
         throw new OrionError((r?.status?.code ?? Code.INTERNAL) as Code, `reading ${digestKey(d)}: ${r?.status?.message ?? 'no response'}`);
       }
-      data = Buffer.from(r.data);
+      data = r.data;
     } else {
       const chunks: Buffer[] = [];
       for await (const c of readStream(d)) chunks.push(c as Buffer);
@@ -137,7 +137,7 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
           continue;
         }
         if (r.status && r.status.code !== 0) throw new OrionError(r.status.code as Code, `reading ${digestKey(d)}: ${r.status.message}`);
-        const data = Buffer.from(r.data);
+        const data = r.data;
         verifyDigest(d, data);
         found.set(digestKey(d), data);
       }
@@ -161,7 +161,7 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
       });
       (async () => {
         let offset = 0;
-        let pending = Buffer.alloc(0);
+        let pending: Buffer = Buffer.alloc(0);
         const send = async (data: Buffer, finish: boolean) => {
           const req: WriteRequest = { resourceName: offset === 0 ? resourceName : '', writeOffset: offset, finishWrite: finish, data };
           offset += data.length;
@@ -177,7 +177,8 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
         };
         for await (const chunk of src) {
           if (answered) return;
-          pending = pending.length ? Buffer.concat([pending, Buffer.from(chunk)]) : Buffer.from(chunk);
+          const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          pending = pending.length ? Buffer.concat([pending, b]) : b;
           while (pending.length >= CHUNK && !answered) {
             await send(pending.subarray(0, CHUNK), false);
             pending = pending.subarray(CHUNK);
