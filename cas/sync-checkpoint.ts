@@ -33,14 +33,34 @@ import type { BlobStore } from './blob-store.js';
 
 const execFileP = promisify(execFile);
 
-/** Flushes the file system holding `dir` (syncfs(2)) with coreutils' `sync -f`. */
-export async function syncFileSystem(dir: string): Promise<void> {
+/** Runs a command to its end; `exitCode` -1 when it could not finish (say, timed out: the reason in `stderr`). */
+export type RunCommand = (argv: string[], timeoutMs: number) => Promise<{ exitCode: number; stderr: string }>;
+
+const execFileCommand: RunCommand = async (argv, timeoutMs) => {
   try {
-    await execFileP('sync', ['-f', dir], { timeout: 10 * 60_000 });
+    await execFileP(argv[0]!, argv.slice(1), { timeout: timeoutMs });
+    return { exitCode: 0, stderr: '' };
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    throw new Error(`sync -f ${dir} failed: ${e.code === 'ENOENT' ? 'the sync command (coreutils) is not installed' : (e.stderr?.trim() || e.message)}`);
+    if (e.code === 'ENOENT') throw err;
+    return { exitCode: typeof e.code === 'number' ? e.code : -1, stderr: e.stderr?.trim() || e.message };
   }
+};
+
+/**
+ * Flushes the file system holding `dir` (syncfs(2)) with coreutils' `sync -f`, started by `run`
+ * (default: Node's execFile; a daemon passes its spawn helper, which does not fork the daemon).
+ */
+export async function syncFileSystem(dir: string, run: RunCommand = execFileCommand): Promise<void> {
+  let r;
+  try {
+    r = await run(['sync', '-f', dir], 10 * 60_000);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const missing = e.code === 'ENOENT' || /ENOENT/.test(e.message);
+    throw new Error(`sync -f ${dir} failed: ${missing ? 'the sync command (coreutils) is not installed' : e.message}`);
+  }
+  if (r.exitCode !== 0) throw new Error(`sync -f ${dir} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
 }
 
 /** This boot of the machine (Linux: a random id the kernel draws at boot). */

@@ -64,6 +64,18 @@ export function getDefaultLauncher(): Launcher {
 }
 
 /**
+ * A command run to its end through `runner` (default: the process's launcher), with this
+ * process's PATH (or `path`): for a daemon's own helper commands (the head's `sync -f`).
+ * exitCode -1 with the reason in stderr when it timed out.
+ */
+export function commandRunner(runner?: ActionRunner, path = process.env.PATH || '/usr/bin:/bin'): (argv: string[], timeoutMs: number) => Promise<{ exitCode: number; stderr: string }> {
+  return async (argv, timeoutMs) => {
+    const r = await (runner ?? createProcessRunner()).run({ argv, cwd: '/', env: { PATH: path }, timeoutMs });
+    return r.timedOut ? { exitCode: -1, stderr: `timed out after ${timeoutMs / 1000} s` } : { exitCode: r.exitCode, stderr: r.stderr.toString() };
+  };
+}
+
+/**
  * Runs the command as the leader of its own process group; on timeout, abort
  * or exit, the whole group is killed so no process of the action outlives it.
  */

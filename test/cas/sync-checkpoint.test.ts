@@ -5,6 +5,7 @@ import { createManualClock } from '../../common/clock.js';
 import { digestOf } from '../../cas/digest.js';
 import { createDiskBlobStore, verifyDiskBlobs } from '../../cas/disk-blob-store.js';
 import { createCheckpointedBlobStore, openSyncCheckpoint, syncFileSystem, type SyncCheckpointOptions } from '../../cas/sync-checkpoint.js';
+import { commandRunner } from '../../sandbox/runner.js';
 import { useTempDirs } from './tmpdir.js';
 
 const tempDir = useTempDirs();
@@ -141,6 +142,17 @@ describe('sync checkpoint', () => {
     const dir = await tempDir();
     await expect(syncFileSystem(dir)).resolves.toBeUndefined();
     await expect(syncFileSystem(join(dir, 'absent'))).rejects.toThrow(/sync -f .*absent failed/);
+  });
+
+  it('runs sync -f through a daemon\'s process runner (the head\'s), with the same errors', async () => {
+    const dir = await tempDir();
+    await expect(syncFileSystem(dir, commandRunner())).resolves.toBeUndefined();
+    await expect(syncFileSystem(join(dir, 'absent'), commandRunner())).rejects.toThrow(/sync -f .*absent failed: .*No such file or directory/);
+    await expect(syncFileSystem(dir, commandRunner(undefined, dir))).rejects.toThrow(/sync -f .* failed: the sync command \(coreutils\) is not installed/);
+    const slow = await tempDir();
+    await writeFile(join(slow, 'sync'), '#!/bin/sh\nexec /bin/sleep 5\n', { mode: 0o755 });
+    const timeout = commandRunner(undefined, slow);
+    await expect(timeout(['sync', '-f', dir], 200)).resolves.toEqual({ exitCode: -1, stderr: 'timed out after 0.2 s' });
   });
 });
 
