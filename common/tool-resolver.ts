@@ -22,6 +22,13 @@ export interface ResolvedTool {
 /** Finds a command's binary (as the shell would, through PATH), its content digest and its toolchain identity. */
 export interface ToolResolver {
   resolve(name: string, cwd: string, pathEnv: string | undefined): Promise<ResolvedTool | undefined>;
+  /**
+   * Does the slow part of a later `resolve` now, in the background: digesting the binaries (a
+   * driver's cc1 is tens of MB) and asking a driver for its programs. No answer is kept from it:
+   * what it fills is kept by file stat and by binary content, so a tool the build makes or changes
+   * before it is used is found as it is then.
+   */
+  warm?(name: string, cwd: string, pathEnv: string | undefined): void;
 }
 
 /** Asks a compiler driver where program `prog` is (`-print-prog-name=PROG`): a path, a bare name (found through PATH), or undefined. */
@@ -164,13 +171,28 @@ export function createToolResolver(statCache: StatCache, opts: ToolResolverOptio
     return { path: tool.path, digest: tool.digest, identity: h.digest('hex') };
   }
 
+  const keyOf = (name: string, cwd: string, pathEnv: string | undefined) => `${name}\u0000${name.includes('/') ? cwd : ''}\u0000${pathEnv ?? ''}`;
+  /** Warm-ups under way: a resolve waits for its key's, then finds the digests and answers it left (no binary hashed twice). */
+  const warming = new Map<string, Promise<unknown>>();
+
   return {
     resolve(name, cwd, pathEnv) {
-      if (opts.remember === false) return find(name, cwd, pathEnv);
-      const key = `${name}\u0000${name.includes('/') ? cwd : ''}\u0000${pathEnv ?? ''}`;
+      const key = keyOf(name, cwd, pathEnv);
+      const w = warming.get(key);
+      if (opts.remember === false) return w ? w.then(() => find(name, cwd, pathEnv)) : find(name, cwd, pathEnv);
       let p = memo.get(key);
-      if (!p) memo.set(key, (p = find(name, cwd, pathEnv)));
+      if (!p) memo.set(key, (p = w ? w.then(() => find(name, cwd, pathEnv)) : find(name, cwd, pathEnv)));
       return p;
+    },
+    warm(name, cwd, pathEnv) {
+      const key = keyOf(name, cwd, pathEnv);
+      if (memo.has(key) || warming.has(key)) return;
+      const w = find(name, cwd, pathEnv).then(
+        () => undefined,
+        () => undefined,
+      );
+      warming.set(key, w);
+      void w.then(() => warming.delete(key));
     },
   };
 }

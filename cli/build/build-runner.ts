@@ -11,7 +11,7 @@ import type { ActionCache } from '../../cas/action-cache.js';
 import { putHashedFile, type BlobStore } from '../../cas/blob-store.js';
 import type { ActionResult } from '../../cas/types.js';
 import type { BuildAction, BuildGraph, MakeRule } from '../../dag-extractor/types.js';
-import { computeActionKey, inputChangedSinceKeyed, throughSymlink, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
+import { computeActionKey, inputChangedSinceKeyed, throughSymlink, warmTools, withoutOrionDepfile, type ActionKey, type KeyDeps } from './action-key.js';
 import { parseDepFile } from '../../common/depfile.js';
 import type { BuildExecutor, ExecOutcome } from './in-place-executor.js';
 import { writeOutputs } from './output-writer.js';
@@ -881,6 +881,7 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
     }
   }
 
+  if (!opts.dryRun) warmTools(graph.actions, deps.keyDeps);
   await new Promise<void>((resolve) => {
     /** The deferred misses (a wave of at most localMax) go back to `ready`, to run here instead of on the cluster. */
     const takeWaveHere = () => {
@@ -898,7 +899,8 @@ export async function runBuild(deps: BuildRunnerDeps, opts: BuildRunnerOptions):
         const likely = (a: BuildAction) => a.inputs.some((f) => changed.has(f));
         // After an edit the likely misses are keyed first: once none is left to key and the wave
         // they made is small enough, it runs here at once (ahead of the cache hits' lookups).
-        const early = dagPhase === 'collect' && deferred.size > 0 && deferred.size <= (opts.localMax ?? 0) && !stopping;
+        // (Only a wave of likely misses: misses that cache lookups found are weighed once every lookup is done.)
+        const early = dagPhase === 'collect' && deferred.size > 0 && deferred.size <= (opts.localMax ?? 0) && !stopping && [...deferred].every((id) => likely(byId.get(id)!));
         if (early && running + ready.length > 0 && keyingFirst.size === 0 && !ready.some(likely)) takeWaveHere();
         likelyMiss = new Map(ready.map((a) => [a.id, likely(a) || runHere.has(a.id) ? 1 : 0]));
         ready.sort((x, y) => likelyMiss!.get(x.id)! - likelyMiss!.get(y.id)! || priority.get(x.id)! - priority.get(y.id)!);

@@ -66,7 +66,7 @@ describe('orion build --head --local-max', () => {
     const before = cluster.nodeRuns();
     const sent = await orionBuild(dir, { cacheDir: cache, head, args: ['--local-max', '2'], env });
     expect(sent.code, sent.stderr).toBe(0);
-    expect(onNodes(sent)).toBeGreaterThanOrEqual(6);
+    expect(onNodes(sent), sent.stderr).toBeGreaterThanOrEqual(6);
     expect(cluster.nodeRuns()).toBeGreaterThan(before);
     expect(sent.lines.find((l) => l.label === 'CC src/calc.o')?.tag).not.toBe('cached');
   }, 120_000);

@@ -167,6 +167,32 @@ int main(int argc, char **argv) {
     expect(err.message).toContain(`(sha256 ${driverHash.slice(0, 12)}, with its cc1, as and ld: ${before.identity.slice(0, 12)})`);
   });
 
+  it('warms a driver ahead of its first resolve: each binary hashed and each program asked once, and no answer kept from before the tool changed', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-toolchain-'));
+    dirs.push(dir);
+    await fakeToolchain(dir, 'cc1');
+    const hashed: string[] = [];
+    const asked: string[] = [];
+    // An hour later: the binaries are out of the stat cache's racy window, as installed ones are.
+    const later = { now: () => Date.now() + 3_600_000, setTimeout: () => ({ cancel() {} }) };
+    const cache = createStatCache(path.join(dir, 'digests.json'), { hashFile: (f) => (hashed.push(path.basename(f)), digestOfFile(f)), clock: later });
+    const resolver = createToolResolver(cache, { printProgName: async (_driver, prog) => (asked.push(prog), prog === 'cc1' ? `${dir}/libexec/cc1` : prog) });
+    resolver.warm!('gcc', '/p', `${dir}/bin`);
+    resolver.warm!('gcc', '/p', `${dir}/bin`);
+    // Resolved while the warm-up is under way: it waits for it instead of hashing the binaries again.
+    const got = (await resolver.resolve('gcc', '/p', `${dir}/bin`))!;
+    expect(hashed.sort()).toEqual(['as', 'cc1', 'gcc']);
+    expect(asked.sort()).toEqual(['as', 'cc1', 'cc1plus', 'collect2', 'ld']);
+    const plain = createToolResolver(createStatCache(path.join(dir, 'other.json')), { printProgName: async (_driver, prog) => (prog === 'cc1' ? `${dir}/libexec/cc1` : prog) });
+    expect((await plain.resolve('gcc', '/p', `${dir}/bin`))!.identity).toBe(got.identity);
+    // A tool warmed before the build made it is found once it exists (the warm-up's miss is not kept).
+    const tools = createToolResolver(createStatCache(path.join(dir, 'digests2.json')));
+    tools.warm!('gen-tool', '/p', `${dir}/made`);
+    await new Promise((r) => setTimeout(r, 50));
+    const made = tool(path.join(dir, 'made/gen-tool'), '#!/bin/sh\necho made\n');
+    expect((await tools.resolve('gen-tool', '/p', `${dir}/made`))?.identity).toBe(made);
+  });
+
   it('asks each driver once, keeping its answers in a file for the next build, and never runs a script named like a driver', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'orion-toolchain-'));
     dirs.push(dir);
