@@ -17,8 +17,15 @@ const WIRE_FIXED32 = 5;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-class Writer {
+/** Collects a message's fields as parts, joined once by `finish` (field values are not copied until then). */
+export class Writer {
   private readonly parts: Buffer[] = [];
+  private size = 0;
+
+  private push(b: Buffer): void {
+    this.parts.push(b);
+    this.size += b.length;
+  }
 
   private varint(v: number): void {
     const bytes: number[] = [];
@@ -27,7 +34,7 @@ class Writer {
       v = Math.floor(v / 0x80);
     }
     bytes.push(v);
-    this.parts.push(Buffer.from(bytes));
+    this.push(Buffer.from(bytes));
   }
 
   uint(field: number, v: number): this {
@@ -55,12 +62,20 @@ class Writer {
   bytes(field: number, b: Buffer): this {
     this.varint((field << 3) | WIRE_LEN);
     this.varint(b.length);
-    this.parts.push(b);
+    this.push(b);
+    return this;
+  }
+
+  /** An embedded message another writer collected, its parts taken as they are (a blob in it is copied once, by `finish`). */
+  message(field: number, w: Writer): this {
+    this.varint((field << 3) | WIRE_LEN);
+    this.varint(w.size);
+    for (const p of w.parts) this.push(p);
     return this;
   }
 
   finish(): Buffer {
-    return Buffer.concat(this.parts);
+    return Buffer.concat(this.parts, this.size);
   }
 }
 

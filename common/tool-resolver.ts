@@ -178,10 +178,13 @@ export function createToolResolver(statCache: StatCache, opts: ToolResolverOptio
   return {
     resolve(name, cwd, pathEnv) {
       const key = keyOf(name, cwd, pathEnv);
-      const w = warming.get(key);
-      if (opts.remember === false) return w ? w.then(() => find(name, cwd, pathEnv)) : find(name, cwd, pathEnv);
+      const found = () => {
+        const w = warming.get(key);
+        return w ? w.then(() => find(name, cwd, pathEnv)) : find(name, cwd, pathEnv);
+      };
+      if (opts.remember === false) return found();
       let p = memo.get(key);
-      if (!p) memo.set(key, (p = w ? w.then(() => find(name, cwd, pathEnv)) : find(name, cwd, pathEnv)));
+      if (!p) memo.set(key, (p = found()));
       return p;
     },
     warm(name, cwd, pathEnv) {

@@ -163,6 +163,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
   // Takes the default instance's lock now: a second head on this data directory fails at its start.
   caches.forInstance('');
   // After the lock: a second head must not check (and remove) blobs the running one is writing.
+  const runCommand = commandRunner();
   try {
     checkpoint = await openSyncCheckpoint({
       recordPath: path.join(opts.dataDir, 'synced.json'),
@@ -171,7 +172,7 @@ export async function startHead(opts: HeadOptions): Promise<Head> {
       log,
       // `sync -f` started by the spawn helper (orion-spawn), not a fork of the head: each fork cost
       // its event loop ~30 ms (0.4-0.5 s of its CPU in a cold Redis build on a 2-core VM).
-      syncFs: (dir) => syncFileSystem(dir, commandRunner()),
+      syncFs: (dir) => syncFileSystem(dir, runCommand),
       ...opts.durability,
     });
   } catch (err) {

@@ -26,73 +26,12 @@ import {
 } from './gen/build/bazel/remote/execution/v2/remote_execution.js';
 import { ByteStreamClient, ByteStreamService, ReadResponse, WriteRequest } from './gen/google/bytestream/bytestream.js';
 import { Status } from './gen/google/rpc/status.js';
-
-/** Collects a message's parts and joins them once, at their total size. */
-class PartsWriter {
-  private readonly parts: Buffer[] = [];
-  private size = 0;
-  private scratch: number[] = [];
-
-  private varint(v: number): void {
-    while (v >= 0x80) {
-      this.scratch.push((v % 0x80) | 0x80);
-      v = Math.floor(v / 0x80);
-    }
-    this.scratch.push(v);
-  }
-
-  private flushScratch(): void {
-    if (this.scratch.length === 0) return;
-    this.push(Buffer.from(this.scratch));
-    this.scratch = [];
-  }
-
-  private push(b: Buffer): void {
-    this.parts.push(b);
-    this.size += b.length;
-  }
-
-  /** A varint field (non-negative integers and booleans). */
-  uint(field: number, v: number): this {
-    this.varint((field << 3) | WireType.Varint);
-    this.varint(v);
-    return this;
-  }
-
-  /** A length-delimited field: bytes, a string's UTF-8, or an encoded message. */
-  bytes(field: number, b: Uint8Array): this {
-    this.varint((field << 3) | WireType.LengthDelimited);
-    this.varint(b.length);
-    this.flushScratch();
-    this.push(Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-    return this;
-  }
-
-  /** An embedded message whose parts another writer collected. */
-  message(field: number, w: PartsWriter): this {
-    this.varint((field << 3) | WireType.LengthDelimited);
-    w.flushScratch();
-    this.varint(w.length);
-    this.flushScratch();
-    for (const p of w.parts) this.push(p);
-    return this;
-  }
-
-  get length(): number {
-    return this.size + this.scratch.length;
-  }
-
-  finish(): Buffer {
-    this.flushScratch();
-    return this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
-  }
-}
+import { encodeDigestMessage, Writer } from '../cas/proto-wire.js';
 
 /** The generated encoders write negative varints as ten bytes; those (never sent by Orion) go through them. */
 const plain = (...ns: number[]) => ns.every((n) => Number.isSafeInteger(n) && n >= 0);
-const generated = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 /** A view of `u8` as a Buffer (no copy). */
-const asBuffer = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+export const asBuffer = (u8: Uint8Array): Buffer => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 
 const LEN = WireType.LengthDelimited;
 const VARINT = WireType.Varint;
@@ -114,7 +53,7 @@ function readFields(reader: BinaryReader, end: number | undefined, what: string,
 }
 
 export function encodeReadResponse(m: ReadResponse): Buffer {
-  const w = new PartsWriter();
+  const w = new Writer();
   if (m.data.length > 0) w.bytes(10, m.data);
   return w.finish();
 }
@@ -127,11 +66,8 @@ export function decodeReadResponse(b: Uint8Array): ReadResponse {
 }
 
 export function encodeWriteRequest(m: WriteRequest): Buffer {
-  if (!plain(m.writeOffset)) return generated(WriteRequest.encode(m).finish());
-  const w = new PartsWriter();
-  if (m.resourceName !== '') w.bytes(1, Buffer.from(m.resourceName, 'utf8'));
-  if (m.writeOffset !== 0) w.uint(2, m.writeOffset);
-  if (m.finishWrite) w.uint(3, 1);
+  if (!plain(m.writeOffset)) return asBuffer(WriteRequest.encode(m).finish());
+  const w = new Writer().string(1, m.resourceName).uint(2, m.writeOffset).bool(3, m.finishWrite);
   if (m.data.length > 0) w.bytes(10, m.data);
   return w.finish();
 }
@@ -156,13 +92,6 @@ function safeNumber(v: bigint | string | number): number {
   return n;
 }
 
-function digestParts(d: Digest): PartsWriter {
-  const w = new PartsWriter();
-  if (d.hash !== '') w.bytes(1, Buffer.from(d.hash, 'utf8'));
-  if (d.sizeBytes !== 0) w.uint(2, d.sizeBytes);
-  return w;
-}
-
 /** One blob of a batch: its digest, bytes (a view) and compressor at these field numbers; other fields to `more`. */
 function readBlobEntry<T extends { digest?: Digest; data: Buffer; compressor: number }>(reader: BinaryReader, entry: T, what: string, compressorField: number, more?: (tag: number) => boolean): T {
   readFields(reader, reader.uint32() + reader.pos, what, (tag) => {
@@ -176,15 +105,14 @@ function readBlobEntry<T extends { digest?: Digest; data: Buffer; compressor: nu
 }
 
 export function encodeBatchReadBlobsResponse(m: BatchReadBlobsResponse): Buffer {
-  if (!m.responses.every((r) => plain(r.compressor, r.digest?.sizeBytes ?? 0))) return generated(BatchReadBlobsResponse.encode(m).finish());
-  const w = new PartsWriter();
+  if (!m.responses.every((r) => plain(r.compressor, r.digest?.sizeBytes ?? 0))) return asBuffer(BatchReadBlobsResponse.encode(m).finish());
+  const w = new Writer();
   for (const r of m.responses) {
-    const e = new PartsWriter();
-    if (r.digest !== undefined) e.message(1, digestParts(r.digest));
+    const e = new Writer();
+    if (r.digest !== undefined) e.bytes(1, encodeDigestMessage(r.digest));
     if (r.data.length > 0) e.bytes(2, r.data);
-    if (r.status !== undefined) e.bytes(3, Status.encode(r.status).finish());
-    if (r.compressor !== 0) e.uint(4, r.compressor);
-    w.message(1, e);
+    if (r.status !== undefined) e.bytes(3, asBuffer(Status.encode(r.status).finish()));
+    w.message(1, e.uint(4, r.compressor));
   }
   return w.finish();
 }
@@ -202,18 +130,15 @@ export function decodeBatchReadBlobsResponse(b: Uint8Array): BatchReadBlobsRespo
 }
 
 export function encodeBatchUpdateBlobsRequest(m: BatchUpdateBlobsRequest): Buffer {
-  if (!plain(m.digestFunction) || !m.requests.every((r) => plain(r.compressor, r.digest?.sizeBytes ?? 0))) return generated(BatchUpdateBlobsRequest.encode(m).finish());
-  const w = new PartsWriter();
-  if (m.instanceName !== '') w.bytes(1, Buffer.from(m.instanceName, 'utf8'));
+  if (!plain(m.digestFunction) || !m.requests.every((r) => plain(r.compressor, r.digest?.sizeBytes ?? 0))) return asBuffer(BatchUpdateBlobsRequest.encode(m).finish());
+  const w = new Writer().string(1, m.instanceName);
   for (const r of m.requests) {
-    const e = new PartsWriter();
-    if (r.digest !== undefined) e.message(1, digestParts(r.digest));
+    const e = new Writer();
+    if (r.digest !== undefined) e.bytes(1, encodeDigestMessage(r.digest));
     if (r.data.length > 0) e.bytes(2, r.data);
-    if (r.compressor !== 0) e.uint(3, r.compressor);
-    w.message(2, e);
+    w.message(2, e.uint(3, r.compressor));
   }
-  if (m.digestFunction !== 0) w.uint(5, m.digestFunction);
-  return w.finish();
+  return w.uint(5, m.digestFunction).finish();
 }
 
 export function decodeBatchUpdateBlobsRequest(b: Uint8Array): BatchUpdateBlobsRequest {

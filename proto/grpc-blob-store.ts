@@ -8,7 +8,7 @@ import {
   type FindMissingBlobsResponse,
 } from './gen/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ReadResponse, WriteRequest } from './gen/google/bytestream/bytestream.js';
-import { BlobByteStreamClient, BlobCasClient } from './blob-codecs.js';
+import { asBuffer, BlobByteStreamClient, BlobCasClient } from './blob-codecs.js';
 import { Code, OrionError, statusOf } from '../common/errors.js';
 import type { BlobStore } from '../cas/blob-store.js';
 import { digestKey, isEmptyDigest, verifyDigest } from '../cas/digest.js';
@@ -177,7 +177,7 @@ export function createGrpcBlobStore(opts: GrpcBlobStoreOptions): RemoteBlobStore
         };
         for await (const chunk of src) {
           if (answered) return;
-          const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          const b = asBuffer(chunk);
           pending = pending.length ? Buffer.concat([pending, b]) : b;
           while (pending.length >= CHUNK && !answered) {
             await send(pending.subarray(0, CHUNK), false);

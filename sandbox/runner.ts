@@ -69,8 +69,9 @@ export function getDefaultLauncher(): Launcher {
  * exitCode -1 with the reason in stderr when it timed out.
  */
 export function commandRunner(runner?: ActionRunner, path = process.env.PATH || '/usr/bin:/bin'): (argv: string[], timeoutMs: number) => Promise<{ exitCode: number; stderr: string }> {
+  const using = runner ?? createProcessRunner();
   return async (argv, timeoutMs) => {
-    const r = await (runner ?? createProcessRunner()).run({ argv, cwd: '/', env: { PATH: path }, timeoutMs });
+    const r = await using.run({ argv, cwd: '/', env: { PATH: path }, timeoutMs });
     return r.timedOut ? { exitCode: -1, stderr: `timed out after ${timeoutMs / 1000} s` } : { exitCode: r.exitCode, stderr: r.stderr.toString() };
   };
 }
